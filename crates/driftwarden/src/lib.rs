@@ -1,0 +1,8 @@
+//! The Driftwarden binary: configuration, CLI, and the wiring of every stage.
+//!
+//! ```text
+//! config ──▶ watch ──▶ bus ──▶ correlate ──▶ ledger ──▶ enforce / notify / API
+//! ```
+
+pub mod cli;
+pub mod config;

@@ -1,0 +1,29 @@
+//! The domain types of Driftwarden, shared by every stage. No I/O.
+//!
+//! ```text
+//! ChangeEvent ─┐
+//! AuditRecord ─┼─▶ correlate ─▶ Verdict + Actor + diff ─▶ LedgerRecord
+//! Desired     ─┘
+//! ```
+//!
+//! Every type that crosses a process boundary (bus messages, ledger records)
+//! carries a `schema` version so readers can reject what they do not know.
+
+mod audit;
+mod change;
+mod desired;
+mod key;
+mod path;
+mod record;
+mod verdict;
+
+pub use audit::{AuditObjectRef, AuditRecord, AuditUser};
+pub use change::{ChangeEvent, ChangeKind, ManagedField};
+pub use desired::{Commit, DesiredEntry, DesiredHistory};
+pub use key::{KeyError, ObjectKey};
+pub use path::{FieldPath, PathError, Segment};
+pub use record::{GitError, GitSync, LedgerRecord, RecordBody, Sealed, chain_hash};
+pub use verdict::{Actor, DriftKind, FieldChange, Judgement, Verdict};
+
+/// The wire and storage schema version written by this build.
+pub const SCHEMA: u32 = 1;

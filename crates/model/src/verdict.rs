@@ -1,0 +1,247 @@
+//! Verdicts: how one change is judged against git, and who made it.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::FieldPath;
+
+/// How a drift departs from git.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DriftKind {
+    /// Declared fields now differ from desired HEAD.
+    Modified {
+        /// The declared fields that differ.
+        paths: Vec<FieldPath>,
+    },
+    /// Declared fields now equal an older commit's state (`kubectl rollout undo`).
+    Rollback {
+        /// The older commit whose state the object returned to.
+        commit: String,
+        /// The declared fields that differ from HEAD.
+        paths: Vec<FieldPath>,
+    },
+    /// An object git declares was deleted.
+    Deleted,
+    /// An untrusted actor changed fields git does not declare.
+    OutOfBand {
+        /// The undeclared fields that changed.
+        paths: Vec<FieldPath>,
+    },
+}
+
+/// The classification of one change (design §4.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The change brings the object to the desired commit's state, or creates or
+    /// deletes it as git says.
+    Authorized {
+        /// The desired commit.
+        commit: String,
+    },
+    /// Declared fields equal desired; only undeclared fields changed, by a
+    /// trusted actor.
+    InSync,
+    /// The object departs from git.
+    Drift {
+        /// How.
+        drift: DriftKind,
+    },
+    /// An object git does not declare was created or changed.
+    Unmanaged,
+    /// An object owned by a controller; recorded, never judged unmanaged.
+    Derived,
+    /// A policy rule or a break-glass exemption allows the change.
+    Allowed {
+        /// The rule or exemption that allows it.
+        rule: String,
+    },
+    /// A later commit declared exactly the drifted state.
+    Adopted {
+        /// The adopting commit.
+        commit: String,
+        /// Ledger sequence number of the drift it amends.
+        drift_seq: u64,
+    },
+}
+
+impl Verdict {
+    /// Whether the change departs from git and needs attention.
+    pub fn is_drift(&self) -> bool {
+        matches!(self, Verdict::Drift { .. })
+    }
+
+    /// Short stable name, for metrics labels and filters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Authorized { .. } => "authorized",
+            Verdict::InSync => "in_sync",
+            Verdict::Drift { drift } => match drift {
+                DriftKind::Modified { .. } => "drift_modified",
+                DriftKind::Rollback { .. } => "drift_rollback",
+                DriftKind::Deleted => "drift_deleted",
+                DriftKind::OutOfBand { .. } => "drift_out_of_band",
+            },
+            Verdict::Unmanaged => "unmanaged",
+            Verdict::Derived => "derived",
+            Verdict::Allowed { .. } => "allowed",
+            Verdict::Adopted { .. } => "adopted",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let short = |c: &str| c.get(..12).unwrap_or(c).to_owned();
+        let list = |paths: &[FieldPath]| {
+            paths.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        match self {
+            Verdict::Authorized { commit } => write!(f, "authorized({})", short(commit)),
+            Verdict::InSync => f.write_str("in_sync"),
+            Verdict::Drift { drift } => match drift {
+                DriftKind::Modified { paths } => write!(f, "drift(modified: {})", list(paths)),
+                DriftKind::Rollback { commit, .. } => {
+                    write!(f, "drift(rollback to {})", short(commit))
+                }
+                DriftKind::Deleted => f.write_str("drift(deleted)"),
+                DriftKind::OutOfBand { paths } => {
+                    write!(f, "drift(out_of_band: {})", list(paths))
+                }
+            },
+            Verdict::Unmanaged => f.write_str("unmanaged"),
+            Verdict::Derived => f.write_str("derived"),
+            Verdict::Allowed { rule } => write!(f, "allowed({rule})"),
+            Verdict::Adopted { commit, drift_seq } => {
+                write!(f, "adopted({}, drift #{drift_seq})", short(commit))
+            }
+        }
+    }
+}
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Actor {
+    /// From a Kubernetes audit record joined to the change.
+    Audit {
+        /// User name.
+        user: String,
+        /// The user's groups.
+        groups: Vec<String>,
+        /// Client user agent (client-controlled).
+        user_agent: String,
+        /// Client addresses (client-controlled).
+        source_ips: Vec<String>,
+        /// The apiserver's audit id.
+        audit_id: String,
+    },
+    /// From `metadata.managedFields`: the manager that owns the changed fields.
+    Manager {
+        /// Field manager name.
+        manager: String,
+        /// `Apply` or `Update`.
+        operation: String,
+        /// When the manager wrote.
+        time: Option<DateTime<Utc>>,
+    },
+    /// Not known, e.g. a change made while nobody watched.
+    Unknown {
+        /// Why the actor is unknown.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Audit { user, .. } => write!(f, "{user}"),
+            Actor::Manager { manager, .. } => write!(f, "manager {manager}"),
+            Actor::Unknown { reason } => write!(f, "unknown ({reason})"),
+        }
+    }
+}
+
+/// One field's change, for diffs shown to people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// Which field.
+    pub path: FieldPath,
+    /// Value before (or desired), absent when the field was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Value>,
+    /// Value after, absent when the field was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Value>,
+}
+
+/// The correlator's judgement of one change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    /// The verdict.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// Who made the change.
+    pub actor: Actor,
+    /// The desired HEAD commit the change was judged against, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_commit: Option<String>,
+    /// What differs: from desired to live for drift, from previous to live otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diff: Vec<FieldChange>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_serialize_with_stable_tags() {
+        let drift = Verdict::Drift {
+            drift: DriftKind::Modified {
+                paths: vec!["spec.replicas".parse().expect("path")],
+            },
+        };
+        let text = serde_json::to_string(&drift).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"verdict":"drift","drift":{"kind":"modified","paths":["spec.replicas"]}}"#
+        );
+        assert_eq!(drift.to_string(), "drift(modified: spec.replicas)");
+        assert_eq!(drift.name(), "drift_modified");
+        assert!(drift.is_drift());
+    }
+
+    #[test]
+    fn judgement_round_trips_through_json() {
+        let judgement = Judgement {
+            verdict: Verdict::Drift {
+                drift: DriftKind::Rollback {
+                    commit: "0123456789abcdef".into(),
+                    paths: vec!["spec.template.spec.containers[name=web].image"
+                        .parse()
+                        .expect("path")],
+                },
+            },
+            actor: Actor::Manager {
+                manager: "kubectl-rollout".into(),
+                operation: "Update".into(),
+                time: None,
+            },
+            desired_commit: Some("fedcba".into()),
+            diff: vec![FieldChange {
+                path: "spec.replicas".parse().expect("path"),
+                from: Some(serde_json::json!(2)),
+                to: Some(serde_json::json!(5)),
+            }],
+        };
+        let text = serde_json::to_string(&judgement).expect("serializes");
+        let back: Judgement = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(back, judgement);
+        assert_eq!(back.verdict.to_string(), "drift(rollback to 0123456789ab)");
+    }
+}

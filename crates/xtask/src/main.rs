@@ -1,0 +1,2 @@
+//! `cargo xtask`: the real test environment, tests, demo and benchmarks.
+fn main() {}
