@@ -1,1 +1,589 @@
-//! Configuration.
+//! The configuration file: one versioned YAML document.
+//!
+//! Parsing is strict: an unknown key is an error that names its path
+//! (`sources[0].brnach: unknown field ...`). [`Config::load`] parses, then
+//! [`Config::validate`] checks what serde cannot (URLs, duplicate names,
+//! JSON pointers), so a loaded config is ready to run.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use model::FieldPath;
+use serde::{Deserialize, Deserializer};
+
+/// The configuration version this build reads.
+pub const VERSION: u32 = 1;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not match the schema; `at` names the key.
+    #[error("config file {path}: {at}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Path of the offending key, e.g. `sources[0].branch`.
+        at: String,
+        /// What is wrong, with the YAML location when known.
+        message: String,
+    },
+    /// The config parses but is not usable.
+    #[error("config file {path}: {at}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Path of the offending key.
+        at: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Result of loading a configuration.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Configuration format version; must be 1.
+    pub version: u32,
+    /// The cluster to watch.
+    pub cluster: Cluster,
+    /// Where the ledger and git clones live.
+    pub data_dir: PathBuf,
+    /// The event bus between watchers and correlators.
+    #[serde(default)]
+    pub bus: Bus,
+    /// Git repositories holding the desired state.
+    pub sources: Vec<Source>,
+    /// What to watch beyond the kinds git declares.
+    #[serde(default)]
+    pub watch: Watch,
+    /// Actors whose changes to undeclared fields are expected.
+    #[serde(default)]
+    pub trust: Trust,
+    /// Per-scope rules; the most specific matching rule governs an object.
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    /// The read-only HTTP API.
+    #[serde(default)]
+    pub api: Option<Api>,
+    /// The receiver of kube-apiserver audit webhook batches.
+    #[serde(default)]
+    pub audit_webhook: Option<AuditWebhook>,
+}
+
+/// The cluster to watch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Name used in object keys and reports, e.g. `prod-eu`.
+    pub name: String,
+    /// Kubeconfig file; in-cluster config or `KUBECONFIG` when absent.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// The event bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Bus {
+    /// In-process bounded channels: a single binary, no broker.
+    Embedded {
+        /// Channel capacity in events; writers wait when it is full.
+        #[serde(default = "default_capacity")]
+        capacity: usize,
+    },
+    /// Apache Kafka.
+    Kafka {
+        /// Bootstrap servers, `host:port,host:port`.
+        brokers: String,
+        /// Prefix for topic names, e.g. `staging.`.
+        #[serde(default)]
+        topic_prefix: String,
+        /// Consumer group of the correlators.
+        #[serde(default = "default_group")]
+        group_id: String,
+        /// Partitions when Driftwarden creates the topics.
+        #[serde(default = "default_partitions")]
+        partitions: i32,
+    },
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::Embedded {
+            capacity: default_capacity(),
+        }
+    }
+}
+
+fn default_capacity() -> usize {
+    10_000
+}
+
+fn default_group() -> String {
+    "driftwarden".to_owned()
+}
+
+fn default_partitions() -> i32 {
+    6
+}
+
+/// A git repository holding desired state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Unique name, used in records and reports.
+    pub name: String,
+    /// Repository URL: `file://`, `https://` or `ssh://` (or `git@host:path`).
+    pub url: String,
+    /// Branch whose first-parent history is the desired state.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Directories or files inside the repository; empty means all of it.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Namespace for manifests that name none.
+    #[serde(default = "default_namespace")]
+    pub default_namespace: String,
+    /// How often to fetch, e.g. `10s`.
+    #[serde(default = "default_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A kind, written `apiVersion/Kind`: `v1/ConfigMap`, `apps/v1/Deployment`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KindRef {
+    /// `v1`, `apps/v1`.
+    pub api_version: String,
+    /// `ConfigMap`.
+    pub kind: String,
+}
+
+impl fmt::Display for KindRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.api_version, self.kind)
+    }
+}
+
+impl<'de> Deserialize<'de> for KindRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let (api_version, kind) = text
+            .rsplit_once('/')
+            .filter(|(v, k)| !v.is_empty() && k.starts_with(|c: char| c.is_ascii_uppercase()))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a kind: write apiVersion/Kind, e.g. `v1/ConfigMap` or `apps/v1/Deployment`"
+                ))
+            })?;
+        Ok(Self {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        })
+    }
+}
+
+/// What to watch beyond the kinds git declares.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    /// Kinds to watch even when git declares none, to catch objects created
+    /// outside git.
+    #[serde(default)]
+    pub extra_kinds: Vec<KindRef>,
+    /// Namespaces to watch; empty means all.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Only objects matching this label selector.
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// Also record objects owned by a controller (ReplicaSets, Pods).
+    #[serde(default)]
+    pub record_derived: bool,
+}
+
+/// Actors trusted to change fields git does not declare.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// Field managers, e.g. `kube-controller-manager`; `*` at the end matches a prefix.
+    #[serde(default)]
+    pub managers: Vec<String>,
+    /// User names.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Service accounts, `namespace:name`; `*` at the end matches a prefix.
+    #[serde(default)]
+    pub service_accounts: Vec<String>,
+}
+
+/// What Driftwarden does about drift in a scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Record and alert.
+    #[default]
+    Audit,
+    /// Record what enforce would do, change nothing.
+    DryRun,
+    /// Revert unauthorized changes.
+    Enforce,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Audit => "audit",
+            Mode::DryRun => "dry_run",
+            Mode::Enforce => "enforce",
+        })
+    }
+}
+
+/// Which objects a policy rule governs. Empty lists match everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// Namespaces.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Kinds, e.g. `Deployment`.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Labels the object must carry.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A policy rule for a scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Name shown in verdicts and reports.
+    pub name: String,
+    /// The scope.
+    #[serde(default, rename = "match")]
+    pub matches: Match,
+    /// What to do about drift.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Fields never judged, as JSON pointers, e.g. `/spec/replicas`.
+    #[serde(default)]
+    pub ignored_paths: Vec<String>,
+}
+
+/// The read-only HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Listen address, e.g. `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// File holding the bearer token clients must send.
+    pub token_file: PathBuf,
+}
+
+/// The audit webhook receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditWebhook {
+    /// Listen address, e.g. `127.0.0.1:8443`.
+    pub listen: SocketAddr,
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({err}): write e.g. `10s`, `2m`"
+        ))
+    })
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is only used in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let deserializer = serde_norway::Deserializer::from_str(text);
+        let config: Config =
+            serde_path_to_error::deserialize(deserializer).map_err(|err| Error::Parse {
+                path: path.to_owned(),
+                at: match err.path().to_string().as_str() {
+                    "." => "top level".to_owned(),
+                    at => at.to_owned(),
+                },
+                message: err.inner().to_string(),
+            })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot express.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let invalid = |at: String, message: String| Error::Invalid {
+            path: path.to_owned(),
+            at,
+            message,
+        };
+        if self.version != VERSION {
+            return Err(invalid(
+                "version".into(),
+                format!(
+                    "version {} is not supported: this build reads version {VERSION}",
+                    self.version
+                ),
+            ));
+        }
+        if self.cluster.name.is_empty() || self.cluster.name.contains('/') {
+            return Err(invalid(
+                "cluster.name".into(),
+                "must be a non-empty name without `/`".into(),
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err(invalid(
+                "sources".into(),
+                "at least one git source is needed: it is the desired state".into(),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            if !names.insert(&source.name) {
+                return Err(invalid(
+                    format!("sources[{i}].name"),
+                    format!(
+                        "`{}` is used twice: source names must be unique",
+                        source.name
+                    ),
+                ));
+            }
+            let known = ["file://", "https://", "http://", "ssh://", "git@"];
+            if !known.iter().any(|scheme| source.url.starts_with(scheme)) {
+                return Err(invalid(
+                    format!("sources[{i}].url"),
+                    format!(
+                        "`{}` is not a repository URL: use file://, https://, ssh:// or git@host:path",
+                        source.url
+                    ),
+                ));
+            }
+        }
+        if let Bus::Kafka {
+            brokers,
+            partitions,
+            ..
+        } = &self.bus
+        {
+            if brokers.trim().is_empty() {
+                return Err(invalid(
+                    "bus.brokers".into(),
+                    "needs at least one host:port".into(),
+                ));
+            }
+            if *partitions < 1 {
+                return Err(invalid(
+                    "bus.partitions".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        for (i, policy) in self.policies.iter().enumerate() {
+            for (j, pointer) in policy.ignored_paths.iter().enumerate() {
+                FieldPath::from_json_pointer(pointer).map_err(|err| {
+                    invalid(format!("policies[{i}].ignored_paths[{j}]"), err.to_string())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy rule governing an object: the matching rule with the most
+    /// specific scope, the first of equals; `None` when no rule matches.
+    pub fn policy_for(
+        &self,
+        namespace: &str,
+        kind: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Option<&Policy> {
+        // `max_by_key` keeps the last of equals; reversed, that is the first.
+        self.policies
+            .iter()
+            .rev()
+            .filter(|p| p.matches.covers(namespace, kind, labels))
+            .max_by_key(|p| p.matches.specificity())
+    }
+}
+
+impl Match {
+    fn covers(
+        &self,
+        namespace: &str,
+        kind: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    fn specificity(&self) -> usize {
+        usize::from(!self.namespaces.is_empty())
+            + usize::from(!self.kinds.is_empty())
+            + self.labels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+version: 1
+cluster: { name: prod }
+data_dir: /var/lib/driftwarden
+sources:
+  - name: apps
+    url: file:///srv/git/apps
+";
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(Path::new("test.yaml"), text)
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text)
+            .expect_err("config must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(MINIMAL).expect("minimal config loads");
+        assert!(matches!(config.bus, Bus::Embedded { capacity: 10_000 }));
+        let source = &config.sources[0];
+        assert_eq!(source.branch, "main");
+        assert_eq!(source.interval, Duration::from_secs(10));
+        assert_eq!(source.default_namespace, "default");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let err = error_of(&MINIMAL.replace("    url:", "    brnach: main\n    url:"));
+        assert!(err.contains("sources[0]"), "{err}");
+        assert!(err.contains("brnach"), "{err}");
+        let err = error_of(&format!("{MINIMAL}colour: blue\n"));
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_version_names_the_supported_one() {
+        let err = error_of(&MINIMAL.replace("version: 1", "version: 2"));
+        assert!(err.contains("version 2 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let err = error_of(&MINIMAL.replace("file:///srv/git/apps", "/srv/git/apps"));
+        assert!(
+            err.contains("sources[0].url") && err.contains("file://"),
+            "{err}"
+        );
+
+        let err = error_of(&format!("{MINIMAL}    interval: soon\n"));
+        assert!(
+            err.contains("sources[0].interval") && err.contains("10s"),
+            "{err}"
+        );
+
+        let err = error_of(&format!("{MINIMAL}watch:\n  extra_kinds: [ConfigMap]\n"));
+        assert!(
+            err.contains("watch.extra_kinds[0]") && err.contains("v1/ConfigMap"),
+            "{err}"
+        );
+
+        let err = error_of(&format!(
+            "{MINIMAL}policies:\n  - name: p\n    ignored_paths: [spec.replicas]\n"
+        ));
+        assert!(err.contains("policies[0].ignored_paths[0]"), "{err}");
+
+        let err = error_of(&format!("{MINIMAL}  - name: apps\n    url: file:///x\n"));
+        assert!(err.contains("used twice"), "{err}");
+
+        let err = error_of(&format!("{MINIMAL}bus: {{ type: carrier_pigeon }}\n"));
+        assert!(
+            err.contains("bus") && err.contains("carrier_pigeon"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load(Path::new("no/such/driftwarden.yaml")).expect_err("missing file");
+        assert!(
+            err.to_string().contains("no/such/driftwarden.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn most_specific_policy_governs() {
+        let config = parse(&format!(
+            "{MINIMAL}policies:
+  - name: everything
+  - name: team-a
+    match: {{ namespaces: [team-a] }}
+    mode: enforce
+  - name: team-a-deployments
+    match: {{ namespaces: [team-a], kinds: [Deployment] }}
+    mode: dry_run
+"
+        ))
+        .expect("config loads");
+        let labels = Default::default();
+        let name = |ns: &str, kind: &str| {
+            config
+                .policy_for(ns, kind, &labels)
+                .map(|p| p.name.as_str())
+        };
+        assert_eq!(name("team-a", "Deployment"), Some("team-a-deployments"));
+        assert_eq!(name("team-a", "ConfigMap"), Some("team-a"));
+        assert_eq!(name("team-b", "ConfigMap"), Some("everything"));
+    }
+}

@@ -101,7 +101,10 @@ impl ChangeEvent {
 
     /// Identity used to ignore a change the ledger already stored.
     pub fn dedup_id(&self) -> String {
-        format!("{}/{}/{}", self.key.cluster, self.uid, self.resource_version)
+        format!(
+            "{}/{}/{}",
+            self.key.cluster, self.uid, self.resource_version
+        )
     }
 }
 

@@ -55,7 +55,11 @@ impl ObjectKey {
         let group = group.into();
         Self {
             cluster: cluster.into(),
-            group: if group == "core" { String::new() } else { group },
+            group: if group == "core" {
+                String::new()
+            } else {
+                group
+            },
             kind: kind.into(),
             namespace: namespace.into(),
             name: name.into(),
@@ -72,7 +76,13 @@ impl ObjectKey {
     /// Kubernetes name contains.
     pub fn index_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.to_string().len() + 1);
-        for part in [&self.cluster, &self.group, &self.kind, &self.namespace, &self.name] {
+        for part in [
+            &self.cluster,
+            &self.group,
+            &self.kind,
+            &self.namespace,
+            &self.name,
+        ] {
             out.extend_from_slice(part.as_bytes());
             out.push(0);
         }
@@ -82,7 +92,11 @@ impl ObjectKey {
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let group = if self.group.is_empty() { "core" } else { &self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
         write!(
             f,
             "{}/{}/{}/{}/{}",
@@ -117,7 +131,10 @@ mod tests {
 
     #[test]
     fn key_round_trips_through_its_string_form() {
-        for text in ["prod/apps/Deployment/team-a/web", "prod/core/Namespace//team-a"] {
+        for text in [
+            "prod/apps/Deployment/team-a/web",
+            "prod/core/Namespace//team-a",
+        ] {
             let key: ObjectKey = text.parse().expect("valid key");
             assert_eq!(key.to_string(), text);
         }
@@ -133,9 +150,13 @@ mod tests {
 
     #[test]
     fn malformed_keys_name_the_problem() {
-        let err = "apps/Deployment/web".parse::<ObjectKey>().unwrap_err();
+        let err = "apps/Deployment/web"
+            .parse::<ObjectKey>()
+            .expect_err("malformed key");
         assert!(err.to_string().contains("five segments"), "{err}");
-        let err = "c/apps/Deployment/ns/".parse::<ObjectKey>().unwrap_err();
+        let err = "c/apps/Deployment/ns/"
+            .parse::<ObjectKey>()
+            .expect_err("malformed key");
         assert_eq!(
             err,
             KeyError::Empty {

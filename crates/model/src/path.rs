@@ -273,13 +273,19 @@ mod tests {
             .field("metadata")
             .field("labels")
             .field("app.kubernetes.io/name");
-        assert_eq!(label.to_string(), r#"metadata.labels["app.kubernetes.io/name"]"#);
+        assert_eq!(
+            label.to_string(),
+            r#"metadata.labels["app.kubernetes.io/name"]"#
+        );
         let port = FieldPath::root().field("ports").key(vec![
             ("containerPort".into(), "80".into()),
             ("protocol".into(), "TCP".into()),
         ]);
         assert_eq!(port.to_string(), "ports[containerPort=80,protocol=TCP]");
-        assert_eq!(FieldPath::root().field("args").index(2).to_string(), "args[2]");
+        assert_eq!(
+            FieldPath::root().field("args").index(2).to_string(),
+            "args[2]"
+        );
     }
 
     #[test]
@@ -312,7 +318,10 @@ mod tests {
     fn json_pointers_become_paths() {
         let p = FieldPath::from_json_pointer("/metadata/labels/app.kubernetes.io~1name")
             .expect("pointer");
-        assert_eq!(p.to_string(), r#"metadata.labels["app.kubernetes.io/name"]"#);
+        assert_eq!(
+            p.to_string(),
+            r#"metadata.labels["app.kubernetes.io/name"]"#
+        );
         assert!(FieldPath::from_json_pointer("spec").is_err());
         let inside = container_image();
         let prefix = FieldPath::from_json_pointer("/spec/template").expect("pointer");

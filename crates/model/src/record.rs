@@ -35,6 +35,10 @@ pub struct GitError {
 }
 
 /// What a ledger record says.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "change records are the common case; boxing them would only add an allocation"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RecordBody {

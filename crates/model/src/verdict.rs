@@ -98,7 +98,11 @@ impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let short = |c: &str| c.get(..12).unwrap_or(c).to_owned();
         let list = |paths: &[FieldPath]| {
-            paths.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            paths
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         match self {
             Verdict::Authorized { commit } => write!(f, "authorized({})", short(commit)),
@@ -222,9 +226,11 @@ mod tests {
             verdict: Verdict::Drift {
                 drift: DriftKind::Rollback {
                     commit: "0123456789abcdef".into(),
-                    paths: vec!["spec.template.spec.containers[name=web].image"
-                        .parse()
-                        .expect("path")],
+                    paths: vec![
+                        "spec.template.spec.containers[name=web].image"
+                            .parse()
+                            .expect("path"),
+                    ],
                 },
             },
             actor: Actor::Manager {
