@@ -7,7 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use model::ObjectKey;
+use tracing_subscriber::EnvFilter;
+
 use crate::config::{Bus, Config};
+use crate::inspect;
+use crate::run::Role;
 
 /// Driftwarden: who changed what in the cluster, when, and was it declared in git?
 #[derive(Debug, Parser)]
@@ -39,15 +44,65 @@ pub enum Command {
         #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
         config: PathBuf,
     },
+    /// Watch the cluster, judge every change against git, keep the ledger.
+    Run {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+        /// Which parts to run in this process.
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+    },
+    /// Current drift against git HEAD, as last observed.
+    Diff {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+    },
+    /// The timeline of one object: every change, its verdict and its diff.
+    History {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+        /// The object: `group/Kind/namespace/name` (group `core` for the core
+        /// API group, empty namespace for cluster-scoped objects), optionally
+        /// prefixed with the cluster name.
+        key: String,
+    },
+    /// Walk the ledger's hash chain and report any record that was altered,
+    /// removed or reordered.
+    Verify {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 /// Runs the CLI with the process arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(text) => {
+    let default_level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(Outcome { text, ok }) => {
             print!("{text}");
-            ExitCode::SUCCESS
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -56,17 +111,109 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What a command prints, and whether it succeeded.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Standard output.
+    pub text: String,
+    /// False when the command found a problem (e.g. a broken chain).
+    pub ok: bool,
+}
+
+impl From<String> for Outcome {
+    fn from(text: String) -> Self {
+        Self { text, ok: true }
+    }
+}
+
 /// Runs one command and returns what it prints.
-pub fn run(cli: Cli) -> anyhow::Result<String> {
+pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let json = cli.output == Output::Json;
     match cli.command {
         Command::Check { config } => {
             let config = Config::load(&config)?;
-            Ok(match cli.output {
-                Output::Human => describe(&config),
-                Output::Json => serde_json::to_string_pretty(&summary(&config))? + "\n",
+            Ok(if json {
+                to_json(&summary(&config))?
+            } else {
+                describe(&config)
+            }
+            .into())
+        }
+        Command::Run { config, role } => {
+            let config = Config::load(&config)?;
+            let running = crate::run::start(config, role).await?;
+            tokio::select! {
+                result = running.wait() => result?,
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+            }
+            Ok(String::new().into())
+        }
+        Command::Diff { config } => {
+            let config = Config::load(&config)?;
+            let ledger = crate::run::open_ledger(&config)?;
+            let (desired, _, _) = crate::desired::open_sources(&config).await?;
+            let drift = inspect::drift(&ledger, &desired)?;
+            let text = if json {
+                to_json(&drift)?
+            } else {
+                inspect::drift_text(&drift, ledger.head().0)
+            };
+            Ok(Outcome {
+                text,
+                ok: drift.is_empty(),
+            })
+        }
+        Command::History { config, key } => {
+            let config = Config::load(&config)?;
+            let key = parse_key(&config, &key)?;
+            let ledger = crate::run::open_ledger(&config)?;
+            let records = ledger.history(&key)?;
+            Ok(if json {
+                to_json(&records)?
+            } else {
+                inspect::history(&records)
+            }
+            .into())
+        }
+        Command::Verify { config } => {
+            let config = Config::load(&config)?;
+            let ledger = crate::run::open_ledger(&config)?;
+            let report = ledger.verify()?;
+            let text = if json {
+                to_json(&report)?
+            } else if report.is_ok() {
+                format!("ledger ok: {} records, hash chain intact\n", report.records)
+            } else {
+                let mut text = format!(
+                    "ledger BROKEN: {} problem(s) in {} records\n",
+                    report.problem_count, report.records
+                );
+                for problem in &report.problems {
+                    let _ = writeln!(text, "  {problem}");
+                }
+                text
+            };
+            Ok(Outcome {
+                text,
+                ok: report.is_ok(),
             })
         }
     }
+}
+
+/// An object key from the command line; the cluster may be left out.
+fn parse_key(config: &Config, key: &str) -> anyhow::Result<ObjectKey> {
+    let full = if key.split('/').count() == 4 {
+        format!("{}/{key}", config.cluster.name)
+    } else {
+        key.to_owned()
+    };
+    Ok(full.parse()?)
+}
+
+/// `value` as pretty JSON with a final newline.
+fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
 /// A human description of what a config watches.

@@ -434,20 +434,23 @@ impl Config {
         Ok(())
     }
 
-    /// The policy rule governing an object: the matching rule with the most
-    /// specific scope, the first of equals; `None` when no rule matches.
-    pub fn policy_for(
+    /// The position of the policy rule governing an object: the matching
+    /// rule with the most specific scope, the first of equals; `None` when
+    /// no rule matches.
+    pub fn policy_index(
         &self,
         namespace: &str,
         kind: &str,
         labels: &std::collections::BTreeMap<String, String>,
-    ) -> Option<&Policy> {
+    ) -> Option<usize> {
         // `max_by_key` keeps the last of equals; reversed, that is the first.
         self.policies
             .iter()
+            .enumerate()
             .rev()
-            .filter(|p| p.matches.covers(namespace, kind, labels))
-            .max_by_key(|p| p.matches.specificity())
+            .filter(|(_, p)| p.matches.covers(namespace, kind, labels))
+            .max_by_key(|(_, p)| p.matches.specificity())
+            .map(|(i, _)| i)
     }
 }
 
@@ -579,8 +582,8 @@ sources:
         let labels = Default::default();
         let name = |ns: &str, kind: &str| {
             config
-                .policy_for(ns, kind, &labels)
-                .map(|p| p.name.as_str())
+                .policy_index(ns, kind, &labels)
+                .map(|i| config.policies[i].name.as_str())
         };
         assert_eq!(name("team-a", "Deployment"), Some("team-a-deployments"));
         assert_eq!(name("team-a", "ConfigMap"), Some("team-a"));

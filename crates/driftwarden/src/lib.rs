@@ -6,3 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod correlator;
+pub mod desired;
+pub mod inspect;
+pub mod run;

@@ -23,8 +23,8 @@ fn is_driftwarden_config(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with("driftwarden"))
 }
 
-#[test]
-fn every_shipped_driftwarden_config_passes_check() {
+#[tokio::test]
+async fn every_shipped_driftwarden_config_passes_check() {
     let configs: Vec<PathBuf> = shipped_files()
         .into_iter()
         .filter(|p| is_driftwarden_config(p))
@@ -37,8 +37,10 @@ fn every_shipped_driftwarden_config_passes_check() {
                 config: path.clone(),
             },
         };
-        let text = run(cli).unwrap_or_else(|err| panic!("{}: {err:#}", path.display()));
-        assert!(text.starts_with("config ok"), "{text}");
+        let outcome = run(cli)
+            .await
+            .unwrap_or_else(|err| panic!("{}: {err:#}", path.display()));
+        assert!(outcome.text.starts_with("config ok"), "{}", outcome.text);
     }
 }
 

@@ -1,0 +1,273 @@
+//! `driftwarden run`: wires the roles together.
+//!
+//! ```text
+//! role watch:     kube-apiserver ──watch──▶ publisher ──▶ bus
+//! role correlate: bus ──▶ correlator ──▶ ledger     git ──fetch──▶ correlator
+//! role all:       both, over the configured bus (the embedded bus needs `all`)
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use bus::{Consumer, KafkaConfig, Message, Publisher};
+use futures::{StreamExt as _, TryStreamExt as _};
+use ledger::Ledger;
+use tokio::sync::{Notify, mpsc, watch as latest};
+use tokio::task::JoinSet;
+
+use crate::config::{Bus, Config};
+use crate::correlator::Correlator;
+use crate::desired::{self, Desired};
+
+/// Which parts of Driftwarden a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Watchers and correlator in one process.
+    All,
+    /// Only watchers, publishing to Kafka.
+    Watch,
+    /// Only the correlator, consuming from Kafka and writing the ledger.
+    Correlate,
+}
+
+/// How many publishes may be in flight at once; order per key is kept.
+const IN_FLIGHT: usize = 256;
+
+/// A running Driftwarden: its ledger and its tasks.
+#[derive(Debug)]
+pub struct Running {
+    /// The ledger the correlator writes (`None` for the watch role).
+    pub ledger: Option<Arc<Ledger>>,
+    /// Fetches every git source now.
+    pub fetch_now: Arc<Notify>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until a task ends; an error of any task ends the run.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        while let Some(done) = self.tasks.join_next().await {
+            done.context("a driftwarden task panicked")??;
+        }
+        Ok(())
+    }
+
+    /// Stops every task.
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Opens the ledger in the config's data directory.
+pub fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
+    let path = config.data_dir.join("ledger");
+    Ledger::open(&path).with_context(|| {
+        format!(
+            "cannot open the ledger in {} (is another driftwarden using it?)",
+            path.display()
+        )
+    })
+}
+
+/// A Kubernetes client for the configured cluster.
+pub async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
+    let kube_config = match &config.cluster.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig: set cluster.kubeconfig, $KUBECONFIG, or run in a cluster")?,
+    };
+    kube::Client::try_from(kube_config).context("cannot build a Kubernetes client")
+}
+
+/// Starts the roles `role` of `config` in the background.
+pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let (publisher, consumer) = connect_bus(&config, role).await?;
+    let mut tasks = JoinSet::new();
+    let fetch_now = Arc::new(Notify::new());
+
+    // The watch role alone reads git only to know which kinds to watch.
+    let (desired, initial, sources) = desired::open_sources(&config).await?;
+    let (kinds_tx, kinds_rx) = latest::channel(watched_kinds(&config, &desired));
+
+    let mut ledger = None;
+    let mut known = Vec::new();
+    if let Some(consumer) = consumer {
+        let opened = Arc::new(open_ledger(&config)?);
+        known = known_objects(&opened)?;
+        let mut correlator = Correlator::new(&config, opened.clone(), desired)?;
+        for update in initial {
+            let bodies = correlator.apply_git(update)?;
+            correlator.write(bodies, &[]).await?;
+        }
+        let (git_tx, git_rx) = mpsc::channel(16);
+        for (i, git) in sources.into_iter().enumerate() {
+            let interval = config.sources[i].interval;
+            tasks.spawn(desired::fetch_loop(
+                i,
+                git,
+                interval,
+                fetch_now.clone(),
+                git_tx.clone(),
+            ));
+        }
+        let kinds_config = config.clone();
+        tasks.spawn(correlator.run(consumer, git_rx, move |desired: &Desired| {
+            kinds_tx.send_replace(watched_kinds(&kinds_config, desired));
+        }));
+        ledger = Some(opened);
+    }
+    if let Some(publisher) = publisher {
+        let client = kube_client(&config).await?;
+        tasks.spawn(watch_loop(config, client, publisher, kinds_rx, known));
+    }
+    Ok(Running {
+        ledger,
+        fetch_now,
+        tasks,
+    })
+}
+
+/// The bus ends this process uses: a publisher for watchers, a consumer for
+/// the correlator.
+async fn connect_bus(
+    config: &Config,
+    role: Role,
+) -> anyhow::Result<(Option<Publisher>, Option<Consumer>)> {
+    match (&config.bus, role) {
+        (Bus::Embedded { capacity }, Role::All) => {
+            let (publisher, consumer) = bus::embedded(*capacity)?;
+            Ok((Some(publisher), Some(consumer)))
+        }
+        (Bus::Embedded { .. }, _) => bail!(
+            "--role {role:?} needs a shared bus: set `bus: {{type: kafka, ...}}` in the config, or run --role all"
+        ),
+        (
+            Bus::Kafka {
+                brokers,
+                topic_prefix,
+                group_id,
+                partitions,
+            },
+            role,
+        ) => {
+            bus::ensure_topics(brokers, topic_prefix, *partitions)
+                .await
+                .with_context(|| format!("cannot reach Kafka at {brokers}"))?;
+            let kafka = KafkaConfig::new(brokers.clone(), group_id.clone())
+                .with_prefix(topic_prefix.clone());
+            let publisher = matches!(role, Role::All | Role::Watch)
+                .then(|| Publisher::kafka(&kafka))
+                .transpose()?;
+            let consumer = matches!(role, Role::All | Role::Correlate)
+                .then(|| Consumer::kafka(&kafka))
+                .transpose()?;
+            Ok((publisher, consumer))
+        }
+    }
+}
+
+/// Every kind git declares plus the configured extra kinds.
+fn watched_kinds(config: &Config, desired: &Desired) -> BTreeSet<(String, String)> {
+    let mut kinds = desired.kinds();
+    kinds.extend(
+        config
+            .watch
+            .extra_kinds
+            .iter()
+            .map(|k| (k.api_version.clone(), k.kind.clone())),
+    );
+    kinds
+}
+
+/// Objects the ledger holds alive, so the watchers report the ones deleted
+/// while nobody watched.
+fn known_objects(ledger: &Ledger) -> anyhow::Result<Vec<watch::KnownObject>> {
+    let mut known = Vec::new();
+    for entry in ledger.objects() {
+        let (key, state) = entry?;
+        if state.latest.is_some() {
+            known.push(watch::KnownObject {
+                key,
+                uid: state.uid,
+                resource_version: state.resource_version,
+            });
+        }
+    }
+    Ok(known)
+}
+
+/// Watches the kinds in `kinds`, starting watchers for kinds that new
+/// commits add, and publishes every change.
+async fn watch_loop(
+    config: Config,
+    client: kube::Client,
+    publisher: Publisher,
+    mut kinds: latest::Receiver<BTreeSet<(String, String)>>,
+    mut known: Vec<watch::KnownObject>,
+) -> anyhow::Result<()> {
+    let mut watching = BTreeSet::new();
+    let mut watchers = JoinSet::new();
+    loop {
+        let wanted = kinds.borrow_and_update().clone();
+        let new: Vec<_> = wanted.difference(&watching).cloned().collect();
+        if !new.is_empty() {
+            tracing::info!(kinds = ?new, "watching");
+            let mut spec = watch::WatchSpec::new(config.cluster.name.clone())
+                .record_derived(config.watch.record_derived)
+                .known(std::mem::take(&mut known));
+            spec.kinds = new.clone();
+            spec.namespaces = config.watch.namespaces.clone();
+            spec.label_selector = config.watch.label_selector.clone();
+            watchers.spawn(publish_changes(client.clone(), spec, publisher.clone()));
+            watching.extend(new);
+        }
+        tokio::select! {
+            changed = kinds.changed() => if changed.is_err() {
+                // The correlator stopped; keep watching what we watch.
+                break;
+            },
+            Some(done) = watchers.join_next() => {
+                done.context("a watcher panicked")??;
+            }
+        }
+    }
+    while let Some(done) = watchers.join_next().await {
+        done.context("a watcher panicked")??;
+    }
+    Ok(())
+}
+
+/// Publishes every change `spec` yields; watch errors are logged while the
+/// watcher retries.
+async fn publish_changes(
+    client: kube::Client,
+    spec: watch::WatchSpec,
+    publisher: Publisher,
+) -> anyhow::Result<()> {
+    watch::watch(client, spec)
+        .filter_map(|item| async move {
+            item.map_err(|err| tracing::warn!(error = %err, "watch error; retrying"))
+                .ok()
+        })
+        .map(|event| {
+            let publisher = publisher.clone();
+            async move {
+                let message = Message::Change(event);
+                publisher.publish(&message).await
+            }
+        })
+        .buffered(IN_FLIGHT)
+        .try_for_each(|()| async { Ok(()) })
+        .await
+        .context("cannot publish to the bus")
+}
