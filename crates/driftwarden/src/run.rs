@@ -199,7 +199,6 @@ fn known_objects(ledger: &Ledger) -> anyhow::Result<Vec<watch::KnownObject>> {
             known.push(watch::KnownObject {
                 key,
                 uid: state.uid,
-                resource_version: state.resource_version,
             });
         }
     }

@@ -1,2 +1,99 @@
 //! `cargo xtask`: the real test environment, tests, demo and benchmarks.
-fn main() {}
+//!
+//! ```text
+//!   cargo xtask env up ──► build (cached per user) ──► start under target/testenv/
+//!        │                  kube-apiserver, kube-controller-manager,    etcd, kube-apiserver,
+//!        │                  kubectl, etcd (Go proxy); Kafka (Maven)     kube-controller-manager,
+//!        │                                                              Kafka, audit relay
+//!   cargo xtask test   ──► env up ──► cargo test --workspace ──► env down
+//! ```
+
+mod build;
+mod certs;
+mod cluster;
+mod env;
+mod kafka;
+mod paths;
+mod procs;
+mod relay;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Developer tasks for Driftwarden.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the local test environment (etcd, kube-apiserver,
+    /// kube-controller-manager, Kafka, audit relay).
+    Env {
+        #[command(subcommand)]
+        action: EnvAction,
+    },
+    /// Start the environment, run `cargo test --workspace [ARGS]`, stop it.
+    Test {
+        /// Extra arguments passed to `cargo test --workspace`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Receive audit webhook batches and append their events to a JSON-lines
+    /// file (started by `env up`; not meant to be run by hand).
+    #[command(hide = true)]
+    AuditRelay {
+        /// Loopback address to listen on.
+        #[arg(long)]
+        listen: String,
+        /// JSON-lines file the events are appended to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvAction {
+    /// Build what is missing, start every part and wait until all answer.
+    Up {
+        /// Send kube-apiserver's audit webhook to this address (host:port or
+        /// URL) instead of starting the audit relay.
+        #[arg(long, value_name = "ADDR")]
+        audit_webhook: Option<String>,
+    },
+    /// Stop every process `up` started; logs are kept.
+    Down,
+    /// Show each part; exit 0 only when all of them answer.
+    Status,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Dispatches one command.
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Env { action } => match action {
+            EnvAction::Up { audit_webhook } => env::up(audit_webhook).map(|()| ExitCode::SUCCESS),
+            EnvAction::Down => env::down().map(|()| ExitCode::SUCCESS),
+            EnvAction::Status => env::status(),
+        },
+        Command::Test { args } => test::run(&args),
+        Command::AuditRelay { listen, out } => {
+            relay::run(&listen, &out).map(|()| ExitCode::SUCCESS)
+        }
+    }
+}

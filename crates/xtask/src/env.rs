@@ -1,0 +1,447 @@
+//! `cargo xtask env up|down|status`: the local test environment.
+//!
+//! `up` builds what the per-user cache lacks, then starts, each in its own
+//! process group with its log in `target/testenv/logs/`:
+//!
+//! ```text
+//!   audit-relay ◄──audit webhook── kube-apiserver ──► etcd
+//!                                       ▲
+//!                      kube-controller-manager          kafka (KRaft)
+//! ```
+//!
+//! and writes `target/testenv/env.sh` for tests and people.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::build::{self, Toolset};
+use crate::cluster::{self, USERS};
+use crate::kafka;
+use crate::paths::{self, State};
+use crate::procs::{self, Started};
+
+/// Components, in start order; `down` stops them in reverse.
+const COMPONENTS: [&str; 5] = [
+    "audit-relay",
+    "kafka",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+];
+
+/// What `up` recorded about the running environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Saved {
+    /// Built binaries and jars in use.
+    tools: Toolset,
+    /// Control-plane ports.
+    cluster: cluster::Ports,
+    /// Kafka ports.
+    kafka: kafka::Ports,
+    /// Where kube-apiserver sends audit batches.
+    audit_webhook_addr: String,
+    /// Whether `up` started the audit relay (no `--audit-webhook`).
+    relay: bool,
+}
+
+/// Starts the environment, or reports that it already runs.
+pub fn up(audit_webhook: Option<String>) -> Result<()> {
+    let state = State::of_workspace();
+    if let Some(saved) = load_saved(&state) {
+        let parts = check(&state, &saved);
+        if parts.iter().all(|p| p.ok) {
+            if let Some(addr) = audit_webhook.filter(|a| *a != saved.audit_webhook_addr) {
+                bail!(
+                    "the test environment is up with audit webhook {}, not {addr}: run `cargo xtask env down` first",
+                    saved.audit_webhook_addr
+                );
+            }
+            println!("test environment is already up");
+            print_summary(&state, &saved);
+            return Ok(());
+        }
+        let down: Vec<_> = parts.iter().filter(|p| !p.ok).map(|p| p.name).collect();
+        println!(
+            "test environment is partly down ({}): starting it again",
+            down.join(", ")
+        );
+    }
+    stop_all(&state)?;
+
+    let started = Instant::now();
+    let tools = build::ensure_all(&state)?;
+    println!(
+        "starting the test environment in {}",
+        paths::show(&state.dir)
+    );
+    clear_run_state(&state)?;
+    let saved = plan(tools, audit_webhook)?;
+    if let Err(err) = start_all(&state, &saved) {
+        eprintln!(
+            "start failed: stopping what was started (logs in {})",
+            state.logs().display()
+        );
+        stop_all(&state)?;
+        return Err(err);
+    }
+    paths::write(&state.state_file(), serde_json::to_vec_pretty(&saved)?)?;
+    paths::write(&state.env_sh(), env_sh(&state, &saved))?;
+    println!(
+        "test environment is up in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    print_summary(&state, &saved);
+    Ok(())
+}
+
+/// Stops every component and forgets the run (logs stay).
+pub fn down() -> Result<()> {
+    let state = State::of_workspace();
+    let stopped = stop_all(&state)?;
+    if stopped == 0 {
+        println!("test environment was not running");
+    } else {
+        println!(
+            "test environment is down; logs kept in {}",
+            paths::show(&state.logs())
+        );
+    }
+    Ok(())
+}
+
+/// Prints every part; success only when all answer.
+pub fn status() -> Result<ExitCode> {
+    let state = State::of_workspace();
+    let Some(saved) = load_saved(&state) else {
+        println!("test environment is not up: run `cargo xtask env up`");
+        return Ok(ExitCode::FAILURE);
+    };
+    let parts = check(&state, &saved);
+    for part in &parts {
+        let verdict = if part.ok { "ok" } else { "DOWN" };
+        println!("{:<24} {verdict:<5} {}", part.name, part.detail);
+    }
+    if parts.iter().all(|p| p.ok) {
+        println!("env: {}", paths::show(&state.env_sh()));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("logs: {}", paths::show(&state.logs()));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Stops every component by pid (reverse start order); returns how many ran.
+pub fn stop_all(state: &State) -> Result<usize> {
+    let mut stopped = 0;
+    for name in COMPONENTS.iter().rev() {
+        let grace = if *name == "kafka" { 30 } else { 10 };
+        if procs::stop(state, name, Duration::from_secs(grace))? {
+            println!("  stopped {name}");
+            stopped += 1;
+        }
+    }
+    for file in [state.state_file(), state.env_sh()] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("removing {}", file.display())),
+        }
+    }
+    Ok(stopped)
+}
+
+fn load_saved(state: &State) -> Option<Saved> {
+    let text = std::fs::read(state.state_file()).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Removes the previous run's state, keeping `logs/`.
+fn clear_run_state(state: &State) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(&state.dir) else {
+        return paths::ensure_dir(&state.dir);
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name() == "logs" {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Picks free ports and the audit webhook address.
+fn plan(tools: Toolset, audit_webhook: Option<String>) -> Result<Saved> {
+    let ports = procs::free_ports(7)?;
+    let relay = audit_webhook.is_none();
+    let audit_webhook_addr = audit_webhook.unwrap_or_else(|| format!("127.0.0.1:{}", ports[6]));
+    Ok(Saved {
+        tools,
+        cluster: cluster::Ports {
+            etcd_client: ports[0],
+            etcd_peer: ports[1],
+            apiserver: ports[2],
+            controller_manager: ports[3],
+        },
+        kafka: kafka::Ports {
+            broker: ports[4],
+            controller: ports[5],
+        },
+        audit_webhook_addr,
+        relay,
+    })
+}
+
+/// The webhook URL for an address given as host:port or as a URL.
+fn webhook_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}/")
+    }
+}
+
+/// Starts every component and waits until each answers.
+fn start_all(state: &State, saved: &Saved) -> Result<()> {
+    let tools = &saved.tools;
+    let files = cluster::write_files(
+        state,
+        &saved.cluster,
+        &webhook_url(&saved.audit_webhook_addr),
+    )?;
+    let kafka_files = kafka::write_files(state, &saved.kafka)?;
+
+    let mut relay = saved
+        .relay
+        .then(|| start_relay(state, &saved.audit_webhook_addr))
+        .transpose()?;
+    let mut etcd = procs::spawn(
+        state,
+        "etcd",
+        cluster::etcd_command(tools, state, &saved.cluster),
+    )?;
+    kafka::format_storage(tools, state, &kafka_files)?;
+    let mut kafka = procs::spawn(state, "kafka", kafka::command(tools, &kafka_files))?;
+
+    step("etcd", || {
+        procs::wait_ready(state, &mut etcd, Duration::from_secs(60), || {
+            cluster::etcd_ready(&saved.cluster)
+        })
+    })?;
+    let admin = state.kubeconfig("admin");
+    let mut apiserver = procs::spawn(
+        state,
+        "kube-apiserver",
+        cluster::apiserver_command(tools, &files, &saved.cluster),
+    )?;
+    step("kube-apiserver", || {
+        procs::wait_ready(state, &mut apiserver, Duration::from_secs(120), || {
+            cluster::raw_ok(tools, &admin, "/readyz")
+        })
+    })?;
+    step("RBAC and namespace team-a", || {
+        cluster::apply_rbac(tools, state, &files)
+    })?;
+    let mut kcm = procs::spawn(
+        state,
+        "kube-controller-manager",
+        cluster::controller_manager_command(tools, state, &files, &saved.cluster),
+    )?;
+    step("kube-controller-manager", || {
+        procs::wait_ready(state, &mut kcm, Duration::from_secs(60), || {
+            cluster::raw_ok(tools, &files.controller_manager_probe, "/healthz")
+        })
+    })?;
+    step("kafka", || {
+        procs::wait_ready(state, &mut kafka, Duration::from_secs(90), || {
+            kafka::ready(&saved.kafka)
+        })
+    })?;
+    if let Some(relay) = relay.as_mut() {
+        let addr = &saved.audit_webhook_addr;
+        step("audit-relay", || {
+            procs::wait_ready(state, relay, Duration::from_secs(20), || {
+                procs::http_ok(addr, "/healthz", "ok")
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs one start step, printing its name and duration.
+fn step(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let started = Instant::now();
+    f().with_context(|| format!("starting {what}"))?;
+    println!("  {what} ready ({:.1}s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Starts this program again as `audit-relay`.
+fn start_relay(state: &State, addr: &str) -> Result<Started> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("audit-relay")
+        .arg("--listen")
+        .arg(addr)
+        .arg("--out")
+        .arg(state.audit_log());
+    procs::spawn(state, "audit-relay", cmd)
+}
+
+/// One line of `status`.
+#[derive(Debug)]
+struct Part {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+/// Checks that every component runs and answers.
+fn check(state: &State, saved: &Saved) -> Vec<Part> {
+    let tools = &saved.tools;
+    let part = |name: &'static str, answers: &dyn Fn() -> bool, what: String| {
+        let pid = procs::running_pid(state, name);
+        let ok = pid.is_some() && answers();
+        let pid = pid.map_or("not running".to_string(), |p| format!("pid {p}"));
+        Part {
+            name,
+            ok,
+            detail: format!("{what} ({pid})"),
+        }
+    };
+    let c = &saved.cluster;
+    let mut parts = vec![
+        part(
+            "etcd",
+            &|| cluster::etcd_ready(c),
+            format!("http://127.0.0.1:{}", c.etcd_client),
+        ),
+        part(
+            "kube-apiserver",
+            &|| cluster::raw_ok(tools, &state.kubeconfig("admin"), "/readyz"),
+            format!("https://127.0.0.1:{}", c.apiserver),
+        ),
+        part(
+            "kube-controller-manager",
+            &|| {
+                cluster::raw_ok(
+                    tools,
+                    &state.kubeconfig("controller-manager-probe"),
+                    "/healthz",
+                )
+            },
+            format!("https://127.0.0.1:{}", c.controller_manager),
+        ),
+        part(
+            "kafka",
+            &|| kafka::ready(&saved.kafka),
+            saved.kafka.bootstrap(),
+        ),
+    ];
+    if saved.relay {
+        let addr = &saved.audit_webhook_addr;
+        parts.push(part(
+            "audit-relay",
+            &|| procs::http_ok(addr, "/healthz", "ok"),
+            format!("{addr} → {}", paths::show(&state.audit_log())),
+        ));
+    } else {
+        parts.push(Part {
+            name: "audit-webhook",
+            ok: true,
+            detail: format!(
+                "external receiver {} (not checked)",
+                saved.audit_webhook_addr
+            ),
+        });
+    }
+    parts
+}
+
+/// The variables `env.sh` exports, of the running environment.
+pub fn running_exports(state: &State) -> Result<Vec<(String, String)>> {
+    let saved = load_saved(state).context("the test environment is not up")?;
+    Ok(exports(state, &saved))
+}
+
+/// The variables `env.sh` exports.
+fn exports(state: &State, saved: &Saved) -> Vec<(String, String)> {
+    let show = |p: PathBuf| p.display().to_string();
+    let mut vars = vec![
+        ("KUBECONFIG".to_string(), show(state.kubeconfig("admin"))),
+        ("DW_TESTENV_DIR".to_string(), show(state.dir.clone())),
+    ];
+    for user in USERS {
+        vars.push((
+            format!("DW_KUBECONFIG_{}", user.name.to_uppercase()),
+            show(state.kubeconfig(user.name)),
+        ));
+    }
+    let audit_log = if saved.relay {
+        show(state.audit_log())
+    } else {
+        String::new()
+    };
+    vars.extend([
+        ("DW_KUBECTL".to_string(), show(saved.tools.kubectl())),
+        (
+            "DW_KUBE_SERVER".to_string(),
+            format!("https://127.0.0.1:{}", saved.cluster.apiserver),
+        ),
+        ("DW_KAFKA_BROKERS".to_string(), saved.kafka.bootstrap()),
+        (
+            "DW_AUDIT_WEBHOOK_ADDR".to_string(),
+            saved.audit_webhook_addr.clone(),
+        ),
+        ("DW_AUDIT_LOG".to_string(), audit_log),
+    ]);
+    vars
+}
+
+/// `env.sh`: one `export NAME='value'` per line.
+fn env_sh(state: &State, saved: &Saved) -> String {
+    let mut text = String::from(
+        "# Written by `cargo xtask env up`. Source it to use the test environment:\n#   . target/testenv/env.sh\n",
+    );
+    for (name, value) in exports(state, saved) {
+        let _ = writeln!(text, "export {name}='{}'", value.replace('\'', r"'\''"));
+    }
+    text
+}
+
+fn print_summary(state: &State, saved: &Saved) {
+    println!(
+        "  kube-apiserver  https://127.0.0.1:{}",
+        saved.cluster.apiserver
+    );
+    println!("  kafka           {}", saved.kafka.bootstrap());
+    if saved.relay {
+        println!(
+            "  audit webhook   {} → {}",
+            saved.audit_webhook_addr,
+            paths::show(&state.audit_log())
+        );
+    } else {
+        println!("  audit webhook   {} (external)", saved.audit_webhook_addr);
+    }
+    let users: Vec<_> = USERS.iter().map(|u| u.name).collect();
+    println!(
+        "  kubeconfigs     {} ({})",
+        paths::show(&state.dir.join("kubeconfig")),
+        users.join(", ")
+    );
+    println!("  kubectl         {}", saved.tools.kubectl().display());
+    println!("  logs            {}", paths::show(&state.logs()));
+    println!("  env             . {}", paths::show(&state.env_sh()));
+}
