@@ -84,6 +84,63 @@ pub struct Config {
     /// The receiver of kube-apiserver audit webhook batches.
     #[serde(default)]
     pub audit_webhook: Option<AuditWebhook>,
+    /// Safety rails of enforcement.
+    #[serde(default)]
+    pub enforcement: Enforcement,
+}
+
+/// Safety rails of enforcement.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enforcement {
+    /// Reverts of one object within `flap_window` after which Driftwarden
+    /// stops reverting it and reports a revert war.
+    #[serde(default = "default_flap_limit")]
+    pub flap_limit: u32,
+    /// The window of `flap_limit`, e.g. `5m`.
+    #[serde(default = "default_flap_window", deserialize_with = "duration")]
+    pub flap_window: Duration,
+    /// Drifts cluster-wide within `breaker_window` that pause enforcement.
+    #[serde(default = "default_breaker_limit")]
+    pub breaker_limit: u32,
+    /// The window of `breaker_limit`, e.g. `1m`.
+    #[serde(default = "default_breaker_window", deserialize_with = "duration")]
+    pub breaker_window: Duration,
+    /// How long a tripped breaker pauses enforcement unless resumed by hand.
+    #[serde(default = "default_breaker_pause", deserialize_with = "duration")]
+    pub breaker_pause: Duration,
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        Self {
+            flap_limit: default_flap_limit(),
+            flap_window: default_flap_window(),
+            breaker_limit: default_breaker_limit(),
+            breaker_window: default_breaker_window(),
+            breaker_pause: default_breaker_pause(),
+        }
+    }
+}
+
+fn default_flap_limit() -> u32 {
+    5
+}
+
+fn default_flap_window() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_breaker_limit() -> u32 {
+    50
+}
+
+fn default_breaker_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_breaker_pause() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// The cluster to watch.
@@ -247,28 +304,7 @@ pub struct Trust {
     pub service_accounts: Vec<String>,
 }
 
-/// What Driftwarden does about drift in a scope.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Record and alert.
-    #[default]
-    Audit,
-    /// Record what enforce would do, change nothing.
-    DryRun,
-    /// Revert unauthorized changes.
-    Enforce,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Audit => "audit",
-            Mode::DryRun => "dry_run",
-            Mode::Enforce => "enforce",
-        })
-    }
-}
+pub use model::Mode;
 
 /// Which objects a policy rule governs. Empty lists match everything.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -300,6 +336,20 @@ pub struct Policy {
     /// Fields never judged, as JSON pointers, e.g. `/spec/replicas`.
     #[serde(default)]
     pub ignored_paths: Vec<String>,
+    /// Actors trusted in this scope, on top of the global `trust`.
+    #[serde(default)]
+    pub trust: Trust,
+    /// Delete objects git does not declare (enforce mode only).
+    #[serde(default)]
+    pub prune: bool,
+    /// How long a drift may wait for a commit that adopts it before it is
+    /// reverted, e.g. `5m`; `0s` reverts at once.
+    #[serde(default, deserialize_with = "duration")]
+    pub grace: Duration,
+    /// Apply new commits in this scope (and, with `prune`, delete what a
+    /// commit removed): Driftwarden acts as the GitOps agent.
+    #[serde(default)]
+    pub sync: bool,
 }
 
 /// The read-only HTTP API.

@@ -12,6 +12,7 @@
 mod audit;
 mod change;
 mod desired;
+mod enforcement;
 mod key;
 mod path;
 mod record;
@@ -20,6 +21,9 @@ mod verdict;
 pub use audit::{AuditObjectRef, AuditRecord, AuditUser};
 pub use change::{ChangeEvent, ChangeKind, ManagedField};
 pub use desired::{Commit, DesiredEntry, DesiredHistory};
+pub use enforcement::{
+    Amendment, Control, Enforcement, Exemption, ExemptionScope, Mode, Outcome, RevertAction,
+};
 pub use key::{KeyError, ObjectKey};
 pub use path::{FieldPath, PathError, Segment};
 pub use record::{GitError, GitSync, LedgerRecord, RecordBody, Sealed, chain_hash};

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{ChangeEvent, Commit, Judgement, SCHEMA};
+use crate::{Amendment, ChangeEvent, Commit, Control, Enforcement, Exemption, Judgement, SCHEMA};
 
 /// Desired state moved to a new commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,10 +35,6 @@ pub struct GitError {
 }
 
 /// What a ledger record says.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "change records are the common case; boxing them would only add an allocation"
-)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RecordBody {
@@ -53,6 +49,14 @@ pub enum RecordBody {
     GitSync(GitSync),
     /// A file in git failed to parse.
     GitError(GitError),
+    /// A revert planned, held or done.
+    Enforcement(Enforcement),
+    /// A later judgement of an earlier record.
+    Amendment(Amendment),
+    /// A break-glass exemption was granted.
+    Exemption(Exemption),
+    /// Enforcement was paused or resumed.
+    Control(Control),
 }
 
 /// One ledger entry before it is sealed into the chain.

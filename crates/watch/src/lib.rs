@@ -6,3 +6,35 @@
 //! ```
 //!
 //! Secret values become digests here, before any event leaves the watcher.
+//!
+//! - [`watch`] resolves kinds through discovery, runs one kube-rs watcher per
+//!   (kind, namespace) and merges them into one stream of [`ChangeEvent`]s:
+//!   `Resync` for every object of a (re)listing, `Deleted` for known objects a
+//!   listing no longer has, then `Added`/`Modified`/`Deleted` with churn
+//!   dropped and controller-owned objects skipped unless recorded.
+//! - [`audit_router`] receives audit webhook batches and forwards the
+//!   [`AuditRecord`]s of completed writes.
+//! - The pure parts ([`redact_secret`], [`managed_fields_summary`],
+//!   [`is_churn`], [`is_derived`], [`to_change_event`], [`parse_audit_batch`])
+//!   do no I/O and are usable on their own.
+//!
+//! Logs name objects by key, never print their bodies.
+//!
+//! [`ChangeEvent`]: model::ChangeEvent
+//! [`AuditRecord`]: model::AuditRecord
+
+pub mod audit;
+pub mod churn;
+pub mod event;
+pub mod managed;
+pub mod redact;
+pub mod watcher;
+pub mod webhook;
+
+pub use audit::parse_audit_batch;
+pub use churn::{CHURN_ANNOTATIONS, content_digest, is_churn, is_derived};
+pub use event::to_change_event;
+pub use managed::{managed_fields_summary, strip_managed_fields};
+pub use redact::{redact_secret, secret_digest};
+pub use watcher::{KnownObject, WatchSpec, watch};
+pub use webhook::audit_router;

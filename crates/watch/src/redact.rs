@@ -1,0 +1,187 @@
+//! Secret redaction: Secret values become digests before an object leaves
+//! this crate.
+//!
+//! A digest is `sha256:<hex>` of the *decoded* value, so a `data` entry
+//! (base64) and a `stringData` entry holding the same plaintext get the same
+//! digest, and a manifest in git can be compared with the cluster without
+//! either side holding the plaintext.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The annotation `kubectl apply` writes; for a Secret it holds the plaintext
+/// manifest, values included.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The digest written in place of a secret value: `sha256:<hex>` of `bytes`.
+pub fn secret_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Replaces every value of a Secret by its digest.
+///
+/// Acts only when `obj.kind` is `Secret` (in any API group: over-redacting a
+/// look-alike custom kind is the safe mistake); any other object is left
+/// untouched, so it is safe to call on everything. Redacted are:
+/// - each `data` value (base64): the digest of the decoded bytes, or of the
+///   raw string when it is not valid base64;
+/// - each `stringData` value: the digest of the string;
+/// - the `kubectl.kubernetes.io/last-applied-configuration` annotation,
+///   which contains the plaintext manifest: the digest of the annotation.
+///
+/// A value that is not a string (which the apiserver never sends) is replaced
+/// by the digest of its JSON text, so nothing passes through unredacted.
+pub fn redact_secret(obj: &mut Value) {
+    if obj.get("kind").and_then(Value::as_str) != Some("Secret") {
+        return;
+    }
+    if let Some(data) = obj.get_mut("data").and_then(Value::as_object_mut) {
+        for value in data.values_mut() {
+            *value = Value::String(digest_base64_value(value));
+        }
+    }
+    if let Some(data) = obj.get_mut("stringData").and_then(Value::as_object_mut) {
+        for value in data.values_mut() {
+            *value = Value::String(digest_plain_value(value));
+        }
+    }
+    if let Some(annotations) = obj
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+        && let Some(value) = annotations.get_mut(LAST_APPLIED_ANNOTATION)
+    {
+        *value = Value::String(digest_plain_value(value));
+    }
+}
+
+fn digest_base64_value(value: &Value) -> String {
+    match value {
+        Value::String(text) => match STANDARD.decode(text) {
+            Ok(bytes) => secret_digest(&bytes),
+            Err(_) => secret_digest(text.as_bytes()),
+        },
+        other => secret_digest(other.to_string().as_bytes()),
+    }
+}
+
+fn digest_plain_value(value: &Value) -> String {
+    match value {
+        Value::String(text) => secret_digest(text.as_bytes()),
+        other => secret_digest(other.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CANARY: &str = "canary-7f3a-do-not-leak";
+
+    fn secret_with_canary() -> Value {
+        let encoded = STANDARD.encode(CANARY);
+        let last_applied = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "team-a"},
+            "stringData": {"password": CANARY},
+        })
+        .to_string();
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "db",
+                "namespace": "team-a",
+                "annotations": {
+                    LAST_APPLIED_ANNOTATION: last_applied,
+                    "team": "payments",
+                },
+            },
+            "type": "Opaque",
+            "data": {"password": encoded, "user": STANDARD.encode("app")},
+            "stringData": {"token": CANARY},
+        })
+    }
+
+    #[test]
+    fn secret_values_become_digests_of_the_decoded_value() {
+        let mut secret = secret_with_canary();
+        redact_secret(&mut secret);
+        let expected = secret_digest(CANARY.as_bytes());
+        assert_eq!(secret["data"]["password"], json!(expected));
+        assert_eq!(secret["stringData"]["token"], json!(expected));
+        assert_eq!(secret["data"]["user"], json!(secret_digest(b"app")));
+        assert!(expected.starts_with("sha256:") && expected.len() == 7 + 64);
+    }
+
+    #[test]
+    fn canary_value_appears_nowhere_after_redaction() {
+        let mut secret = secret_with_canary();
+        let encoded = STANDARD.encode(CANARY);
+        redact_secret(&mut secret);
+        let text = serde_json::to_string(&secret).expect("serializes");
+        assert!(!text.contains(CANARY), "{text}");
+        assert!(!text.contains(&encoded), "{text}");
+    }
+
+    #[test]
+    fn last_applied_annotation_of_a_secret_is_redacted_other_annotations_kept() {
+        let mut secret = secret_with_canary();
+        let original = secret["metadata"]["annotations"][LAST_APPLIED_ANNOTATION].clone();
+        redact_secret(&mut secret);
+        let annotations = &secret["metadata"]["annotations"];
+        let original = original.as_str().expect("annotation is a string");
+        assert_eq!(
+            annotations[LAST_APPLIED_ANNOTATION],
+            json!(secret_digest(original.as_bytes()))
+        );
+        assert_eq!(annotations["team"], json!("payments"));
+        assert_eq!(secret["type"], json!("Opaque"));
+        assert_eq!(secret["metadata"]["name"], json!("db"));
+    }
+
+    #[test]
+    fn invalid_base64_is_hashed_as_raw_text() {
+        let mut secret = json!({"kind": "Secret", "data": {"k": "not base64!"}});
+        redact_secret(&mut secret);
+        assert_eq!(secret["data"]["k"], json!(secret_digest(b"not base64!")));
+    }
+
+    #[test]
+    fn non_string_values_are_redacted_too() {
+        let mut secret =
+            json!({"kind": "Secret", "data": {"n": 42}, "stringData": {"o": {"x": "y"}}});
+        redact_secret(&mut secret);
+        assert_eq!(secret["data"]["n"], json!(secret_digest(b"42")));
+        assert_eq!(
+            secret["stringData"]["o"],
+            json!(secret_digest(br#"{"x":"y"}"#))
+        );
+    }
+
+    #[test]
+    fn other_kinds_are_untouched() {
+        let config_map = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: "{\"data\":{}}"}},
+            "data": {"key": "value"},
+        });
+        let mut redacted = config_map.clone();
+        redact_secret(&mut redacted);
+        assert_eq!(redacted, config_map);
+    }
+
+    #[test]
+    fn secret_without_data_is_left_valid() {
+        let mut secret = json!({"kind": "Secret", "metadata": {"name": "empty"}});
+        redact_secret(&mut secret);
+        assert_eq!(
+            secret,
+            json!({"kind": "Secret", "metadata": {"name": "empty"}})
+        );
+    }
+}

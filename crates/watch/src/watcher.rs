@@ -1,0 +1,902 @@
+//! Watching the cluster: one kube-rs watcher per (kind, namespace), merged
+//! into one stream of [`ChangeEvent`]s.
+//!
+//! ```text
+//! discovery ──▶ watcher(kind, ns) ──▶ Tracker ──┐
+//!               watcher(kind, ns) ──▶ Tracker ──┼─▶ select_all ──▶ ChangeEvent
+//!               ...                             ┘
+//! ```
+//!
+//! A tracker turns one watcher's events into change events: a listing
+//! (start, or re-list after `410 Gone`) gives `Resync` for every listed
+//! object and `Deleted` for known objects missing from it; afterwards
+//! `Added`/`Modified`/`Deleted`, with churn dropped. It keeps per object
+//! only its namespace, name, uid and a content digest.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiResource, Scope};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as kube_watcher};
+use model::{ChangeEvent, ChangeKind, ObjectKey};
+use serde_json::{Value, json};
+
+#[cfg(doc)]
+use crate::churn::is_derived;
+use crate::churn::{ContentDigest, content_digest};
+use crate::event::to_change_event;
+
+/// Objects fetched per page when (re)listing.
+pub const PAGE_SIZE: u32 = 500;
+
+/// Attempts at reading a collection's current `resourceVersion` before
+/// giving up on reporting objects deleted while unobserved.
+const VERSION_ATTEMPTS: u32 = 3;
+
+/// A watch that failed or an object that could not be turned into an event.
+/// The merged stream keeps going after an error: watchers retry with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec names no kind to watch.
+    #[error(
+        "watch spec of cluster `{cluster}` lists no kinds to watch; add at least one (apiVersion, kind)"
+    )]
+    NoKinds {
+        /// The spec's cluster.
+        cluster: String,
+    },
+    /// An `apiVersion` that is neither `v1` nor `group/version`.
+    #[error(
+        "apiVersion `{api_version}` of kind `{kind}` is malformed; write `v1` or `group/version`, e.g. `apps/v1`"
+    )]
+    ApiVersion {
+        /// The apiVersion as given.
+        api_version: String,
+        /// The kind it was given with.
+        kind: String,
+    },
+    /// Discovery does not know the kind.
+    #[error(
+        "cannot resolve kind `{kind}` of `{api_version}` through discovery; check the spelling, \
+         and for a custom resource that its CRD is installed"
+    )]
+    Discovery {
+        /// The apiVersion looked up.
+        api_version: String,
+        /// The kind looked up.
+        kind: String,
+        /// What the apiserver said.
+        #[source]
+        source: kube::Error,
+    },
+    /// A watcher failed; it retries with backoff.
+    #[error("watching {scope} failed (retrying with backoff)")]
+    Watch {
+        /// The resource and namespace watched, e.g. `configmaps in team-a`.
+        scope: String,
+        /// The watcher's error.
+        #[source]
+        source: watcher::Error,
+    },
+    /// An object could not be turned into a change event.
+    #[error("an object of {scope} was skipped")]
+    Event {
+        /// The resource and namespace watched.
+        scope: String,
+        /// Why the object was skipped.
+        #[source]
+        source: crate::event::Error,
+    },
+    /// A watched object could not be converted to JSON.
+    #[error("an object of {scope} could not be converted to JSON")]
+    Serialize {
+        /// The resource and namespace watched.
+        scope: String,
+        /// The conversion error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Objects found deleted while unobserved could not be reported, because
+    /// the collection's current `resourceVersion` could not be read.
+    #[error("{count} objects of {scope} deleted while unobserved could not be reported")]
+    DeletionVersion {
+        /// The resource and namespace watched.
+        scope: String,
+        /// How many deletions are unreported.
+        count: usize,
+        /// Why the version could not be read.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to watch in one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchSpec {
+    /// Name of the cluster as configured; the first segment of every key.
+    pub cluster: String,
+    /// `(apiVersion, kind)` pairs, e.g. `("apps/v1", "Deployment")`;
+    /// custom resources work the same way.
+    pub kinds: Vec<(String, String)>,
+    /// Namespaces to watch; empty watches all. Ignored for cluster-scoped kinds.
+    pub namespaces: Vec<String>,
+    /// Label selector limiting the watched objects, e.g. `app=web`.
+    pub label_selector: Option<String>,
+    /// Emit events for controller-owned objects (marked `derived`) instead
+    /// of skipping them.
+    pub record_derived: bool,
+    /// Objects known from before this watch (the ledger's latest state), so
+    /// that ones deleted while nobody watched are reported as `Deleted`.
+    pub known: Vec<KnownObject>,
+}
+
+impl WatchSpec {
+    /// A spec for `cluster` watching nothing yet.
+    pub fn new(cluster: impl Into<String>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Also watch `kind` of `api_version`.
+    pub fn kind(mut self, api_version: impl Into<String>, kind: impl Into<String>) -> Self {
+        self.kinds.push((api_version.into(), kind.into()));
+        self
+    }
+
+    /// Also watch `namespace` (once any is given, only the given ones).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespaces.push(namespace.into());
+        self
+    }
+
+    /// Only watch objects matching `selector`.
+    pub fn label_selector(mut self, selector: impl Into<String>) -> Self {
+        self.label_selector = Some(selector.into());
+        self
+    }
+
+    /// Whether to emit controller-owned objects.
+    pub fn record_derived(mut self, record: bool) -> Self {
+        self.record_derived = record;
+        self
+    }
+
+    /// Objects known from before this watch.
+    pub fn known(mut self, known: impl IntoIterator<Item = KnownObject>) -> Self {
+        self.known.extend(known);
+        self
+    }
+}
+
+/// An object seen before this watch started, as the ledger last recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownObject {
+    /// Which object.
+    pub key: ObjectKey,
+    /// The incarnation.
+    pub uid: String,
+}
+
+impl From<&ChangeEvent> for KnownObject {
+    fn from(event: &ChangeEvent) -> Self {
+        Self {
+            key: event.key.clone(),
+            uid: event.uid.clone(),
+        }
+    }
+}
+
+/// Watches what `spec` names and yields its change events, merged across
+/// kinds and namespaces; runs until dropped.
+///
+/// Kinds are resolved through discovery first; a kind that does not resolve
+/// yields one error and the others are watched. Watch failures are yielded
+/// as errors while the watcher retries with backoff, so a consumer logs
+/// them and keeps polling.
+pub fn watch(
+    client: kube::Client,
+    spec: WatchSpec,
+) -> impl Stream<Item = Result<ChangeEvent>> + Send + 'static {
+    stream::once(scope_streams(client, spec)).flat_map(stream::select_all)
+}
+
+/// One stream per (kind, namespace), or an error stream for what failed.
+async fn scope_streams(
+    client: kube::Client,
+    spec: WatchSpec,
+) -> Vec<BoxStream<'static, Result<ChangeEvent>>> {
+    if spec.kinds.is_empty() {
+        return vec![failed(Error::NoKinds {
+            cluster: spec.cluster,
+        })];
+    }
+    let mut streams = Vec::new();
+    for (api_version, kind) in &spec.kinds {
+        match resolve(&client, api_version, kind).await {
+            Ok((resource, scope)) => {
+                let namespaces: Vec<Option<&str>> =
+                    if scope == Scope::Cluster || spec.namespaces.is_empty() {
+                        vec![None]
+                    } else {
+                        spec.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+                    };
+                for namespace in namespaces {
+                    streams.push(scope_stream(&client, &spec, &resource, namespace));
+                }
+            }
+            Err(err) => streams.push(failed(err)),
+        }
+    }
+    streams
+}
+
+fn failed(err: Error) -> BoxStream<'static, Result<ChangeEvent>> {
+    stream::once(async move { Err(err) }).boxed()
+}
+
+async fn resolve(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+) -> Result<(ApiResource, Scope)> {
+    let (group, version) = match api_version.split('/').collect::<Vec<_>>().as_slice() {
+        [version] if !version.is_empty() => ("", *version),
+        [group, version] if !group.is_empty() && !version.is_empty() => (*group, *version),
+        _ => {
+            return Err(Error::ApiVersion {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+    };
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, capabilities) =
+        kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .map_err(|source| Error::Discovery {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+                source,
+            })?;
+    Ok((resource, capabilities.scope))
+}
+
+fn scope_stream(
+    client: &kube::Client,
+    spec: &WatchSpec,
+    resource: &ApiResource,
+    namespace: Option<&str>,
+) -> BoxStream<'static, Result<ChangeEvent>> {
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    };
+    let mut config = watcher::Config::default().page_size(PAGE_SIZE);
+    if let Some(selector) = &spec.label_selector {
+        config = config.labels(selector);
+    }
+    let mut tracker = Tracker::new(spec, resource, namespace);
+    tracing::debug!(scope = %tracker.scope, "starting watcher");
+    kube_watcher(api.clone(), config)
+        .default_backoff()
+        .then(move |event| {
+            let step = tracker.step(event, Utc::now());
+            let api = api.clone();
+            async move { step.complete(&api).await }
+        })
+        .flat_map(stream::iter)
+        .boxed()
+}
+
+/// What the tracker remembers of one object: its names and 32 bytes of
+/// digest, never its content.
+#[derive(Debug, Clone)]
+struct Seen {
+    namespace: String,
+    name: String,
+    /// `None` for objects known only from before this watch.
+    digest: Option<ContentDigest>,
+}
+
+/// An object that was known but is absent from a complete listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Vanished {
+    uid: String,
+    namespace: String,
+    name: String,
+}
+
+/// Turns one watcher's events into change events. Pure apart from the
+/// clock value it is given; the I/O around it lives in [`scope_stream`].
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    cluster: String,
+    api_version: String,
+    kind: String,
+    scope: String,
+    record_derived: bool,
+    seen: HashMap<String, Seen>,
+    /// The uids listed since the last `Init`, while a listing is under way.
+    listed: Option<HashSet<String>>,
+}
+
+/// The outcome of one watcher event: the events ready now, and objects
+/// found deleted while unobserved, which need the collection's current
+/// `resourceVersion` to be reported.
+#[derive(Debug)]
+pub(crate) struct Step {
+    events: Vec<Result<ChangeEvent>>,
+    vanished: Vec<Vanished>,
+    context: DeletionContext,
+}
+
+#[derive(Debug, Clone)]
+struct DeletionContext {
+    cluster: String,
+    api_version: String,
+    kind: String,
+    scope: String,
+    observed_at: DateTime<Utc>,
+}
+
+impl Tracker {
+    pub(crate) fn new(spec: &WatchSpec, resource: &ApiResource, namespace: Option<&str>) -> Self {
+        let scope = match namespace {
+            Some(ns) => format!("{} in {ns}", resource.plural),
+            None => format!("{} in all namespaces", resource.plural),
+        };
+        let seen = spec
+            .known
+            .iter()
+            .filter(|known| {
+                known.key.cluster == spec.cluster
+                    && known.key.group == resource.group
+                    && known.key.kind == resource.kind
+                    && namespace.is_none_or(|ns| known.key.namespace == ns)
+            })
+            .map(|known| {
+                let seen = Seen {
+                    namespace: known.key.namespace.clone(),
+                    name: known.key.name.clone(),
+                    digest: None,
+                };
+                (known.uid.clone(), seen)
+            })
+            .collect();
+        Self {
+            cluster: spec.cluster.clone(),
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+            scope,
+            record_derived: spec.record_derived,
+            seen,
+            listed: None,
+        }
+    }
+
+    /// Handles one item of the watcher stream.
+    pub(crate) fn step(
+        &mut self,
+        item: Result<Event<DynamicObject>, watcher::Error>,
+        observed_at: DateTime<Utc>,
+    ) -> Step {
+        let mut step = Step {
+            events: Vec::new(),
+            vanished: Vec::new(),
+            context: DeletionContext {
+                cluster: self.cluster.clone(),
+                api_version: self.api_version.clone(),
+                kind: self.kind.clone(),
+                scope: self.scope.clone(),
+                observed_at,
+            },
+        };
+        let event = match item {
+            Ok(event) => event,
+            Err(source) => {
+                step.events.push(Err(Error::Watch {
+                    scope: self.scope.clone(),
+                    source,
+                }));
+                return step;
+            }
+        };
+        match event {
+            Event::Init => self.listed = Some(HashSet::new()),
+            Event::InitApply(obj) => self.listed_object(obj, observed_at, &mut step),
+            Event::InitDone => step.vanished = self.listing_done(),
+            Event::Apply(obj) => self.applied(obj, observed_at, &mut step),
+            Event::Delete(obj) => self.deleted(obj, observed_at, &mut step),
+        }
+        step
+    }
+
+    fn listed_object(&mut self, obj: DynamicObject, observed_at: DateTime<Utc>, step: &mut Step) {
+        let Some(event) = self.event(ChangeKind::Resync, obj, observed_at, step) else {
+            return;
+        };
+        self.listed
+            .get_or_insert_with(HashSet::new)
+            .insert(event.uid.clone());
+        self.remember(&event, content_digest(&event.object));
+        step.events.push(Ok(event));
+    }
+
+    fn listing_done(&mut self) -> Vec<Vanished> {
+        let listed = self.listed.take().unwrap_or_default();
+        let gone: Vec<String> = self
+            .seen
+            .keys()
+            .filter(|uid| !listed.contains(*uid))
+            .cloned()
+            .collect();
+        let mut vanished: Vec<Vanished> = gone
+            .into_iter()
+            .filter_map(|uid| {
+                let seen = self.seen.remove(&uid)?;
+                Some(Vanished {
+                    uid,
+                    namespace: seen.namespace,
+                    name: seen.name,
+                })
+            })
+            .collect();
+        vanished.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        if !vanished.is_empty() {
+            tracing::info!(scope = %self.scope, count = vanished.len(), "objects deleted while unobserved");
+        }
+        vanished
+    }
+
+    fn applied(&mut self, obj: DynamicObject, observed_at: DateTime<Utc>, step: &mut Step) {
+        let Some(mut event) = self.event(ChangeKind::Modified, obj, observed_at, step) else {
+            return;
+        };
+        let digest = content_digest(&event.object);
+        match self.seen.get(&event.uid) {
+            Some(seen) if seen.digest == Some(digest) => {
+                tracing::trace!(key = %event.key, "dropped churn");
+                return;
+            }
+            Some(_) => {}
+            None => event.kind = ChangeKind::Added,
+        }
+        self.remember(&event, digest);
+        step.events.push(Ok(event));
+    }
+
+    fn deleted(&mut self, obj: DynamicObject, observed_at: DateTime<Utc>, step: &mut Step) {
+        let Some(event) = self.event(ChangeKind::Deleted, obj, observed_at, step) else {
+            return;
+        };
+        self.seen.remove(&event.uid);
+        step.events.push(Ok(event));
+    }
+
+    /// The change event for `obj`, or `None` when it is skipped (derived
+    /// and not recorded) or malformed (then the error is in `step`).
+    fn event(
+        &mut self,
+        kind: ChangeKind,
+        obj: DynamicObject,
+        observed_at: DateTime<Utc>,
+        step: &mut Step,
+    ) -> Option<ChangeEvent> {
+        if !self.record_derived && is_controlled(&obj) {
+            if let Some(uid) = &obj.metadata.uid {
+                self.seen.remove(uid);
+            }
+            return None;
+        }
+        let value = match self.to_value(obj) {
+            Ok(value) => value,
+            Err(source) => {
+                step.events.push(Err(Error::Serialize {
+                    scope: self.scope.clone(),
+                    source,
+                }));
+                return None;
+            }
+        };
+        match to_change_event(&self.cluster, kind, value, observed_at) {
+            Ok(event) => Some(event),
+            Err(source) => {
+                step.events.push(Err(Error::Event {
+                    scope: self.scope.clone(),
+                    source,
+                }));
+                None
+            }
+        }
+    }
+
+    /// The object as JSON, with `apiVersion` and `kind` filled in when the
+    /// apiserver left them out.
+    fn to_value(&self, obj: DynamicObject) -> Result<Value, serde_json::Error> {
+        let mut value = serde_json::to_value(obj)?;
+        if let Some(map) = value.as_object_mut() {
+            map.entry("apiVersion")
+                .or_insert_with(|| Value::String(self.api_version.clone()));
+            map.entry("kind")
+                .or_insert_with(|| Value::String(self.kind.clone()));
+        }
+        Ok(value)
+    }
+
+    fn remember(&mut self, event: &ChangeEvent, digest: ContentDigest) {
+        let seen = Seen {
+            namespace: event.key.namespace.clone(),
+            name: event.key.name.clone(),
+            digest: Some(digest),
+        };
+        self.seen.insert(event.uid.clone(), seen);
+    }
+}
+
+impl Step {
+    /// The events of this step, with `Deleted` events for vanished objects
+    /// at the collection's current `resourceVersion` (read from the apiserver).
+    async fn complete(self, api: &Api<DynamicObject>) -> Vec<Result<ChangeEvent>> {
+        if self.vanished.is_empty() {
+            return self.events;
+        }
+        match current_version(api).await {
+            Ok(version) => self.with_deletions(&version),
+            Err(source) => {
+                let mut events = self.events;
+                events.push(Err(Error::DeletionVersion {
+                    scope: self.context.scope,
+                    count: self.vanished.len(),
+                    source,
+                }));
+                events
+            }
+        }
+    }
+
+    /// The events of this step plus a `Deleted` event per vanished object,
+    /// at `version`: the collection's version when the deletion was noticed,
+    /// which is later than the deletion and unique to this observation.
+    pub(crate) fn with_deletions(self, version: &str) -> Vec<Result<ChangeEvent>> {
+        let Step {
+            mut events,
+            vanished,
+            context,
+        } = self;
+        for gone in vanished {
+            let mut metadata = json!({
+                "name": gone.name,
+                "uid": gone.uid,
+                "resourceVersion": version,
+            });
+            if !gone.namespace.is_empty() {
+                metadata["namespace"] = Value::String(gone.namespace);
+            }
+            let stub = json!({
+                "apiVersion": context.api_version,
+                "kind": context.kind,
+                "metadata": metadata,
+            });
+            let event = to_change_event(
+                &context.cluster,
+                ChangeKind::Deleted,
+                stub,
+                context.observed_at,
+            )
+            .map_err(|source| Error::Event {
+                scope: context.scope.clone(),
+                source,
+            });
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// Whether a controller owns `obj`, read before the object is converted,
+/// so skipped objects cost nothing more (see [`is_derived`](crate::churn::is_derived) for JSON).
+fn is_controlled(obj: &DynamicObject) -> bool {
+    obj.metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|owners| owners.iter().any(|owner| owner.controller == Some(true)))
+}
+
+/// The collection's current `resourceVersion`, retried briefly.
+async fn current_version(api: &Api<DynamicObject>) -> Result<String, kube::Error> {
+    let params = ListParams::default().limit(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match api.list_metadata(&params).await {
+            Ok(list) => return Ok(list.metadata.resource_version.unwrap_or_default()),
+            Err(err) if attempt >= VERSION_ATTEMPTS => return Err(err),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_map_resource() -> ApiResource {
+        ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            plural: "configmaps".into(),
+        }
+    }
+
+    fn config_map(name: &str, uid: &str, rv: &str, data: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name, "namespace": "team-a", "uid": uid, "resourceVersion": rv,
+                "managedFields": [{"manager": "kubectl-create", "operation": "Update",
+                                   "time": format!("2026-01-01T00:00:{:02}Z", rv.len()),
+                                   "fieldsV1": {"f:data": {"f:k": {}}}}]
+            },
+            "data": data
+        }))
+        .expect("valid object")
+    }
+
+    fn owned(mut obj: DynamicObject) -> DynamicObject {
+        obj.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+                uid: "owner".into(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        obj
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("valid time")
+    }
+
+    fn tracker(spec: &WatchSpec) -> Tracker {
+        Tracker::new(spec, &config_map_resource(), Some("team-a"))
+    }
+
+    /// Feeds events and returns (kind, name, resourceVersion) of what came out.
+    fn feed(
+        tracker: &mut Tracker,
+        events: Vec<Event<DynamicObject>>,
+    ) -> Vec<(ChangeKind, String, String)> {
+        events
+            .into_iter()
+            .flat_map(|event| tracker.step(Ok(event), now()).with_deletions("999"))
+            .map(|event| {
+                let event = event.expect("valid event");
+                (event.kind, event.key.name, event.resource_version)
+            })
+            .collect()
+    }
+
+    fn seen(kind: ChangeKind, name: &str, rv: &str) -> (ChangeKind, String, String) {
+        (kind, name.to_owned(), rv.to_owned())
+    }
+
+    #[test]
+    fn per_object_state_stays_far_below_two_kib() {
+        // Map key (uid) and entry, before the strings' heap bytes (uid 36,
+        // namespace and name at most 63 and 253): far below the 2 KiB budget.
+        let inline = std::mem::size_of::<(String, Seen)>();
+        assert!(inline <= 128, "{inline} bytes inline per watched object");
+    }
+
+    #[test]
+    fn listing_gives_resync_then_watch_gives_added_modified_deleted() {
+        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let out = feed(
+            &mut tracker,
+            vec![
+                Event::Init,
+                Event::InitApply(config_map("a", "u-a", "1", json!({"k": "1"}))),
+                Event::InitDone,
+                Event::Apply(config_map("b", "u-b", "2", json!({"k": "1"}))),
+                Event::Apply(config_map("b", "u-b", "3", json!({"k": "2"}))),
+                Event::Apply(config_map("a", "u-a", "4", json!({"k": "2"}))),
+                Event::Delete(config_map("b", "u-b", "5", json!({"k": "2"}))),
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![
+                seen(ChangeKind::Resync, "a", "1"),
+                seen(ChangeKind::Added, "b", "2"),
+                seen(ChangeKind::Modified, "b", "3"),
+                seen(ChangeKind::Modified, "a", "4"),
+                seen(ChangeKind::Deleted, "b", "5"),
+            ]
+        );
+    }
+
+    #[test]
+    fn churn_is_dropped_but_a_later_real_change_is_not() {
+        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let mut status_only = config_map("a", "u-a", "22", json!({"k": "1"}));
+        status_only.data["status"] = json!({"phase": "whatever"});
+        let out = feed(
+            &mut tracker,
+            vec![
+                Event::Apply(config_map("a", "u-a", "1", json!({"k": "1"}))),
+                Event::Apply(config_map("a", "u-a", "333", json!({"k": "1"}))),
+                Event::Apply(status_only),
+                Event::Apply(config_map("a", "u-a", "4444", json!({"k": "2"}))),
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![
+                seen(ChangeKind::Added, "a", "1"),
+                seen(ChangeKind::Modified, "a", "4444"),
+            ]
+        );
+    }
+
+    #[test]
+    fn relisting_reports_objects_deleted_while_unobserved() {
+        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let out = feed(
+            &mut tracker,
+            vec![
+                Event::Init,
+                Event::InitApply(config_map("a", "u-a", "1", json!({}))),
+                Event::InitApply(config_map("b", "u-b", "2", json!({}))),
+                Event::InitDone,
+                // 410 Gone: the watcher lists again; `b` is gone.
+                Event::Init,
+                Event::InitApply(config_map("a", "u-a", "1", json!({}))),
+                Event::InitDone,
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![
+                seen(ChangeKind::Resync, "a", "1"),
+                seen(ChangeKind::Resync, "b", "2"),
+                seen(ChangeKind::Resync, "a", "1"),
+                seen(ChangeKind::Deleted, "b", "999"),
+            ]
+        );
+    }
+
+    #[test]
+    fn known_objects_missing_from_the_first_listing_are_deleted() {
+        let known = |name: &str, uid: &str, namespace: &str, kind: &str| KnownObject {
+            key: ObjectKey::new("prod", "", kind, namespace, name),
+            uid: uid.into(),
+        };
+        let spec = WatchSpec::new("prod").known([
+            known("kept", "u-kept", "team-a", "ConfigMap"),
+            known("gone", "u-gone", "team-a", "ConfigMap"),
+            known("elsewhere", "u-x", "team-b", "ConfigMap"),
+            known("secret", "u-s", "team-a", "Secret"),
+        ]);
+        let mut tracker = tracker(&spec);
+        let mut steps: Vec<Step> = vec![
+            Event::Init,
+            Event::InitApply(config_map("kept", "u-kept", "8", json!({}))),
+        ]
+        .into_iter()
+        .map(|event| tracker.step(Ok(event), now()))
+        .collect();
+        let done = tracker.step(Ok(Event::InitDone), now());
+        assert_eq!(
+            done.vanished,
+            vec![Vanished {
+                uid: "u-gone".into(),
+                namespace: "team-a".into(),
+                name: "gone".into()
+            }]
+        );
+        steps.push(done);
+        let events: Vec<ChangeEvent> = steps
+            .into_iter()
+            .flat_map(|step| step.with_deletions("12"))
+            .map(|event| event.expect("valid event"))
+            .collect();
+        let deleted = events.last().expect("a deletion");
+        assert_eq!(deleted.kind, ChangeKind::Deleted);
+        assert_eq!(deleted.key.to_string(), "prod/core/ConfigMap/team-a/gone");
+        assert_eq!(deleted.uid, "u-gone");
+        assert_eq!(deleted.resource_version, "12");
+        assert_eq!(events[0].kind, ChangeKind::Resync);
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn known_object_seen_again_on_the_watch_is_modified_not_added() {
+        let spec = WatchSpec::new("prod").known([KnownObject {
+            key: ObjectKey::new("prod", "", "ConfigMap", "team-a", "a"),
+            uid: "u-a".into(),
+        }]);
+        let mut tracker = tracker(&spec);
+        let out = feed(
+            &mut tracker,
+            vec![Event::Apply(config_map("a", "u-a", "2", json!({})))],
+        );
+        assert_eq!(out, vec![seen(ChangeKind::Modified, "a", "2")]);
+    }
+
+    #[test]
+    fn derived_objects_are_skipped_unless_recorded() {
+        let events = || {
+            vec![
+                Event::Init,
+                Event::InitApply(owned(config_map("rs", "u-rs", "1", json!({})))),
+                Event::InitDone,
+                Event::Apply(owned(config_map("rs", "u-rs", "2", json!({"k": "v"})))),
+                Event::Delete(owned(config_map("rs", "u-rs", "3", json!({"k": "v"})))),
+            ]
+        };
+        let mut skipping = tracker(&WatchSpec::new("prod"));
+        assert!(feed(&mut skipping, events()).is_empty());
+
+        let mut recording = tracker(&WatchSpec::new("prod").record_derived(true));
+        let derived: Vec<bool> = events()
+            .into_iter()
+            .flat_map(|event| recording.step(Ok(event), now()).with_deletions("9"))
+            .map(|event| event.expect("valid event").derived)
+            .collect();
+        assert_eq!(derived, vec![true, true, true]);
+    }
+
+    #[test]
+    fn malformed_objects_and_watch_errors_become_errors_not_panics() {
+        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let mut nameless = config_map("x", "u-x", "1", json!({}));
+        nameless.metadata.uid = None;
+        let step = tracker.step(Ok(Event::Apply(nameless)), now());
+        let err = step.events[0].as_ref().expect_err("uid is required");
+        assert!(err.to_string().contains("configmaps in team-a"), "{err}");
+        let step = tracker.step(Err(watcher::Error::NoResourceVersion), now());
+        let err = step.events[0].as_ref().expect_err("watch error passed on");
+        assert!(matches!(err, Error::Watch { .. }), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_before_they_leave_the_tracker() {
+        let resource = ApiResource {
+            kind: "Secret".into(),
+            plural: "secrets".into(),
+            ..config_map_resource()
+        };
+        let mut tracker = Tracker::new(&WatchSpec::new("prod"), &resource, None);
+        let secret: DynamicObject = serde_json::from_value(json!({
+            "metadata": {"name": "db", "namespace": "a", "uid": "u", "resourceVersion": "1"},
+            "data": {"password": "aHVudGVyMg=="}
+        }))
+        .expect("valid object");
+        let events = tracker
+            .step(Ok(Event::Apply(secret)), now())
+            .with_deletions("1");
+        let event = events[0].as_ref().expect("valid event");
+        let text = serde_json::to_string(event).expect("serializes");
+        assert!(!text.contains("aHVudGVyMg=="), "{text}");
+        assert!(text.contains("sha256:"), "{text}");
+        assert_eq!(event.api_version, "v1");
+        assert_eq!(event.key.kind, "Secret");
+    }
+}
