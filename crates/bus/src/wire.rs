@@ -1,0 +1,327 @@
+//! The wire format: what travels on the bus, on which topic, under which key.
+//!
+//! Values are JSON objects tagged with `type` (`change` or `audit`) and
+//! carrying the inner type's `schema` version:
+//!
+//! ```text
+//! {"type":"change","schema":1,"key":{...},"uid":"...","resource_version":"42",...}
+//! ```
+
+use std::fmt;
+
+use model::{AuditRecord, ChangeEvent, SCHEMA};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Topic of change events, after the prefix.
+pub const CHANGES_TOPIC: &str = "driftwarden.changes.v1";
+/// Topic of audit records, after the prefix.
+pub const AUDIT_TOPIC: &str = "driftwarden.audit.v1";
+
+/// Kafka's longest topic name; the prefix leaves room for the longest suffix.
+const MAX_TOPIC_LEN: usize = 249;
+
+/// One message on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// A watch event about one object.
+    Change(ChangeEvent),
+    /// A Kubernetes audit record of one write request.
+    Audit(AuditRecord),
+}
+
+impl Message {
+    /// The key the bus partitions by, so that one object's messages stay in
+    /// order: `cluster/uid` for changes, `cluster/group/resource/namespace/name`
+    /// for audit records (`core` for the core group).
+    pub fn key(&self) -> String {
+        match self {
+            Self::Change(event) => event.bus_key(),
+            Self::Audit(record) => {
+                let object = &record.object;
+                let group = if object.group.is_empty() {
+                    "core"
+                } else {
+                    &object.group
+                };
+                format!(
+                    "{}/{}/{}/{}/{}",
+                    record.cluster, group, object.resource, object.namespace, object.name
+                )
+            }
+        }
+    }
+
+    /// The topic this message goes to.
+    pub fn topic<'t>(&self, topics: &'t Topics) -> &'t str {
+        match self {
+            Self::Change(_) => &topics.changes,
+            Self::Audit(_) => &topics.audit,
+        }
+    }
+
+    /// The JSON payload of this message.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|source| Error::Encode {
+            key: self.key(),
+            source,
+        })
+    }
+
+    /// Reads a payload found at `position`. Fails, naming the position, on
+    /// an empty payload, an unknown schema version or anything that is not a
+    /// message.
+    pub fn decode(payload: &[u8], position: &Position) -> Result<Self> {
+        if payload.is_empty() {
+            return Err(Error::EmptyPayload {
+                position: position.clone(),
+            });
+        }
+        let decode_error = |source| Error::Decode {
+            position: position.clone(),
+            source,
+        };
+        let version: SchemaVersion = serde_json::from_slice(payload).map_err(decode_error)?;
+        if let Some(version) = version.schema
+            && version != SCHEMA
+        {
+            return Err(Error::UnknownSchema {
+                position: position.clone(),
+                version,
+                expected: SCHEMA,
+            });
+        }
+        serde_json::from_slice(payload).map_err(decode_error)
+    }
+}
+
+/// Just the version of a payload, read before the rest.
+#[derive(Deserialize)]
+struct SchemaVersion {
+    schema: Option<u32>,
+}
+
+/// The topic names in use, with their prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Where change events go.
+    pub changes: String,
+    /// Where audit records go.
+    pub audit: String,
+}
+
+impl Topics {
+    /// The topics under `prefix`, which is prepended as given (include a
+    /// separator, e.g. `staging.`). An empty prefix gives the plain names.
+    pub fn new(prefix: &str) -> Result<Self> {
+        let max = MAX_TOPIC_LEN - CHANGES_TOPIC.len().max(AUDIT_TOPIC.len());
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if prefix.len() > max || !prefix.chars().all(allowed) {
+            return Err(Error::InvalidPrefix {
+                prefix: prefix.to_owned(),
+                max,
+            });
+        }
+        Ok(Self {
+            changes: format!("{prefix}{CHANGES_TOPIC}"),
+            audit: format!("{prefix}{AUDIT_TOPIC}"),
+        })
+    }
+
+    /// Both topic names.
+    pub fn all(&self) -> [&str; 2] {
+        [&self.changes, &self.audit]
+    }
+}
+
+/// Where a message sits in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    /// The topic, with its prefix.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The message's offset in the partition.
+    pub offset: i64,
+}
+
+impl Position {
+    /// A stable name of the partition, e.g. `driftwarden.changes.v1/3`, under
+    /// which the ledger keeps the offsets it has durably written.
+    pub fn partition_name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// A message received from the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The message.
+    pub message: Message,
+    /// Where it sits in Kafka; `None` on the embedded bus.
+    pub position: Option<Position>,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+    use model::{AuditObjectRef, AuditUser, ChangeKind, ObjectKey};
+    use serde_json::json;
+
+    use super::*;
+
+    fn change() -> Message {
+        Message::Change(ChangeEvent::new(
+            ObjectKey::new("prod", "apps", "Deployment", "team-a", "web"),
+            "apps/v1",
+            "u-1",
+            "42",
+            ChangeKind::Modified,
+            DateTime::from_timestamp(1_800_000_000, 0).expect("valid time"),
+            json!({"spec": {"replicas": 3}}),
+        ))
+    }
+
+    fn audit() -> Message {
+        Message::Audit(AuditRecord::new(
+            "a-1",
+            "prod",
+            AuditUser {
+                username: "alice".into(),
+                groups: vec![],
+            },
+            "patch",
+            AuditObjectRef {
+                resource: "configmaps".into(),
+                namespace: "team-a".into(),
+                name: "cfg".into(),
+                ..AuditObjectRef::default()
+            },
+            DateTime::from_timestamp(1_800_000_000, 0).expect("valid time"),
+        ))
+    }
+
+    fn at() -> Position {
+        Position {
+            topic: "t.driftwarden.changes.v1".into(),
+            partition: 3,
+            offset: 17,
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_through_the_wire_format() {
+        for message in [change(), audit()] {
+            let payload = message.encode().expect("encodes");
+            let back = Message::decode(&payload, &at()).expect("decodes");
+            assert_eq!(back, message);
+        }
+    }
+
+    #[test]
+    fn payload_is_tagged_and_carries_the_schema_version() {
+        let payload = change().encode().expect("encodes");
+        let value: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(value["type"], "change");
+        assert_eq!(value["schema"], 1);
+        let payload = audit().encode().expect("encodes");
+        let value: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(value["type"], "audit");
+        assert_eq!(value["schema"], 1);
+    }
+
+    #[test]
+    fn unknown_schema_version_is_rejected_with_its_version_and_position() {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&change().encode().expect("encodes")).expect("json");
+        value["schema"] = json!(2);
+        let payload = serde_json::to_vec(&value).expect("json");
+        let err = Message::decode(&payload, &at()).expect_err("version 2 is unknown");
+        assert!(
+            matches!(
+                err,
+                Error::UnknownSchema {
+                    version: 2,
+                    expected: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("schema version 2"), "{text}");
+        assert!(text.contains("t.driftwarden.changes.v1/3@17"), "{text}");
+        assert_eq!(err.position(), Some(&at()));
+    }
+
+    #[test]
+    fn garbage_payload_is_an_error_naming_its_position() {
+        for payload in [
+            &b"\x00\xffnot json"[..],
+            b"{\"type\":\"nope\",\"schema\":1}",
+            b"[]",
+        ] {
+            let err = Message::decode(payload, &at()).expect_err("garbage is rejected");
+            assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+            assert!(
+                err.to_string().contains("t.driftwarden.changes.v1/3@17"),
+                "{err}"
+            );
+            assert_eq!(err.position(), Some(&at()));
+        }
+    }
+
+    #[test]
+    fn payload_without_schema_is_rejected() {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&audit().encode().expect("encodes")).expect("json");
+        value.as_object_mut().expect("object").remove("schema");
+        let payload = serde_json::to_vec(&value).expect("json");
+        let err = Message::decode(&payload, &at()).expect_err("schema is required");
+        assert!(err.to_string().contains("schema"), "{err}");
+    }
+
+    #[test]
+    fn empty_payload_is_rejected() {
+        let err = Message::decode(b"", &at()).expect_err("empty is rejected");
+        assert!(matches!(err, Error::EmptyPayload { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn keys_keep_one_object_on_one_partition() {
+        assert_eq!(change().key(), "prod/u-1");
+        assert_eq!(audit().key(), "prod/core/configmaps/team-a/cfg");
+    }
+
+    #[test]
+    fn topics_carry_the_prefix_and_messages_pick_theirs() {
+        let topics = Topics::new("test-7.").expect("valid prefix");
+        assert_eq!(topics.changes, "test-7.driftwarden.changes.v1");
+        assert_eq!(topics.audit, "test-7.driftwarden.audit.v1");
+        assert_eq!(change().topic(&topics), topics.changes);
+        assert_eq!(audit().topic(&topics), topics.audit);
+    }
+
+    #[test]
+    fn prefix_with_characters_kafka_refuses_is_rejected() {
+        for prefix in ["has space.", "slash/", "ünicode."] {
+            let err = Topics::new(prefix).expect_err("invalid prefix");
+            assert!(err.to_string().contains(prefix), "{err}");
+        }
+        assert!(Topics::new(&"a".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn partition_name_is_topic_and_partition() {
+        assert_eq!(at().partition_name(), "t.driftwarden.changes.v1/3");
+        assert_eq!(at().to_string(), "t.driftwarden.changes.v1/3@17");
+    }
+}
