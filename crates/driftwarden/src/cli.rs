@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use model::ObjectKey;
+use model::{Exemption, ExemptionScope, ObjectKey};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Bus, Config};
 use crate::inspect;
+use crate::requests::{self, Request};
 use crate::run::Role;
 
 /// Driftwarden: who changed what in the cluster, when, and was it declared in git?
@@ -75,6 +76,34 @@ pub enum Command {
         /// The config file.
         #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
         config: PathBuf,
+    },
+    /// Grant a time-boxed break-glass exemption: changes in scope are
+    /// allowed (and not reverted) until it expires. Recorded in the ledger.
+    Exempt {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+        /// The object (as for `history`); or use `--scope`.
+        #[arg(required_unless_present = "scope", conflicts_with = "scope")]
+        key: Option<String>,
+        /// Exempt a whole namespace instead of one object.
+        #[arg(long)]
+        scope: Option<String>,
+        /// How long, e.g. `2h`, `30m`.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Why: recorded with the exemption and shown in reports.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume enforcement paused by the circuit breaker.
+    Resume {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+        /// Why: recorded with the resume.
+        #[arg(long, default_value = "resumed by hand")]
+        reason: String,
     },
 }
 
@@ -175,6 +204,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             .into())
         }
+        Command::Exempt {
+            config,
+            key,
+            scope,
+            duration,
+            reason,
+        } => {
+            let config = Config::load(&config)?;
+            let scope = match (key, scope) {
+                (Some(key), _) => ExemptionScope::Object {
+                    key: parse_key(&config, &key)?,
+                },
+                (None, Some(namespace)) => ExemptionScope::Namespace {
+                    cluster: config.cluster.name.clone(),
+                    namespace,
+                },
+                (None, None) => anyhow::bail!("name an object KEY or a namespace with --scope"),
+            };
+            let from = chrono::Utc::now();
+            let exemption = Exemption {
+                scope,
+                from,
+                until: from + chrono::Duration::from_std(duration)?,
+                reason,
+                granted_by: local_user(),
+            };
+            let text = format!(
+                "exemption for {} until {}: {}",
+                exemption.scope, exemption.until, exemption.reason
+            );
+            Ok(format!("{text}\n{}", deliver(&config, &Request::Exempt(exemption))?).into())
+        }
+        Command::Resume { config, reason } => {
+            let config = Config::load(&config)?;
+            let reason = format!("{reason} (by {})", local_user());
+            Ok(deliver(&config, &Request::Resume { reason })?.into())
+        }
         Command::Verify { config } => {
             let config = Config::load(&config)?;
             let ledger = crate::run::open_ledger(&config)?;
@@ -199,6 +265,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             })
         }
     }
+}
+
+/// Records `request` in the ledger, or leaves it for the running
+/// Driftwarden when that holds the ledger.
+fn deliver(config: &Config, request: &Request) -> anyhow::Result<String> {
+    match crate::run::open_ledger(config) {
+        Ok(ledger) => {
+            let appended = ledger.append(vec![request.record()], &[])?;
+            ledger.flush()?;
+            let seq = appended.seqs.first().copied().unwrap_or_default();
+            Ok(format!("recorded as ledger record #{seq}\n"))
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "ledger not available; leaving a request");
+            let path = requests::submit(config, request)?;
+            Ok(format!(
+                "the ledger is in use by a running driftwarden: request left in {} \
+                 (recorded within a second; if none is running, at its next start)\n",
+                path.display()
+            ))
+        }
+    }
+}
+
+/// The user running the command, for the record.
+fn local_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// An object key from the command line; the cluster may be left out.

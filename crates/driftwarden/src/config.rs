@@ -370,6 +370,16 @@ pub struct AuditWebhook {
     pub listen: SocketAddr,
 }
 
+impl Trust {
+    /// Whether no actor is named.
+    pub fn is_empty(&self) -> bool {
+        self.managers.is_empty()
+            && self.users.is_empty()
+            && self.groups.is_empty()
+            && self.service_accounts.is_empty()
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(|err| {

@@ -10,7 +10,9 @@
 //! flushed the records they produced; the ledger ignores a change it already
 //! holds, so a crash anywhere loses nothing and duplicates nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,18 +20,29 @@ use anyhow::Context as _;
 use bus::{Consumer, Delivery, Message, Position};
 use correlate::{Input, ListSemantics, Trust};
 use ledger::Ledger;
-use model::{ChangeEvent, ChangeKind, FieldPath, ObjectKey, RecordBody};
+use model::{
+    Actor, Amendment, ChangeEvent, ChangeKind, Exemption, FieldPath, Judgement, ObjectKey,
+    RecordBody,
+};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, Policy};
+use crate::config::{self, Config, Policy};
 use crate::desired::{Desired, GitUpdate};
+use crate::enforcer::{self, Command, Job};
+use crate::requests::{self, Request};
 
 /// Most events judged and written in one ledger transaction.
 pub const BATCH: usize = 1_000;
 
 /// How long one poll of the bus waits for a batch to fill.
 const POLL: Duration = Duration::from_millis(20);
+
+/// How often the requests folder is read.
+const REQUESTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Field manager of Driftwarden's own writes.
+pub const FIELD_MANAGER: &str = "driftwarden";
 
 /// Policy rules with their ignored paths parsed once.
 #[derive(Debug, Clone)]
@@ -85,26 +98,35 @@ pub struct Correlator {
     trust: Trust,
     lists: ListSemantics,
     policies: Policies,
+    exemptions: Vec<Exemption>,
+    requests: PathBuf,
+    enforcer: Option<mpsc::Sender<Command>>,
 }
 
 impl Correlator {
     /// A correlator writing `ledger`, judging against `desired`.
     pub fn new(config: &Config, ledger: Arc<Ledger>, desired: Desired) -> anyhow::Result<Self> {
-        let t = &config.trust;
-        let trust = Trust {
-            managers: t.managers.clone(),
-            users: t.users.clone(),
-            groups: t.groups.clone(),
-            service_accounts: t.service_accounts.clone(),
-        };
+        let mut trust = to_trust(&config.trust);
+        // Driftwarden's own reverts put back what was good.
+        trust.managers.push(FIELD_MANAGER.to_owned());
         trust.validate().context("invalid `trust` in config")?;
+        let exemptions = ledger.exemptions()?;
         Ok(Self {
             ledger,
             desired,
             trust,
             lists: ListSemantics::builtin(),
             policies: Policies::new(config)?,
+            exemptions,
+            requests: requests::folder(config),
+            enforcer: None,
         })
+    }
+
+    /// Hands drift to `enforcer` after it is recorded.
+    pub fn with_enforcer(mut self, enforcer: mpsc::Sender<Command>) -> Self {
+        self.enforcer = Some(enforcer);
+        self
     }
 
     /// The ledger written.
@@ -135,20 +157,30 @@ impl Correlator {
             }
             // A new incarnation starts without a previous state.
             let previous = previous.filter(|_| uid == Some(event.uid.as_str()));
-            let ignored = self
-                .policies
-                .governing(&event.key, &event.object)
-                .map_or(&[][..], |(_, paths)| paths);
+            let governing = self.policies.governing(&event.key, &event.object);
+            let ignored = governing.map_or(&[][..], |(_, paths)| paths);
+            let trust = match governing {
+                Some((policy, _)) if !policy.trust.is_empty() => {
+                    Cow::Owned(merge(&self.trust, &policy.trust))
+                }
+                _ => Cow::Borrowed(&self.trust),
+            };
             let input = Input {
                 event,
                 previous: previous.as_ref(),
                 desired: self.desired.history(&event.key),
                 actor: None,
-                trust: &self.trust,
+                trust: &trust,
                 lists: &self.lists,
                 ignored_paths: ignored,
             };
-            let judgement = correlate::classify(&input);
+            let mut judgement = correlate::classify(&input);
+            enforcer::exempt(
+                &mut judgement,
+                &self.exemptions,
+                &event.key,
+                event.observed_at,
+            );
             tracing::info!(key = %event.key, verdict = %judgement.verdict, actor = %judgement.actor, "judged");
             let latest = (event.kind != ChangeKind::Deleted).then_some(&event.object);
             seen.insert(&event.key, (event.uid.as_str(), latest));
@@ -165,14 +197,53 @@ impl Correlator {
     pub fn apply_git(&mut self, update: GitUpdate) -> anyhow::Result<Vec<RecordBody>> {
         let name = self.desired.name(update.source).to_owned();
         self.desired.update(update.source, update.index.clone());
-        let bodies = update.records(&name);
+        let mut bodies = update.records(&name);
         for change in &update.changes {
             tracing::info!(source = %name, commit = %change.commit.short(), objects = change.changed.len(), "desired state moved");
+        }
+        for key in update.changed_keys() {
+            bodies.extend(self.adoption(key)?);
         }
         Ok(bodies)
     }
 
-    /// Writes `bodies` with the offsets they consumed and flushes.
+    /// An amendment when the object has an open drift and git now declares
+    /// exactly the drifted state: `adopted(commit)`.
+    fn adoption(&self, key: &ObjectKey) -> anyhow::Result<Option<RecordBody>> {
+        let Some(state) = self.ledger.object_state(key)? else {
+            return Ok(None);
+        };
+        let (Some(drift_seq), Some(live)) = (state.open_drift, state.latest.as_ref()) else {
+            return Ok(None);
+        };
+        let Some(head) = self.desired.history(key).and_then(|h| h.head()) else {
+            return Ok(None);
+        };
+        let Some(verdict) = correlate::adoption(live, head, drift_seq, &self.lists) else {
+            return Ok(None);
+        };
+        // The actor stays the one who made the change git adopted.
+        let actor = match self.ledger.get(drift_seq)?.map(|r| r.body) {
+            Some(RecordBody::Change { judgement, .. }) => judgement.actor,
+            _ => Actor::Unknown {
+                reason: "drift record not found".into(),
+            },
+        };
+        tracing::info!(%key, verdict = %verdict, "drift adopted by git");
+        Ok(Some(RecordBody::Amendment(Amendment {
+            key: key.clone(),
+            amends: drift_seq,
+            judgement: Judgement {
+                verdict,
+                actor,
+                desired_commit: Some(head.commit.id.clone()),
+                diff: Vec::new(),
+            },
+        })))
+    }
+
+    /// Writes `bodies` with the offsets they consumed, flushes, then hands
+    /// the drift among them to the enforcer.
     pub async fn write(
         &self,
         bodies: Vec<RecordBody>,
@@ -181,14 +252,90 @@ impl Correlator {
         if bodies.is_empty() && offsets.is_empty() {
             return Ok(());
         }
+        let candidates: Vec<(usize, Job)> = match &self.enforcer {
+            Some(_) => bodies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| Some((i, Job::of(b)?)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let dedup: Vec<Option<String>> = bodies
+            .iter()
+            .map(|b| match b {
+                RecordBody::Change { event, .. } => Some(event.dedup_id()),
+                _ => None,
+            })
+            .collect();
         let appended = self.ledger.append(bodies, offsets)?;
+        self.ledger.flush_async().await?;
         if !appended.duplicates.is_empty() {
             tracing::debug!(
                 count = appended.duplicates.len(),
                 "changes already in the ledger skipped"
             );
         }
-        self.ledger.flush_async().await?;
+        let Some(enforcer) = &self.enforcer else {
+            return Ok(());
+        };
+        // Sequence numbers follow the bodies, leaving out duplicates.
+        let duplicates: HashSet<&String> = appended.duplicates.iter().collect();
+        let mut seqs = appended.seqs.iter();
+        let seq_of: Vec<Option<u64>> = dedup
+            .iter()
+            .map(|id| match id {
+                Some(id) if duplicates.contains(id) => None,
+                _ => seqs.next().copied(),
+            })
+            .collect();
+        let jobs: Vec<Job> = candidates
+            .into_iter()
+            .filter_map(|(i, mut job)| {
+                job.seq = (*seq_of.get(i)?)?;
+                Some(job)
+            })
+            .collect();
+        if !jobs.is_empty() {
+            enforcer
+                .send(Command::Judged(jobs))
+                .await
+                .context("the enforcer stopped")?;
+        }
+        Ok(())
+    }
+
+    /// Records requests left by the command line (exemptions, resume).
+    async fn take_requests(&mut self) -> anyhow::Result<()> {
+        let requests = requests::take(&self.requests)?;
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let bodies = requests.iter().map(Request::record).collect();
+        self.write(bodies, &[]).await?;
+        for request in requests {
+            match request {
+                Request::Exempt(exemption) => {
+                    tracing::info!(scope = %exemption.scope, until = %exemption.until, "exemption recorded");
+                    self.exemptions.push(exemption);
+                }
+                Request::Resume { .. } => {
+                    if let Some(enforcer) = &self.enforcer {
+                        enforcer
+                            .send(Command::Resume)
+                            .await
+                            .context("the enforcer stopped")?;
+                    }
+                }
+            }
+        }
+        let now = chrono::Utc::now();
+        self.exemptions.retain(|e| e.until > now);
+        if let Some(enforcer) = &self.enforcer {
+            enforcer
+                .send(Command::Exemptions(self.exemptions.clone()))
+                .await
+                .context("the enforcer stopped")?;
+        }
         Ok(())
     }
 
@@ -201,11 +348,22 @@ impl Correlator {
         mut git: mpsc::Receiver<GitUpdate>,
         mut on_desired: impl FnMut(&Desired) + Send,
     ) -> anyhow::Result<()> {
+        let mut last_requests = std::time::Instant::now();
         loop {
             while let Ok(update) = git.try_recv() {
                 let bodies = self.apply_git(update)?;
                 self.write(bodies, &[]).await?;
                 on_desired(&self.desired);
+                if let Some(enforcer) = &self.enforcer {
+                    enforcer
+                        .send(Command::Desired(self.desired.clone()))
+                        .await
+                        .context("the enforcer stopped")?;
+                }
+            }
+            if last_requests.elapsed() >= REQUESTS_EVERY {
+                self.take_requests().await?;
+                last_requests = std::time::Instant::now();
             }
             let deliveries = match consumer.next_batch(BATCH, POLL).await {
                 Ok(deliveries) => deliveries,
@@ -253,4 +411,25 @@ fn offsets(positions: &[Position]) -> Vec<(String, i64)> {
         *entry = (*entry).max(p.offset);
     }
     highest.into_iter().collect()
+}
+
+/// The classifier's trust from the config's.
+fn to_trust(t: &config::Trust) -> Trust {
+    Trust {
+        managers: t.managers.clone(),
+        users: t.users.clone(),
+        groups: t.groups.clone(),
+        service_accounts: t.service_accounts.clone(),
+    }
+}
+
+/// Global trust plus a scope's own.
+fn merge(global: &Trust, scope: &config::Trust) -> Trust {
+    let mut trust = global.clone();
+    let extra = to_trust(scope);
+    trust.managers.extend(extra.managers);
+    trust.users.extend(extra.users);
+    trust.groups.extend(extra.groups);
+    trust.service_accounts.extend(extra.service_accounts);
+    trust
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use correlate::ListSemantics;
 use ledger::Ledger;
-use model::{FieldChange, Judgement, LedgerRecord, ObjectKey, RecordBody};
+use model::{FieldChange, Judgement, LedgerRecord, ObjectKey, Outcome, RecordBody};
 use serde_json::Value;
 
 use crate::desired::Desired;
@@ -14,25 +14,62 @@ use crate::desired::Desired;
 pub fn history(records: &[LedgerRecord]) -> String {
     let mut out = String::new();
     for record in records {
-        let RecordBody::Change { event, judgement } = &record.body else {
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "#{:<6} {}  {:<9} rv {:<8} {}  by {}",
-            record.seq,
-            event.observed_at.format("%Y-%m-%d %H:%M:%S%.3f"),
-            format!("{:?}", event.kind).to_lowercase(),
-            event.resource_version,
-            judgement.verdict,
-            judgement.actor,
-        );
-        write_diff(&mut out, judgement);
+        let at = record.at.format("%Y-%m-%d %H:%M:%S%.3f");
+        match &record.body {
+            RecordBody::Change { event, judgement } => {
+                let _ = writeln!(
+                    out,
+                    "#{:<6} {}  {:<9} rv {:<8} {}  by {}",
+                    record.seq,
+                    event.observed_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    format!("{:?}", event.kind).to_lowercase(),
+                    event.resource_version,
+                    judgement.verdict,
+                    judgement.actor,
+                );
+                write_diff(&mut out, judgement);
+            }
+            RecordBody::Amendment(amendment) => {
+                let _ = writeln!(
+                    out,
+                    "#{:<6} {at}  amends #{}: {}",
+                    record.seq, amendment.amends, amendment.judgement.verdict
+                );
+            }
+            RecordBody::Enforcement(e) => {
+                let _ = writeln!(
+                    out,
+                    "#{:<6} {at}  {} of #{} ({}, policy {}): {}",
+                    record.seq,
+                    e.action,
+                    e.drift_seq,
+                    e.mode,
+                    e.policy,
+                    outcome(&e.outcome)
+                );
+            }
+            _ => {}
+        }
     }
     if out.is_empty() {
         out.push_str("no records for this object\n");
     }
     out
+}
+
+fn outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::WouldRevert => "would revert (dry run)".to_owned(),
+        Outcome::Reverted { resource_version } => {
+            format!(
+                "reverted (rv {})",
+                resource_version.as_deref().unwrap_or("?")
+            )
+        }
+        Outcome::Superseded { detail } => format!("superseded by a newer write: {detail}"),
+        Outcome::Held { reason } => format!("held: {reason}"),
+        Outcome::Failed { error } => format!("FAILED: {error}"),
+    }
 }
 
 fn write_diff(out: &mut String, judgement: &Judgement) {

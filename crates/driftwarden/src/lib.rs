@@ -8,5 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod correlator;
 pub mod desired;
+pub mod enforcer;
 pub mod inspect;
+pub mod requests;
 pub mod run;

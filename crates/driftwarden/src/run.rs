@@ -16,9 +16,10 @@ use ledger::Ledger;
 use tokio::sync::{Notify, mpsc, watch as latest};
 use tokio::task::JoinSet;
 
-use crate::config::{Bus, Config};
+use crate::config::{Bus, Config, Mode};
 use crate::correlator::Correlator;
 use crate::desired::{self, Desired};
+use crate::enforcer::Enforcer;
 
 /// Which parts of Driftwarden a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,7 +105,16 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
     if let Some(consumer) = consumer {
         let opened = Arc::new(open_ledger(&config)?);
         known = known_objects(&opened)?;
-        let mut correlator = Correlator::new(&config, opened.clone(), desired)?;
+        let executor = if config.policies.iter().any(|p| p.mode == Mode::Enforce) {
+            Some(enforce::Executor::new(kube_client(&config).await?))
+        } else {
+            None
+        };
+        let enforcer = Enforcer::new(&config, opened.clone(), executor, desired.clone())?;
+        let (enforce_tx, enforce_rx) = mpsc::channel(64);
+        tasks.spawn(enforcer.run(enforce_rx));
+        let mut correlator =
+            Correlator::new(&config, opened.clone(), desired)?.with_enforcer(enforce_tx);
         for update in initial {
             let bodies = correlator.apply_git(update)?;
             correlator.write(bodies, &[]).await?;

@@ -1,8 +1,28 @@
 //! The append-only, hash-chained ledger.
 //!
 //! ```text
-//! records ──append──▶ sled (records, by_object, by_time, objects, offsets) ──▶ queries, verify
+//!                  ┌─▶ records    seq ─▶ sealed record (prev_hash, hash, bytes)
+//!                  ├─▶ by_object  key ‖ seq          ─▶ history(key)
+//! append(batch) ───┼─▶ by_time    nanos ‖ first seq  ─▶ since(t)
+//!  one transaction ├─▶ objects    key ─▶ ObjectState ─▶ objects(), open_drifts()
+//!                  ├─▶ offsets    partition ─▶ offset
+//!                  ├─▶ dedup      change id ─▶ seq
+//!                  └─▶ meta       head seq + hash    ─▶ verify()
 //! ```
 //!
 //! Every record carries the hash of the one before it, so a rewrite of history
-//! is detected by `verify`.
+//! is detected by [`Ledger::verify`]. A batch of records, their index entries,
+//! the object states they change and the bus offsets they consumed are written
+//! in one transaction: after a crash either all of it is there or none.
+//! Callers [`Ledger::flush`] before committing bus offsets.
+
+mod codec;
+mod error;
+mod state;
+mod store;
+mod verify;
+
+pub use error::{Error, Result, StorageError};
+pub use state::ObjectState;
+pub use store::{Appended, Ledger, Options};
+pub use verify::{MAX_PROBLEMS, Problem, VerifyReport};

@@ -1,0 +1,279 @@
+//! The enforcer role: turns drift into reverts where policy says so.
+//!
+//! ```text
+//! drift record ──▶ policy (mode, grace, prune) ──▶ rails (breaker, flap limit)
+//!              ──▶ plan ──▶ dry run: "would revert" │ enforce: write ──▶ enforcement record
+//! ```
+//!
+//! Every decision, including a decision not to act, is a ledger record
+//! linked to the drift it answers. Driftwarden's own writes come back as
+//! change events and are judged like anyone else's.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use enforce::{Executor, Grace, PlanInput, Rails, RailsConfig};
+use ledger::Ledger;
+use model::{
+    ChangeEvent, Enforcement, Exemption, Judgement, Mode, ObjectKey, Outcome, RecordBody,
+    RevertAction, Verdict,
+};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::correlator::Policies;
+use crate::desired::Desired;
+
+/// A judged change the enforcer may act on.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The change.
+    pub event: ChangeEvent,
+    /// How it was judged.
+    pub judgement: Judgement,
+    /// Its ledger record.
+    pub seq: u64,
+}
+
+impl Job {
+    /// A job for a recorded change the enforcer may act on (drift or an
+    /// unmanaged object); its `seq` is filled in once it is written.
+    pub fn of(body: &RecordBody) -> Option<Job> {
+        let RecordBody::Change { event, judgement } = body else {
+            return None;
+        };
+        matches!(
+            judgement.verdict,
+            Verdict::Drift { .. } | Verdict::Unmanaged
+        )
+        .then(|| Job {
+            event: event.clone(),
+            judgement: judgement.clone(),
+            seq: 0,
+        })
+    }
+}
+
+/// Messages to the enforcer.
+#[derive(Debug)]
+pub enum Command {
+    /// Judged changes to consider.
+    Judged(Vec<Job>),
+    /// The desired state changed.
+    Desired(Desired),
+    /// The exemptions in force changed.
+    Exemptions(Vec<Exemption>),
+    /// Resume enforcement after a pause.
+    Resume,
+}
+
+/// Decides and performs reverts; owns the safety rails.
+#[derive(Debug)]
+pub struct Enforcer {
+    ledger: Arc<Ledger>,
+    executor: Option<Executor>,
+    policies: Policies,
+    desired: Desired,
+    rails: Rails,
+    grace: Grace<Job>,
+    exemptions: Vec<Exemption>,
+}
+
+impl Enforcer {
+    /// An enforcer writing records to `ledger` and the cluster through
+    /// `executor` (`None`: nothing is ever written to the cluster).
+    pub fn new(
+        config: &Config,
+        ledger: Arc<Ledger>,
+        executor: Option<Executor>,
+        desired: Desired,
+    ) -> anyhow::Result<Self> {
+        let e = &config.enforcement;
+        let rails = Rails::new(RailsConfig {
+            flap_limit: e.flap_limit,
+            flap_window: chrono::Duration::from_std(e.flap_window)?,
+            breaker_limit: e.breaker_limit,
+            breaker_window: chrono::Duration::from_std(e.breaker_window)?,
+            breaker_pause: chrono::Duration::from_std(e.breaker_pause)?,
+        });
+        let exemptions = ledger.exemptions()?;
+        Ok(Self {
+            ledger,
+            executor,
+            policies: Policies::new(config)?,
+            desired,
+            rails,
+            grace: Grace::default(),
+            exemptions,
+        })
+    }
+
+    /// Runs until the command channel closes.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> anyhow::Result<()> {
+        loop {
+            let wait = self
+                .grace
+                .next_due()
+                .map(|due| (due - Utc::now()).to_std().unwrap_or_default())
+                .unwrap_or(std::time::Duration::from_secs(1));
+            let command = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => Some(command),
+                    None => return Ok(()),
+                },
+                () = tokio::time::sleep(wait) => None,
+            };
+            let now = Utc::now();
+            let mut records = Vec::new();
+            if let Some(control) = self.rails.poll(now) {
+                records.push(RecordBody::Control(control));
+            }
+            match command {
+                Some(Command::Judged(jobs)) => {
+                    for job in jobs {
+                        records.extend(self.consider(job, now).await?);
+                    }
+                }
+                Some(Command::Desired(desired)) => self.desired = desired,
+                Some(Command::Exemptions(exemptions)) => self.exemptions = exemptions,
+                Some(Command::Resume) => records.push(RecordBody::Control(self.rails.resume())),
+                None => {}
+            }
+            for job in self.grace.pop_due(now) {
+                records.extend(self.act(job, now).await?);
+            }
+            if !records.is_empty() {
+                self.ledger.append(records, &[])?;
+                self.ledger.flush_async().await?;
+            }
+        }
+    }
+
+    /// What to do about one judged change.
+    async fn consider(&mut self, job: Job, now: DateTime<Utc>) -> anyhow::Result<Vec<RecordBody>> {
+        let mut records = Vec::new();
+        if !matches!(
+            job.judgement.verdict,
+            Verdict::Drift { .. } | Verdict::Unmanaged
+        ) {
+            // A later good change cancels a pending revert of the same object.
+            self.grace
+                .remove_where(|pending| pending.event.key == job.event.key);
+            return Ok(records);
+        }
+        if job.judgement.verdict.is_drift() {
+            if let Some(control) = self.rails.observe_drift(now) {
+                tracing::warn!(?control, "circuit breaker tripped: enforcement paused");
+                records.push(RecordBody::Control(control));
+            }
+        }
+        let Some((policy, _)) = self.policies.governing(&job.event.key, &job.event.object) else {
+            return Ok(records);
+        };
+        if policy.mode == Mode::Audit {
+            return Ok(records);
+        }
+        if !policy.grace.is_zero() {
+            let due = now + chrono::Duration::from_std(policy.grace)?;
+            self.grace
+                .remove_where(|pending| pending.event.key == job.event.key);
+            self.grace.push(due, job);
+            return Ok(records);
+        }
+        records.extend(self.act(job, now).await?);
+        Ok(records)
+    }
+
+    /// Plans and (in enforce mode) performs the revert of one drift.
+    async fn act(&mut self, job: Job, now: DateTime<Utc>) -> anyhow::Result<Option<RecordBody>> {
+        let key = &job.event.key;
+        // A drift adopted or superseded since it was judged needs nothing.
+        let state = self.ledger.object_state(key)?;
+        let current = state.as_ref().is_some_and(|s| {
+            s.open_drift == Some(job.seq)
+                || (job.judgement.verdict == Verdict::Unmanaged && s.latest_seq == job.seq)
+        });
+        if !current {
+            return Ok(None);
+        }
+        let Some((policy, _)) = self.policies.governing(key, &job.event.object) else {
+            return Ok(None);
+        };
+        let (mode, policy_name, prune) = (policy.mode, policy.name.clone(), policy.prune);
+        let history = self.desired.history(key);
+        let last_good = state.as_ref().and_then(|s| s.last_good.as_ref());
+        let input = PlanInput {
+            event: &job.event,
+            verdict: &job.judgement.verdict,
+            desired: history,
+            last_good,
+            prune,
+        };
+        let Some(action) = enforce::plan(&input) else {
+            return Ok(None);
+        };
+        let record = |outcome| {
+            RecordBody::Enforcement(Enforcement {
+                key: key.clone(),
+                drift_seq: job.seq,
+                mode,
+                policy: policy_name.clone(),
+                action: action.clone(),
+                outcome,
+            })
+        };
+        if let Some(exemption) = enforce::exempted(&self.exemptions, key, now) {
+            return Ok(Some(record(Outcome::Held {
+                reason: format!(
+                    "break-glass exemption until {}: {}",
+                    exemption.until, exemption.reason
+                ),
+            })));
+        }
+        if let Err(held) = self.rails.admit(key, now) {
+            let reason = format!("{held}; other writer: {}", job.judgement.actor);
+            tracing::warn!(%key, %reason, "revert held");
+            return Ok(Some(record(Outcome::Held { reason })));
+        }
+        if mode == Mode::DryRun {
+            return Ok(Some(record(Outcome::WouldRevert)));
+        }
+        let Some(executor) = &self.executor else {
+            return Ok(Some(record(Outcome::Held {
+                reason: "no cluster access in this role".into(),
+            })));
+        };
+        let manifest = match &action {
+            RevertAction::Apply { commit } | RevertAction::Create { commit } => {
+                history.and_then(|h| enforce::desired_manifest(h, commit))
+            }
+            _ => None,
+        };
+        let outcome = executor.execute(&job.event, &action, manifest).await;
+        if matches!(outcome, Outcome::Reverted { .. }) {
+            self.rails.record_revert(key, now);
+        }
+        tracing::info!(%key, %action, ?outcome, "revert");
+        Ok(Some(record(outcome)))
+    }
+}
+
+/// The verdict for a change inside an active exemption.
+pub fn exempt(
+    judgement: &mut Judgement,
+    exemptions: &[Exemption],
+    key: &ObjectKey,
+    at: DateTime<Utc>,
+) {
+    if !matches!(
+        judgement.verdict,
+        Verdict::Drift { .. } | Verdict::Unmanaged
+    ) {
+        return;
+    }
+    if let Some(exemption) = enforce::exempted(exemptions, key, at) {
+        judgement.verdict = Verdict::Allowed {
+            rule: format!("exemption: {}", exemption.reason),
+        };
+    }
+}
