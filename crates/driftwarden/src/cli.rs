@@ -96,6 +96,19 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Judge recorded history again under another policy and report what it
+    /// would have reverted.
+    Replay {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+        /// A YAML file with `trust` and `policies`, as in the config.
+        #[arg(long)]
+        policy: PathBuf,
+        /// How far back, e.g. `7d`, `12h`.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
+        since: std::time::Duration,
+    },
     /// Resume enforcement paused by the circuit breaker.
     Resume {
         /// The config file.
@@ -235,6 +248,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 exemption.scope, exemption.until, exemption.reason
             );
             Ok(format!("{text}\n{}", deliver(&config, &Request::Exempt(exemption))?).into())
+        }
+        Command::Replay {
+            config,
+            policy,
+            since,
+        } => {
+            let config = Config::load(&config)?;
+            let policy = crate::replay::PolicyFile::load(&policy)?;
+            let ledger = std::sync::Arc::new(crate::run::open_ledger(&config)?);
+            let (desired, _, _) = crate::desired::open_sources(&config).await?;
+            let since = chrono::Utc::now() - chrono::Duration::from_std(since)?;
+            let report = crate::replay::replay(&config, policy, ledger, desired, since)?;
+            Ok(if json {
+                to_json(&report)?
+            } else {
+                crate::replay::text(&report)
+            }
+            .into())
         }
         Command::Resume { config, reason } => {
             let config = Config::load(&config)?;

@@ -21,8 +21,8 @@ use bus::{Consumer, Delivery, Message, Position};
 use correlate::{Input, ListSemantics, Trust};
 use ledger::Ledger;
 use model::{
-    Actor, Amendment, ChangeEvent, ChangeKind, Exemption, FieldPath, Judgement, ObjectKey,
-    RecordBody,
+    Actor, Amendment, ChangeEvent, ChangeKind, DesiredHistory, Exemption, FieldPath, Judgement,
+    ObjectKey, RecordBody, Verdict,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -134,6 +134,11 @@ impl Correlator {
         &self.ledger
     }
 
+    /// The policy rules judged under.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
     /// Judges `events` in order. A resync of an object the ledger already
     /// holds at the same version yields nothing: nothing happened.
     pub fn judge(&self, events: &[ChangeEvent]) -> anyhow::Result<Vec<RecordBody>> {
@@ -157,24 +162,7 @@ impl Correlator {
             }
             // A new incarnation starts without a previous state.
             let previous = previous.filter(|_| uid == Some(event.uid.as_str()));
-            let governing = self.policies.governing(&event.key, &event.object);
-            let ignored = governing.map_or(&[][..], |(_, paths)| paths);
-            let trust = match governing {
-                Some((policy, _)) if !policy.trust.is_empty() => {
-                    Cow::Owned(merge(&self.trust, &policy.trust))
-                }
-                _ => Cow::Borrowed(&self.trust),
-            };
-            let input = Input {
-                event,
-                previous: previous.as_ref(),
-                desired: self.desired.history(&event.key),
-                actor: None,
-                trust: &trust,
-                lists: &self.lists,
-                ignored_paths: ignored,
-            };
-            let mut judgement = correlate::classify(&input);
+            let mut judgement = self.classify(event, previous.as_ref());
             enforcer::exempt(
                 &mut judgement,
                 &self.exemptions,
@@ -190,6 +178,106 @@ impl Correlator {
             });
         }
         Ok(bodies)
+    }
+
+    /// Classifies one change under the policy governing its object, against
+    /// the current desired state.
+    fn classify(&self, event: &ChangeEvent, previous: Option<&Value>) -> Judgement {
+        self.classify_against(event, previous, self.desired.history(&event.key))
+    }
+
+    /// Classifies one change under the policy governing its object, against
+    /// the given desired history (`replay` passes git as it was then).
+    pub fn classify_against(
+        &self,
+        event: &ChangeEvent,
+        previous: Option<&Value>,
+        desired: Option<&DesiredHistory>,
+    ) -> Judgement {
+        let governing = self.policies.governing(&event.key, &event.object);
+        let ignored = governing.map_or(&[][..], |(_, paths)| paths);
+        let trust = match governing {
+            Some((policy, _)) if !policy.trust.is_empty() => {
+                Cow::Owned(merge(&self.trust, &policy.trust))
+            }
+            _ => Cow::Borrowed(&self.trust),
+        };
+        let input = Input {
+            event,
+            previous,
+            desired,
+            actor: None,
+            trust: &trust,
+            lists: &self.lists,
+            ignored_paths: ignored,
+        };
+        correlate::classify(&input)
+    }
+
+    /// Drops expired exemptions and judges again what they allowed: objects
+    /// still departing from git get an amendment with the drift, handled by
+    /// their scope's mode from then on.
+    async fn expire_exemptions(&mut self) -> anyhow::Result<()> {
+        let now = chrono::Utc::now();
+        let (expired, active): (Vec<Exemption>, Vec<Exemption>) =
+            std::mem::take(&mut self.exemptions)
+                .into_iter()
+                .partition(|e| e.until <= now);
+        self.exemptions = active;
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let mut amendments = Vec::new();
+        let mut jobs = Vec::new();
+        for entry in self.ledger.open_drifts() {
+            let (key, state) = entry?;
+            let in_scope = |e: &Exemption| e.scope.covers(&key);
+            if !expired.iter().any(in_scope) || self.exemptions.iter().any(in_scope) {
+                continue;
+            }
+            let (Some(open), Some(RecordBody::Change { event, .. })) = (
+                state.open_drift,
+                self.ledger.get(state.latest_seq)?.map(|r| r.body),
+            ) else {
+                continue;
+            };
+            let judgement = self.classify(&event, state.last_good.as_ref());
+            if !matches!(
+                judgement.verdict,
+                Verdict::Drift { .. } | Verdict::Unmanaged
+            ) {
+                continue;
+            }
+            tracing::info!(%key, verdict = %judgement.verdict, "exemption expired; drift remains");
+            amendments.push(RecordBody::Amendment(Amendment {
+                key: key.clone(),
+                amends: open,
+                judgement: judgement.clone(),
+            }));
+            jobs.push(Job {
+                event,
+                judgement,
+                seq: 0,
+            });
+        }
+        let appended = self.ledger.append(amendments, &[])?;
+        self.ledger.flush_async().await?;
+        for (job, seq) in jobs.iter_mut().zip(&appended.seqs) {
+            job.seq = *seq;
+        }
+        if let Some(enforcer) = &self.enforcer {
+            enforcer
+                .send(Command::Exemptions(self.exemptions.clone()))
+                .await
+                .context("the enforcer stopped")?;
+            if !jobs.is_empty() {
+                enforcer
+                    .send(Command::Judged(jobs))
+                    .await
+                    .context("the enforcer stopped")?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies new commits: the records they produce, and adoption of open
@@ -328,8 +416,6 @@ impl Correlator {
                 }
             }
         }
-        let now = chrono::Utc::now();
-        self.exemptions.retain(|e| e.until > now);
         if let Some(enforcer) = &self.enforcer {
             enforcer
                 .send(Command::Exemptions(self.exemptions.clone()))
@@ -363,6 +449,7 @@ impl Correlator {
             }
             if last_requests.elapsed() >= REQUESTS_EVERY {
                 self.take_requests().await?;
+                self.expire_exemptions().await?;
                 last_requests = std::time::Instant::now();
             }
             let deliveries = match consumer.next_batch(BATCH, POLL).await {

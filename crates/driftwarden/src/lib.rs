@@ -10,5 +10,6 @@ pub mod correlator;
 pub mod desired;
 pub mod enforcer;
 pub mod inspect;
+pub mod replay;
 pub mod requests;
 pub mod run;

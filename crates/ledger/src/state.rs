@@ -21,13 +21,14 @@ pub struct ObjectState {
     pub latest: Option<Value>,
     /// Sequence number of the record holding `latest`.
     pub latest_seq: u64,
-    /// The last state judged good (authorized, in sync, adopted or allowed, or
+    /// The last state judged good (authorized, in sync or adopted, or
     /// the first observation when it was not drift); `None` when that state
     /// was "deleted" or when no good state was seen yet.
     pub last_good: Option<Value>,
     /// Sequence number of the record holding `last_good`, if any was seen.
     pub last_good_seq: Option<u64>,
-    /// Sequence number of the latest drift record not yet resolved.
+    /// Sequence number of the latest record of a departure from git (drift,
+    /// or drift an exemption allows) not yet resolved.
     pub open_drift: Option<u64>,
     /// Name of the last verdict ([`Verdict::name`]).
     pub verdict: String,
@@ -56,7 +57,8 @@ pub(crate) struct StoredState {
     pub latest: Snapshot,
     /// The last observation judged good.
     pub last_good: Option<Snapshot>,
-    /// Sequence number of the latest drift record not yet resolved.
+    /// Sequence number of the latest record of a departure from git (drift,
+    /// or drift an exemption allows) not yet resolved.
     pub open_drift: Option<u64>,
     /// Name of the last verdict.
     pub verdict: String,
@@ -77,11 +79,11 @@ impl StoredState {
         };
         let first = previous.is_none();
         let mut last_good = previous.as_ref().and_then(|p| p.last_good);
-        if is_good(verdict) || (first && !verdict.is_drift()) {
+        if is_good(verdict) || (first && !departs(verdict)) {
             last_good = Some(latest);
         }
         let mut open_drift = previous.as_ref().and_then(|p| p.open_drift);
-        if verdict.is_drift() {
+        if departs(verdict) {
             open_drift = Some(seq);
         } else if resolves_drift(verdict) {
             open_drift = None;
@@ -99,9 +101,14 @@ impl StoredState {
 
     /// The state after an amendment of one of its records: a drift adopted
     /// by git closes, and the drifted state becomes the known-good one.
-    pub(crate) fn amend(mut self, amendment: &Amendment) -> StoredState {
+    /// An amendment that finds drift (an exemption expired) reopens it at
+    /// the amendment's own record `seq`.
+    pub(crate) fn amend(mut self, amendment: &Amendment, seq: u64) -> StoredState {
         let verdict = &amendment.judgement.verdict;
-        if self.open_drift == Some(amendment.amends) && resolves_drift(verdict) {
+        if verdict.is_drift() {
+            self.open_drift = Some(seq);
+            self.verdict = verdict.name().to_owned();
+        } else if self.open_drift == Some(amendment.amends) && resolves_drift(verdict) {
             self.open_drift = None;
             if is_good(verdict) && self.latest.present {
                 self.last_good = Some(self.latest);
@@ -148,11 +155,14 @@ impl StoredState {
 fn is_good(verdict: &Verdict) -> bool {
     matches!(
         verdict,
-        Verdict::Authorized { .. }
-            | Verdict::InSync
-            | Verdict::Adopted { .. }
-            | Verdict::Allowed { .. }
+        Verdict::Authorized { .. } | Verdict::InSync | Verdict::Adopted { .. }
     )
+}
+
+/// Verdicts that leave the object departing from git: drift, and drift a
+/// policy or exemption allows for now (judged again when that ends).
+fn departs(verdict: &Verdict) -> bool {
+    verdict.is_drift() || matches!(verdict, Verdict::Allowed { .. })
 }
 
 /// Verdicts that close an open drift.
@@ -245,17 +255,15 @@ mod tests {
     }
 
     #[test]
-    fn allowed_change_is_good_but_leaves_drift_open() {
-        let drifted = StoredState::observe(None, &event(ChangeKind::Added, "1"), &drift(), 1);
-        let allowed = Verdict::Allowed { rule: "hpa".into() };
-        let state = StoredState::observe(
-            Some(drifted),
-            &event(ChangeKind::Modified, "2"),
-            &allowed,
-            2,
-        );
-        assert_eq!(state.open_drift, Some(1));
-        assert_eq!(state.last_good, at(2));
+    fn allowed_change_stays_open_and_is_not_a_good_state() {
+        let good = StoredState::observe(None, &event(ChangeKind::Added, "1"), &authorized(), 1);
+        let allowed = Verdict::Allowed {
+            rule: "exemption: incident".into(),
+        };
+        let state =
+            StoredState::observe(Some(good), &event(ChangeKind::Modified, "2"), &allowed, 2);
+        assert_eq!(state.open_drift, Some(2));
+        assert_eq!(state.last_good, at(1));
     }
 
     #[test]

@@ -290,10 +290,10 @@ impl Ledger {
         for entry in self.trees.meta.scan_prefix(EXEMPTION_PREFIX) {
             let (key, _) = entry.map_err(Error::storage("reading the exemption index"))?;
             let record = indexed_record(&self.trees.records, "meta", &key)?;
-            if let RecordBody::Exemption(exemption) = record.body {
-                if exemption.until > now {
-                    out.push(exemption);
-                }
+            if let RecordBody::Exemption(exemption) = record.body
+                && exemption.until > now
+            {
+                out.push(exemption);
             }
         }
         Ok(out)
@@ -356,7 +356,7 @@ impl Ledger {
                     };
                     batch.by_object.push(object_key(&index, seq));
                     if let Some(state) = previous {
-                        states.insert(index, state.amend(amendment));
+                        states.insert(index, state.amend(amendment, seq));
                     }
                 }
                 RecordBody::Enforcement(enforcement) => {
