@@ -4,13 +4,21 @@
 //!
 //! ```text
 //!   target/testenv/env.sh ──► TestEnv::get() ──► client(user) / kubectl(user, …)
-//!                                            ├─► fresh_namespace(prefix)
+//!                                            ├─► fresh_namespace(prefix) ──► grant(user, role)
 //!                                            ├─► kafka_brokers() + topic_prefix()
+//!                                            └─► component("kafka") ──► kill() / start()
 //!   audit relay ──► events.jsonl ──────────────► AuditLog::wait_for(…)
+//!   git::GitRepo (file://) ──► scenario::Settings ──► Driftwarden ──► scenario::wait_change(…)
+//!   logs::capture() ──► everything this process logs ──► logs::captured()
 //! ```
 //!
 //! The environment must be running: a missing or silent environment is a
 //! failure with the hint to run `cargo xtask env up`, never a skip.
+
+pub mod component;
+pub mod git;
+pub mod logs;
+pub mod scenario;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -27,6 +35,10 @@ use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, PodTemplateSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 /// The hint every "environment missing" failure carries.
@@ -225,6 +237,12 @@ impl TestEnv {
         })
     }
 
+    /// A component of the environment (`kafka`, `etcd`, `kube-apiserver`,
+    /// …) by its pid file, to kill and start again.
+    pub fn component(&self, name: &str) -> Result<component::Component> {
+        component::Component::find(&self.dir, name)
+    }
+
     /// The audit events file, read from its current end.
     pub fn audit_log(&self) -> Result<AuditLog> {
         let path = self
@@ -241,6 +259,28 @@ pub struct TestNamespace {
     /// Its name.
     pub name: String,
     env: TestEnv,
+}
+
+impl TestNamespace {
+    /// Binds ClusterRole `role` (e.g. `edit`) to `user` in this namespace.
+    pub fn grant(&self, user: User, role: &str) -> Result<()> {
+        let binding = format!("{}-{role}", user.name());
+        let role = format!("--clusterrole={role}");
+        let user = format!("--user={}", user.name());
+        self.env.kubectl_ok(
+            User::Admin,
+            &[
+                "create",
+                "rolebinding",
+                &binding,
+                &role,
+                &user,
+                "-n",
+                &self.name,
+            ],
+        )?;
+        Ok(())
+    }
 }
 
 impl Drop for TestNamespace {
@@ -369,6 +409,92 @@ pub fn deployment(name: &str, replicas: i32) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+/// One Kafka message: key and payload (empty when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaMessage {
+    /// The partition it was read from.
+    pub partition: i32,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// Every message of `topic` on every partition, from the first to the last
+/// one present when called. Blocks: call it from `spawn_blocking`.
+pub fn read_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<KafkaMessage>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("e2e-reader-{}", unique_suffix()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a Kafka consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("metadata of topic {topic}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        bail!("topic {topic} has no partitions: does it exist?");
+    }
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .with_context(|| format!("watermarks of {topic}/{partition}"))?;
+        if high > low {
+            ends.insert(partition, high);
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + timeout;
+    let mut messages = Vec::new();
+    while !ends.is_empty() {
+        if Instant::now() >= deadline {
+            bail!(
+                "read {} messages of {topic} within {timeout:?}; partitions {:?} not to their end",
+                messages.len(),
+                ends.keys().collect::<Vec<_>>()
+            );
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.with_context(|| format!("reading {topic}"))?;
+        let partition = message.partition();
+        messages.push(KafkaMessage {
+            partition,
+            key: message.key().unwrap_or_default().to_vec(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        });
+        if ends
+            .get(&partition)
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&partition);
+        }
+    }
+    Ok(messages)
+}
+
+/// Whether the broker at `brokers` answers a metadata request listing a
+/// broker.
+pub fn kafka_answers(brokers: &str) -> bool {
+    let consumer: Result<BaseConsumer, _> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "0")
+        .create();
+    consumer
+        .ok()
+        .and_then(|c| c.fetch_metadata(None, Duration::from_secs(2)).ok())
+        .is_some_and(|metadata| !metadata.brokers().is_empty())
 }
 
 /// A Kafka topic prefix no other test uses: `e2e-<test name>-<suffix>.`.

@@ -161,11 +161,11 @@ impl Enforcer {
                 .remove_where(|pending| pending.event.key == job.event.key);
             return Ok(records);
         }
-        if job.judgement.verdict.is_drift() {
-            if let Some(control) = self.rails.observe_drift(now) {
-                tracing::warn!(?control, "circuit breaker tripped: enforcement paused");
-                records.push(RecordBody::Control(control));
-            }
+        if job.judgement.verdict.is_drift()
+            && let Some(control) = self.rails.observe_drift(now)
+        {
+            tracing::warn!(?control, "circuit breaker tripped: enforcement paused");
+            records.push(RecordBody::Control(control));
         }
         let Some((policy, _)) = self.policies.governing(&job.event.key, &job.event.object) else {
             return Ok(records);

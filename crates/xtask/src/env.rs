@@ -135,6 +135,20 @@ pub fn status() -> Result<ExitCode> {
     }
 }
 
+/// Brings the environment up unless every part already answers; returns
+/// whether this call started it (the caller then stops it with [`stop_all`]).
+pub fn ensure_up() -> Result<bool> {
+    let state = State::of_workspace();
+    let running =
+        load_saved(&state).is_some_and(|saved| check(&state, &saved).iter().all(|p| p.ok));
+    if running {
+        println!("test environment is already up: it stays up afterwards");
+        return Ok(false);
+    }
+    up(None)?;
+    Ok(true)
+}
+
 /// Stops every component by pid (reverse start order); returns how many ran.
 pub fn stop_all(state: &State) -> Result<usize> {
     let mut stopped = 0;

@@ -6,11 +6,17 @@
 //!        │                  kubectl, etcd (Go proxy); Kafka (Maven)     kube-controller-manager,
 //!        │                                                              Kafka, audit relay
 //!   cargo xtask test   ──► env up ──► cargo test --workspace ──► env down
+//!   cargo xtask demo   ──► env up ──► git repo, gitops apply, driftwarden run,
+//!                          changes by hand, history / diff / verify
+//!   cargo xtask bench  ──► env up ──► component benches + end-to-end bench
+//!                          ──► target/bench/summary.json
 //! ```
 
+mod bench;
 mod build;
 mod certs;
 mod cluster;
+mod demo;
 mod env;
 mod kafka;
 mod paths;
@@ -44,6 +50,17 @@ enum Command {
         /// Extra arguments passed to `cargo test --workspace`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Show Driftwarden at work: a GitOps-managed app in team-a, changed by
+    /// hand by alice and mallory, each change judged and kept in the ledger.
+    Demo,
+    /// Run every benchmark (components and end to end on the environment)
+    /// and write target/bench/summary.json.
+    Bench {
+        /// Build the 1 M-record ledger with 100 000 records only (its numbers
+        /// are scaled to 1 M) and use fewer changes end to end.
+        #[arg(long)]
+        quick: bool,
     },
     /// Receive audit webhook batches and append their events to a JSON-lines
     /// file (started by `env up`; not meant to be run by hand).
@@ -92,6 +109,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             EnvAction::Status => env::status(),
         },
         Command::Test { args } => test::run(&args),
+        Command::Demo => demo::run(),
+        Command::Bench { quick } => bench::run(quick),
         Command::AuditRelay { listen, out } => {
             relay::run(&listen, &out).map(|()| ExitCode::SUCCESS)
         }
