@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Reverts unauthorized changes where a scope is in enforce mode:
-//! - [`plan`] (pure) turns a judged change into a [`RevertAction`]: apply the
+//! - [`plan()`] (pure) turns a judged change into a [`RevertAction`]: apply the
 //!   desired manifest, an inverse JSON patch to the last known-good state on
 //!   the out-of-band fields only, create a deleted object, or delete an
 //!   unmanaged one where `prune` is on.

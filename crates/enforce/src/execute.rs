@@ -1,0 +1,593 @@
+//! The executor: performs a planned revert against the kube-apiserver and
+//! says what came of it.
+//!
+//! ```text
+//! Apply  ──▶ server-side apply, field manager `driftwarden`, forced
+//! Patch  ──▶ JSON patch led by a `test` of the planned resourceVersion
+//! Create ──▶ create; already there again      ──▶ superseded
+//! Delete ──▶ delete with a uid precondition; another incarnation ──▶ superseded
+//! ```
+//!
+//! A newer write is never clobbered: it is judged on its own. Errors carry
+//! the apiserver's message only (for Secrets not even that, as it may quote
+//! values); objects and manifests are never logged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use kube::api::{
+    Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    Preconditions,
+};
+use kube::discovery::{ApiResource, Scope};
+use model::{ChangeEvent, Outcome, RevertAction};
+use serde_json::{Value, json};
+use tracing::Instrument as _;
+
+/// The field manager of every write Driftwarden makes.
+pub const FIELD_MANAGER: &str = "driftwarden";
+
+/// Metadata the server owns, stripped from a manifest before it is written.
+const SERVER_METADATA: &[&str] = &[
+    "resourceVersion",
+    "uid",
+    "managedFields",
+    "creationTimestamp",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+];
+
+/// Patch attempts while only churn changes the object under the revert.
+const PATCH_ATTEMPTS: u32 = 3;
+
+/// Controller bookkeeping annotations: changes to them are churn, as the
+/// watcher counts it.
+const CHURN_ANNOTATIONS: &[&str] = &[
+    "deployment.kubernetes.io/revision",
+    "control-plane.alpha.kubernetes.io/leader",
+    "endpoints.kubernetes.io/last-change-trigger-time",
+];
+
+/// The annotation `kubectl apply` writes; a Secret's holds its values.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Why a revert could not be performed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `apiVersion` is not `group/version` or `version`.
+    #[error(
+        "apiVersion `{api_version}` of kind `{kind}` is malformed: expected `group/version` \
+         or `version`"
+    )]
+    ApiVersion {
+        /// The apiVersion as given.
+        api_version: String,
+        /// The kind.
+        kind: String,
+    },
+    /// Discovery does not know the kind.
+    #[error(
+        "cannot resolve kind `{kind}` of `{api_version}` through discovery; is the CRD \
+         installed and the apiVersion served?"
+    )]
+    Discovery {
+        /// The apiVersion.
+        api_version: String,
+        /// The kind.
+        kind: String,
+        /// What discovery said.
+        #[source]
+        source: kube::Error,
+    },
+    /// The kind is namespaced but the key has no namespace.
+    #[error("{key} is of a namespaced kind but its key has no namespace")]
+    NoNamespace {
+        /// The object's key.
+        key: String,
+    },
+    /// Apply and Create need the desired manifest.
+    #[error("no desired manifest was given to {verb} {key}")]
+    NoManifest {
+        /// The object's key.
+        key: String,
+        /// `apply` or `create`.
+        verb: &'static str,
+    },
+    /// The desired manifest is not an object.
+    #[error("the desired manifest of {key} is not a Kubernetes object")]
+    Manifest {
+        /// The object's key.
+        key: String,
+        /// Why it does not deserialize.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The planned patch is not a list of RFC 6902 operations.
+    #[error("the planned patch of {key} is not an RFC 6902 patch")]
+    Patch {
+        /// The object's key.
+        key: String,
+        /// Why it does not deserialize.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Controllers kept changing the object between attempts.
+    #[error(
+        "{key} kept changing under the revert ({attempts} attempts, each time only status or \
+         controller bookkeeping); it is reverted when its next change is seen"
+    )]
+    Churning {
+        /// The object's key.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The apiserver refused the write.
+    #[error("{verb} of {key} failed: {detail}")]
+    Rejected {
+        /// The object's key.
+        key: String,
+        /// `apply`, `patch`, `create`, `delete`.
+        verb: &'static str,
+        /// The apiserver's reason and message.
+        detail: String,
+    },
+}
+
+/// The result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A resolved resource: its URL parts and whether it is namespaced.
+type Resolved = (ApiResource, Scope);
+
+/// Performs reverts through a kube client; caches discovery per kind.
+pub struct Executor {
+    client: kube::Client,
+    resources: Mutex<HashMap<(String, String), Resolved>>,
+}
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("field_manager", &FIELD_MANAGER)
+            .field("kinds_resolved", &self.cache().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// An executor writing through `client` as field manager `driftwarden`.
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            resources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Performs `action` on the object of `event`. `manifest` is the desired
+    /// manifest for [`RevertAction::Apply`] and [`RevertAction::Create`].
+    pub async fn execute(
+        &self,
+        event: &ChangeEvent,
+        action: &RevertAction,
+        manifest: Option<&Value>,
+    ) -> Outcome {
+        let span = tracing::info_span!("revert", key = %event.key, verb = verb(action));
+        let result = match action {
+            RevertAction::Apply { .. } => {
+                self.apply(event, manifest).instrument(span.clone()).await
+            }
+            RevertAction::Patch {
+                patch,
+                resource_version,
+            } => {
+                self.patch(event, patch, resource_version)
+                    .instrument(span.clone())
+                    .await
+            }
+            RevertAction::Create { .. } => {
+                self.create(event, manifest).instrument(span.clone()).await
+            }
+            RevertAction::Delete { uid } => self.delete(event, uid).instrument(span.clone()).await,
+        };
+        result.unwrap_or_else(|err| {
+            span.in_scope(|| tracing::warn!(error = %err, "revert failed"));
+            Outcome::Failed {
+                error: err.to_string(),
+            }
+        })
+    }
+
+    async fn apply(&self, event: &ChangeEvent, manifest: Option<&Value>) -> Result<Outcome> {
+        let body = self.manifest(event, manifest, "apply")?;
+        let api = self.api_for_manifest(event, &body).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api
+            .patch(&event.key.name, &params, &Patch::Apply(&body))
+            .await
+        {
+            Ok(object) => Ok(reverted(&object)),
+            Err(err) => Err(rejected(event, "apply", &err)),
+        }
+    }
+
+    async fn patch(
+        &self,
+        event: &ChangeEvent,
+        patch: &Value,
+        resource_version: &str,
+    ) -> Result<Outcome> {
+        let api = self.api(event, &event.api_version, &event.key.kind).await?;
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let mut expected = resource_version.to_owned();
+        for _ in 0..PATCH_ATTEMPTS {
+            let guarded = guarded(patch, &expected).map_err(|source| Error::Patch {
+                key: event.key.to_string(),
+                source,
+            })?;
+            let err = match api.patch(&event.key.name, &params, &guarded).await {
+                Ok(object) => return Ok(reverted(&object)),
+                Err(err) => err,
+            };
+            // A failed `test` is a 422 with a generic message: tell it apart
+            // from a bad patch by looking at the object.
+            if !matches!(status_code(&err), Some(404 | 409 | 422)) {
+                return Err(rejected(event, "patch", &err));
+            }
+            let current = match api.get_opt(&event.key.name).await {
+                Ok(Some(current)) => current,
+                Ok(None) => return Ok(deleted_since(event)),
+                Err(_) => return Err(rejected(event, "patch", &err)),
+            };
+            let current_version = current
+                .metadata
+                .resource_version
+                .clone()
+                .unwrap_or_default();
+            if current_version == expected {
+                return Err(rejected(event, "patch", &err));
+            }
+            let current = serde_json::to_value(&current).unwrap_or(Value::Null);
+            if without_churn(&current) != without_churn(&event.object) {
+                return Ok(Outcome::Superseded {
+                    detail: format!(
+                        "changed again (resourceVersion {current_version}, the revert was \
+                         planned against {resource_version}); the newer write is judged on its own"
+                    ),
+                });
+            }
+            // Only controller bookkeeping (status, revision annotation)
+            // changed since: the drifted fields are as planned.
+            tracing::debug!(resource_version = %current_version, "retrying after churn");
+            expected = current_version;
+        }
+        Err(Error::Churning {
+            key: event.key.to_string(),
+            attempts: PATCH_ATTEMPTS,
+        })
+    }
+
+    async fn create(&self, event: &ChangeEvent, manifest: Option<&Value>) -> Result<Outcome> {
+        let body = self.manifest(event, manifest, "create")?;
+        let api = self.api_for_manifest(event, &body).await?;
+        let object: DynamicObject =
+            serde_json::from_value(body).map_err(|source| Error::Manifest {
+                key: event.key.to_string(),
+                source,
+            })?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match api.create(&params, &object).await {
+            Ok(object) => Ok(reverted(&object)),
+            Err(err) if status_code(&err) == Some(409) => Ok(Outcome::Superseded {
+                detail: format!(
+                    "exists again ({}); the newer incarnation is judged on its own",
+                    detail(event, &err)
+                ),
+            }),
+            Err(err) => Err(rejected(event, "create", &err)),
+        }
+    }
+
+    async fn delete(&self, event: &ChangeEvent, uid: &str) -> Result<Outcome> {
+        let api = self.api(event, &event.api_version, &event.key.kind).await?;
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&event.key.name, &params).await {
+            Ok(result) => Ok(Outcome::Reverted {
+                resource_version: result.left().and_then(|o| o.metadata.resource_version),
+            }),
+            Err(err) if status_code(&err) == Some(404) => Ok(Outcome::Superseded {
+                detail: "already deleted".to_owned(),
+            }),
+            Err(err) if status_code(&err) == Some(409) => Ok(Outcome::Superseded {
+                detail: format!(
+                    "another incarnation took its place ({}); it is judged on its own",
+                    detail(event, &err)
+                ),
+            }),
+            Err(err) => Err(rejected(event, "delete", &err)),
+        }
+    }
+
+    /// The manifest to write, without server-owned fields.
+    fn manifest(
+        &self,
+        event: &ChangeEvent,
+        manifest: Option<&Value>,
+        verb: &'static str,
+    ) -> Result<Value> {
+        let mut body = manifest.cloned().ok_or_else(|| Error::NoManifest {
+            key: event.key.to_string(),
+            verb,
+        })?;
+        strip_server_fields(&mut body);
+        Ok(body)
+    }
+
+    /// The API of the manifest's own `apiVersion` and `kind` (those of the
+    /// event when the manifest lacks them).
+    async fn api_for_manifest(
+        &self,
+        event: &ChangeEvent,
+        manifest: &Value,
+    ) -> Result<Api<DynamicObject>> {
+        let field = |name| manifest.get(name).and_then(Value::as_str);
+        match (field("apiVersion"), field("kind")) {
+            (Some(api_version), Some(kind)) => self.api(event, api_version, kind).await,
+            _ => self.api(event, &event.api_version, &event.key.kind).await,
+        }
+    }
+
+    async fn api(
+        &self,
+        event: &ChangeEvent,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Api<DynamicObject>> {
+        let (resource, scope) = self.resolve(api_version, kind).await?;
+        let client = self.client.clone();
+        match scope {
+            Scope::Cluster => Ok(Api::all_with(client, &resource)),
+            Scope::Namespaced if event.key.namespace.is_empty() => Err(Error::NoNamespace {
+                key: event.key.to_string(),
+            }),
+            Scope::Namespaced => Ok(Api::namespaced_with(
+                client,
+                &event.key.namespace,
+                &resource,
+            )),
+        }
+    }
+
+    /// The resource of a kind, from the cache or discovery.
+    async fn resolve(&self, api_version: &str, kind: &str) -> Result<Resolved> {
+        let cache_key = (api_version.to_owned(), kind.to_owned());
+        if let Some(hit) = self.cache().get(&cache_key) {
+            return Ok(hit.clone());
+        }
+        let (group, version) = match api_version.split_once('/') {
+            None if !api_version.is_empty() => ("", api_version),
+            Some((group, version)) if !group.is_empty() && !version.is_empty() => (group, version),
+            _ => {
+                return Err(Error::ApiVersion {
+                    api_version: api_version.to_owned(),
+                    kind: kind.to_owned(),
+                });
+            }
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|source| Error::Discovery {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+                source,
+            })?;
+        let resolved = (resource, capabilities.scope);
+        self.cache().insert(cache_key, resolved.clone());
+        Ok(resolved)
+    }
+
+    fn cache(&self) -> MutexGuard<'_, HashMap<(String, String), Resolved>> {
+        self.resources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `apply`, `patch`, `create`, `delete`.
+fn verb(action: &RevertAction) -> &'static str {
+    match action {
+        RevertAction::Apply { .. } => "apply",
+        RevertAction::Patch { .. } => "patch",
+        RevertAction::Create { .. } => "create",
+        RevertAction::Delete { .. } => "delete",
+    }
+}
+
+/// `patch` led by a test that the object is still at `resource_version`.
+fn guarded(patch: &Value, resource_version: &str) -> serde_json::Result<Patch<Value>> {
+    let mut ops = vec![json!({
+        "op": "test",
+        "path": "/metadata/resourceVersion",
+        "value": resource_version,
+    })];
+    ops.extend(serde_json::from_value::<Vec<Value>>(patch.clone())?);
+    Ok(Patch::Json(serde_json::from_value(Value::Array(ops))?))
+}
+
+fn strip_server_fields(manifest: &mut Value) {
+    let Some(object) = manifest.as_object_mut() else {
+        return;
+    };
+    object.remove("status");
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        for name in SERVER_METADATA {
+            metadata.remove(*name);
+        }
+    }
+}
+
+/// `object` without what changes on every write or belongs to controllers:
+/// `status`, `metadata.resourceVersion`, `managedFields`, `generation` and
+/// the bookkeeping annotations (an annotation map left empty is absent).
+/// A Secret also loses what change events carry only as digests (its
+/// values and the last-applied annotation), which cannot be compared.
+fn without_churn(object: &Value) -> Value {
+    let mut object = object.clone();
+    let Some(top) = object.as_object_mut() else {
+        return object;
+    };
+    top.remove("status");
+    let secret = top.get("kind").and_then(Value::as_str) == Some("Secret");
+    if secret {
+        top.remove("data");
+        top.remove("stringData");
+    }
+    if let Some(metadata) = top.get_mut("metadata").and_then(Value::as_object_mut) {
+        for name in ["resourceVersion", "managedFields", "generation"] {
+            metadata.remove(name);
+        }
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
+            for name in CHURN_ANNOTATIONS {
+                annotations.remove(*name);
+            }
+            if secret {
+                annotations.remove(LAST_APPLIED);
+            }
+            if annotations.is_empty() {
+                metadata.remove("annotations");
+            }
+        }
+    }
+    object
+}
+
+fn reverted(object: &DynamicObject) -> Outcome {
+    Outcome::Reverted {
+        resource_version: object.metadata.resource_version.clone(),
+    }
+}
+
+fn deleted_since(event: &ChangeEvent) -> Outcome {
+    Outcome::Superseded {
+        detail: format!("{} was deleted before the revert", event.key.name),
+    }
+}
+
+fn status_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn rejected(event: &ChangeEvent, verb: &'static str, err: &kube::Error) -> Error {
+    Error::Rejected {
+        key: event.key.to_string(),
+        verb,
+        detail: detail(event, err),
+    }
+}
+
+/// What the apiserver said; for a Secret only the reason and code, since
+/// validation messages may quote values.
+fn detail(event: &ChangeEvent, err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) if event.key.kind == "Secret" => format!(
+            "{} ({}); the message is withheld for Secrets",
+            status.reason, status.code
+        ),
+        kube::Error::Api(status) => {
+            format!("{}: {} ({})", status.reason, status.message, status.code)
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_lose_server_owned_fields_before_they_are_written() {
+        let mut manifest = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "cfg", "resourceVersion": "5", "uid": "u",
+                         "managedFields": [], "creationTimestamp": "2020-01-01T00:00:00Z",
+                         "labels": {"app": "web"}},
+            "data": {"a": "1"},
+            "status": {},
+        });
+        strip_server_fields(&mut manifest);
+        assert_eq!(
+            manifest,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "cfg", "labels": {"app": "web"}},
+                   "data": {"a": "1"}})
+        );
+    }
+
+    #[test]
+    fn status_and_controller_bookkeeping_are_churn() {
+        let seen = json!({
+            "metadata": {"resourceVersion": "1", "generation": 1, "labels": {"x": "1"}},
+            "spec": {"replicas": 1},
+        });
+        let later = json!({
+            "metadata": {"resourceVersion": "2", "generation": 1, "labels": {"x": "1"},
+                         "annotations": {"deployment.kubernetes.io/revision": "2"},
+                         "managedFields": [{"manager": "kube-controller-manager"}]},
+            "spec": {"replicas": 1},
+            "status": {"replicas": 1},
+        });
+        assert_eq!(without_churn(&seen), without_churn(&later));
+        let mut changed = later.clone();
+        changed["metadata"]["labels"]["x"] = json!("2");
+        assert_ne!(without_churn(&seen), without_churn(&changed));
+    }
+
+    #[test]
+    fn redacted_secret_values_are_not_compared() {
+        let seen = json!({"kind": "Secret", "metadata": {"labels": {"x": "1"}},
+                          "data": {"token": "sha256:abc"}});
+        let current = json!({"kind": "Secret", "metadata": {"labels": {"x": "1"}},
+                             "data": {"token": "c2VjcmV0"}});
+        assert_eq!(without_churn(&seen), without_churn(&current));
+        let relabelled = json!({"kind": "Secret", "metadata": {"labels": {"x": "2"}}});
+        assert_ne!(without_churn(&seen), without_churn(&relabelled));
+    }
+
+    #[test]
+    fn patches_are_led_by_a_resource_version_test() {
+        let planned = json!([{"op": "remove", "path": "/metadata/labels/x"}]);
+        let Patch::Json(patch) = guarded(&planned, "41").expect("valid patch") else {
+            panic!("a JSON patch");
+        };
+        assert_eq!(
+            serde_json::to_value(&patch).expect("serializes"),
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "41"},
+                {"op": "remove", "path": "/metadata/labels/x"},
+            ])
+        );
+        assert!(guarded(&json!({"op": "remove"}), "41").is_err());
+    }
+}
