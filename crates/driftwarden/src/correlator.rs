@@ -280,6 +280,24 @@ impl Correlator {
         Ok(())
     }
 
+    /// Records new commits and tells the enforcer which objects they changed.
+    pub async fn on_git(&mut self, update: GitUpdate) -> anyhow::Result<()> {
+        let changed: Vec<ObjectKey> = update.changed_keys().into_iter().cloned().collect();
+        let bodies = self.apply_git(update)?;
+        self.write(bodies, &[]).await?;
+        if let Some(enforcer) = &self.enforcer {
+            let command = Command::Desired {
+                desired: self.desired.clone(),
+                changed,
+            };
+            enforcer
+                .send(command)
+                .await
+                .context("the enforcer stopped")?;
+        }
+        Ok(())
+    }
+
     /// Applies new commits: the records they produce, and adoption of open
     /// drifts whose drifted state the new commit declares.
     pub fn apply_git(&mut self, update: GitUpdate) -> anyhow::Result<Vec<RecordBody>> {
@@ -437,15 +455,8 @@ impl Correlator {
         let mut last_requests = std::time::Instant::now();
         loop {
             while let Ok(update) = git.try_recv() {
-                let bodies = self.apply_git(update)?;
-                self.write(bodies, &[]).await?;
+                self.on_git(update).await?;
                 on_desired(&self.desired);
-                if let Some(enforcer) = &self.enforcer {
-                    enforcer
-                        .send(Command::Desired(self.desired.clone()))
-                        .await
-                        .context("the enforcer stopped")?;
-                }
             }
             if last_requests.elapsed() >= REQUESTS_EVERY {
                 self.take_requests().await?;

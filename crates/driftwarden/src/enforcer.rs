@@ -59,8 +59,13 @@ impl Job {
 pub enum Command {
     /// Judged changes to consider.
     Judged(Vec<Job>),
-    /// The desired state changed.
-    Desired(Desired),
+    /// New commits moved the desired state.
+    Desired {
+        /// The desired state after them.
+        desired: Desired,
+        /// The objects they changed.
+        changed: Vec<ObjectKey>,
+    },
     /// The exemptions in force changed.
     Exemptions(Vec<Exemption>),
     /// Resume enforcement after a pause.
@@ -134,7 +139,12 @@ impl Enforcer {
                         records.extend(self.consider(job, now).await?);
                     }
                 }
-                Some(Command::Desired(desired)) => self.desired = desired,
+                Some(Command::Desired { desired, changed }) => {
+                    self.desired = desired;
+                    for key in changed {
+                        records.extend(self.sync(&key).await?);
+                    }
+                }
                 Some(Command::Exemptions(exemptions)) => self.exemptions = exemptions,
                 Some(Command::Resume) => records.push(RecordBody::Control(self.rails.resume())),
                 None => {}
@@ -256,6 +266,91 @@ impl Enforcer {
         tracing::info!(%key, %action, ?outcome, "revert");
         Ok(Some(record(outcome)))
     }
+}
+
+impl Enforcer {
+    /// Where the scope syncs, puts an object changed by a new commit into
+    /// the cluster: applies its manifest, or (with `prune`) deletes it when
+    /// the commit removed it. Recorded with drift record 0: it answers a
+    /// commit, not a drift.
+    async fn sync(&mut self, key: &ObjectKey) -> anyhow::Result<Option<RecordBody>> {
+        let Some(history) = self.desired.history(key) else {
+            return Ok(None);
+        };
+        let Some(head) = history.head() else {
+            return Ok(None);
+        };
+        let state = self.ledger.object_state(key)?;
+        // The scope is judged on what git declares, or on what was last seen.
+        let Some(basis) = head
+            .manifest
+            .as_ref()
+            .or_else(|| state.as_ref().and_then(|s| s.latest.as_ref()))
+        else {
+            return Ok(None);
+        };
+        let Some((policy, _)) = self.policies.governing(key, basis) else {
+            return Ok(None);
+        };
+        if !policy.sync || policy.mode == Mode::Audit {
+            return Ok(None);
+        }
+        let (mode, name) = (policy.mode, policy.name.clone());
+        let commit = head.commit.id.clone();
+        let (action, event) = match (&head.manifest, &state) {
+            (Some(manifest), _) => (RevertAction::Apply { commit }, sync_event(key, manifest)),
+            (None, Some(state)) if policy.prune && state.latest.is_some() => {
+                let latest = state.latest.clone().unwrap_or_default();
+                let mut event = sync_event(key, &latest);
+                event.uid.clone_from(&state.uid);
+                (
+                    RevertAction::Delete {
+                        uid: state.uid.clone(),
+                    },
+                    event,
+                )
+            }
+            _ => return Ok(None),
+        };
+        let outcome = match (&self.executor, mode) {
+            (_, Mode::DryRun) => Outcome::WouldRevert,
+            (Some(executor), _) => {
+                executor
+                    .execute(&event, &action, head.manifest.as_ref())
+                    .await
+            }
+            (None, _) => Outcome::Held {
+                reason: "no cluster access in this role".into(),
+            },
+        };
+        tracing::info!(%key, %action, ?outcome, "sync");
+        Ok(Some(RecordBody::Enforcement(Enforcement {
+            key: key.clone(),
+            drift_seq: 0,
+            mode,
+            policy: name,
+            action,
+            outcome,
+        })))
+    }
+}
+
+/// The change event a sync acts on: the object as git (or the ledger)
+/// describes it.
+fn sync_event(key: &ObjectKey, object: &serde_json::Value) -> ChangeEvent {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    ChangeEvent::new(
+        key.clone(),
+        api_version,
+        "",
+        "",
+        model::ChangeKind::Modified,
+        Utc::now(),
+        object.clone(),
+    )
 }
 
 /// The verdict for a change inside an active exemption.

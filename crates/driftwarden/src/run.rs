@@ -105,7 +105,11 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
     if let Some(consumer) = consumer {
         let opened = Arc::new(open_ledger(&config)?);
         known = known_objects(&opened)?;
-        let executor = if config.policies.iter().any(|p| p.mode == Mode::Enforce) {
+        let executor = if config
+            .policies
+            .iter()
+            .any(|p| p.mode == Mode::Enforce || p.sync)
+        {
             Some(enforce::Executor::new(kube_client(&config).await?))
         } else {
             None
@@ -116,8 +120,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         let mut correlator =
             Correlator::new(&config, opened.clone(), desired)?.with_enforcer(enforce_tx);
         for update in initial {
-            let bodies = correlator.apply_git(update)?;
-            correlator.write(bodies, &[]).await?;
+            correlator.on_git(update).await?;
         }
         let (git_tx, git_rx) = mpsc::channel(16);
         for (i, git) in sources.into_iter().enumerate() {

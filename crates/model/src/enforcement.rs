@@ -107,7 +107,8 @@ pub enum Outcome {
 pub struct Enforcement {
     /// Which object.
     pub key: ObjectKey,
-    /// Ledger sequence number of the drift (or unmanaged) record.
+    /// Ledger sequence number of the drift (or unmanaged) record it
+    /// answers; 0 when it applies a new commit (`sync`) rather than a drift.
     pub drift_seq: u64,
     /// `dry_run` or `enforce`.
     pub mode: Mode,
