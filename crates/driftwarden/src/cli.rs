@@ -44,6 +44,13 @@ pub enum Command {
         /// The config file.
         #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
         config: PathBuf,
+        /// Also say which policy rule governs this object
+        /// (`group/Kind/namespace/name`).
+        #[arg(long)]
+        object: Option<String>,
+        /// The object's labels, for `--object`: `app=web,tier=front`.
+        #[arg(long, requires = "object", value_delimiter = ',')]
+        labels: Vec<String>,
     },
     /// Watch the cluster, judge every change against git, keep the ledger.
     Run {
@@ -172,14 +179,41 @@ impl From<String> for Outcome {
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let json = cli.output == Output::Json;
     match cli.command {
-        Command::Check { config } => {
+        Command::Check {
+            config,
+            object,
+            labels,
+        } => {
             let config = Config::load(&config)?;
-            Ok(if json {
+            let mut text = if json {
                 to_json(&summary(&config))?
             } else {
                 describe(&config)
+            };
+            if let Some(object) = object {
+                let key = parse_key(&config, &object)?;
+                let labels = labels
+                    .iter()
+                    .map(|pair| {
+                        pair.split_once('=')
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .ok_or_else(|| anyhow::anyhow!("label `{pair}` is not key=value"))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let governing = config.policy_index(&key.namespace, &key.kind, &labels);
+                let _ = match governing.map(|i| &config.policies[i]) {
+                    Some(p) => writeln!(
+                        text,
+                        "{key} is governed by policy {} (mode {})",
+                        p.name, p.mode
+                    ),
+                    None => writeln!(
+                        text,
+                        "{key} is governed by no policy: audit only, never written"
+                    ),
+                };
             }
-            .into())
+            Ok(text.into())
         }
         Command::Run { config, role } => {
             let config = Config::load(&config)?;
@@ -414,7 +448,7 @@ fn describe(config: &Config) -> String {
         let m = &p.matches;
         let _ = writeln!(
             w,
-            "policy {}: mode {} for namespaces [{}] kinds [{}] labels [{}]",
+            "policy {}: mode {} for namespaces [{}] kinds [{}] labels [{}]; grace {}, prune {}, sync {}",
             p.name,
             p.mode,
             m.namespaces.join(", "),
@@ -423,7 +457,10 @@ fn describe(config: &Config) -> String {
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            humantime::format_duration(p.grace),
+            if p.prune { "on" } else { "off" },
+            if p.sync { "on" } else { "off" },
         );
     }
     out
