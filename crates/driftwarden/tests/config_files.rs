@@ -35,6 +35,8 @@ async fn every_shipped_driftwarden_config_passes_check() {
             output: Output::Human,
             command: Command::Check {
                 config: path.clone(),
+                object: None,
+                labels: Vec::new(),
             },
         };
         let outcome = run(cli)
