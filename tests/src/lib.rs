@@ -9,6 +9,7 @@
 //!                                            └─► component("kafka") ──► kill() / start()
 //!   audit relay ──► events.jsonl ──────────────► AuditLog::wait_for(…)
 //!   git::GitRepo (file://) ──► scenario::Settings ──► Driftwarden ──► scenario::wait_change(…)
+//!   scenario::Settings ──► enforcing::Enforcing (rules, rails) ──► Driftwarden that reverts
 //!   logs::capture() ──► everything this process logs ──► logs::captured()
 //! ```
 //!
@@ -16,6 +17,7 @@
 //! failure with the hint to run `cargo xtask env up`, never a skip.
 
 pub mod component;
+pub mod enforcing;
 pub mod git;
 pub mod logs;
 pub mod scenario;

@@ -21,15 +21,15 @@ use bus::{Consumer, Delivery, Message, Position};
 use correlate::{Input, ListSemantics, Trust};
 use ledger::Ledger;
 use model::{
-    Actor, Amendment, ChangeEvent, ChangeKind, DesiredHistory, Exemption, FieldPath, Judgement,
-    ObjectKey, RecordBody, Verdict,
+    Actor, Amendment, ChangeEvent, ChangeKind, DesiredHistory, DriftKind, Exemption, FieldPath,
+    Judgement, ObjectKey, RecordBody, Verdict,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::{self, Config, Policy};
 use crate::desired::{Desired, GitUpdate};
-use crate::enforcer::{self, Command, Job};
+use crate::enforcer::{self, Command, Job, OwnWrites};
 use crate::requests::{self, Request};
 
 /// Most events judged and written in one ledger transaction.
@@ -101,6 +101,7 @@ pub struct Correlator {
     exemptions: Vec<Exemption>,
     requests: PathBuf,
     enforcer: Option<mpsc::Sender<Command>>,
+    own_writes: OwnWrites,
 }
 
 impl Correlator {
@@ -120,12 +121,23 @@ impl Correlator {
             exemptions,
             requests: requests::folder(config),
             enforcer: None,
+            own_writes: OwnWrites::default(),
         })
     }
 
-    /// Hands drift to `enforcer` after it is recorded.
-    pub fn with_enforcer(mut self, enforcer: mpsc::Sender<Command>) -> Self {
+    /// Sends `command` to the enforcer, if there is one.
+    async fn tell(&self, command: Command) -> anyhow::Result<()> {
+        match &self.enforcer {
+            Some(enforcer) => enforcer.send(command).await.context("the enforcer stopped"),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands drift to `enforcer` after it is recorded; `own_writes` names
+    /// the enforcer's reverts.
+    pub fn with_enforcer(mut self, enforcer: mpsc::Sender<Command>, own_writes: OwnWrites) -> Self {
         self.enforcer = Some(enforcer);
+        self.own_writes = own_writes;
         self
     }
 
@@ -163,6 +175,20 @@ impl Correlator {
             // A new incarnation starts without a previous state.
             let previous = previous.filter(|_| uid == Some(event.uid.as_str()));
             let mut judgement = self.classify(event, previous.as_ref());
+            let last_good = stored
+                .as_ref()
+                .filter(|s| s.uid == event.uid)
+                .and_then(|s| s.last_good.as_ref());
+            self.restored(&mut judgement, event, last_good);
+            if matches!(judgement.verdict, Verdict::Authorized { .. })
+                && self.own_writes.claim(&event.uid, &event.resource_version)
+            {
+                judgement.actor = Actor::Manager {
+                    manager: FIELD_MANAGER.to_owned(),
+                    operation: "Update".to_owned(),
+                    time: None,
+                };
+            }
             enforcer::exempt(
                 &mut judgement,
                 &self.exemptions,
@@ -178,6 +204,40 @@ impl Correlator {
             });
         }
         Ok(bodies)
+    }
+
+    /// A change that puts undeclared fields back to the last known-good state
+    /// (a revert, by Driftwarden or by hand) leaves the object as git wants
+    /// it: `authorized` by the desired commit, whoever wrote it.
+    fn restored(&self, judgement: &mut Judgement, event: &ChangeEvent, last_good: Option<&Value>) {
+        let Verdict::Drift {
+            drift: DriftKind::OutOfBand { paths },
+        } = &judgement.verdict
+        else {
+            return;
+        };
+        let (Some(last_good), Some(head)) = (
+            last_good,
+            self.desired.history(&event.key).and_then(|h| h.head()),
+        ) else {
+            return;
+        };
+        let still_off = correlate::changed_undeclared(
+            last_good,
+            &event.object,
+            head.manifest.as_ref(),
+            &self.lists,
+        );
+        let restored = !still_off.iter().any(|change| {
+            paths.iter().any(|p| {
+                correlate::is_within(&change.path, p) || correlate::is_within(p, &change.path)
+            })
+        });
+        if restored {
+            judgement.verdict = Verdict::Authorized {
+                commit: head.commit.id.clone(),
+            };
+        }
     }
 
     /// Classifies one change under the policy governing its object, against
@@ -202,10 +262,13 @@ impl Correlator {
             }
             _ => Cow::Borrowed(&self.trust),
         };
+        let redacted = desired
+            .filter(|_| is_secret(&event.key))
+            .map(redact_history);
         let input = Input {
             event,
             previous,
-            desired,
+            desired: redacted.as_ref().or(desired),
             actor: None,
             trust: &trust,
             lists: &self.lists,
@@ -265,17 +328,10 @@ impl Correlator {
         for (job, seq) in jobs.iter_mut().zip(&appended.seqs) {
             job.seq = *seq;
         }
-        if let Some(enforcer) = &self.enforcer {
-            enforcer
-                .send(Command::Exemptions(self.exemptions.clone()))
-                .await
-                .context("the enforcer stopped")?;
-            if !jobs.is_empty() {
-                enforcer
-                    .send(Command::Judged(jobs))
-                    .await
-                    .context("the enforcer stopped")?;
-            }
+        self.tell(Command::Exemptions(self.exemptions.clone()))
+            .await?;
+        if !jobs.is_empty() {
+            self.tell(Command::Judged(jobs)).await?;
         }
         Ok(())
     }
@@ -285,17 +341,11 @@ impl Correlator {
         let changed: Vec<ObjectKey> = update.changed_keys().into_iter().cloned().collect();
         let bodies = self.apply_git(update)?;
         self.write(bodies, &[]).await?;
-        if let Some(enforcer) = &self.enforcer {
-            let command = Command::Desired {
-                desired: self.desired.clone(),
-                changed,
-            };
-            enforcer
-                .send(command)
-                .await
-                .context("the enforcer stopped")?;
-        }
-        Ok(())
+        self.tell(Command::Desired {
+            desired: self.desired.clone(),
+            changed,
+        })
+        .await
     }
 
     /// Applies new commits: the records they produce, and adoption of open
@@ -381,9 +431,9 @@ impl Correlator {
                 "changes already in the ledger skipped"
             );
         }
-        let Some(enforcer) = &self.enforcer else {
+        if self.enforcer.is_none() {
             return Ok(());
-        };
+        }
         // Sequence numbers follow the bodies, leaving out duplicates.
         let duplicates: HashSet<&String> = appended.duplicates.iter().collect();
         let mut seqs = appended.seqs.iter();
@@ -402,10 +452,7 @@ impl Correlator {
             })
             .collect();
         if !jobs.is_empty() {
-            enforcer
-                .send(Command::Judged(jobs))
-                .await
-                .context("the enforcer stopped")?;
+            self.tell(Command::Judged(jobs)).await?;
         }
         Ok(())
     }
@@ -425,21 +472,12 @@ impl Correlator {
                     self.exemptions.push(exemption);
                 }
                 Request::Resume { .. } => {
-                    if let Some(enforcer) = &self.enforcer {
-                        enforcer
-                            .send(Command::Resume)
-                            .await
-                            .context("the enforcer stopped")?;
-                    }
+                    self.tell(Command::Resume).await?;
                 }
             }
         }
-        if let Some(enforcer) = &self.enforcer {
-            enforcer
-                .send(Command::Exemptions(self.exemptions.clone()))
-                .await
-                .context("the enforcer stopped")?;
-        }
+        self.tell(Command::Exemptions(self.exemptions.clone()))
+            .await?;
         Ok(())
     }
 
@@ -471,7 +509,7 @@ impl Correlator {
                     // skipped; it stays in Kafka for inspection.
                     tracing::error!(error = %err, "bad message on the bus");
                     if let Some(position) = err.position() {
-                        consumer.commit(std::slice::from_ref(position)).await?;
+                        commit(&mut consumer, std::slice::from_ref(position)).await;
                     }
                     continue;
                 }
@@ -482,8 +520,17 @@ impl Correlator {
             let (events, positions) = split(deliveries);
             let bodies = self.judge(&events)?;
             self.write(bodies, &offsets(&positions)).await?;
-            consumer.commit(&positions).await?;
+            commit(&mut consumer, &positions).await;
         }
+    }
+}
+
+/// Commits consumed positions. A failed commit (the group rebalanced, the
+/// broker restarted) is not fatal: the messages come again and the ledger
+/// skips what it already holds.
+async fn commit(consumer: &mut Consumer, positions: &[Position]) {
+    if let Err(err) = consumer.commit(positions).await {
+        tracing::warn!(error = %err, "offset commit failed; the messages will be delivered again");
     }
 }
 
@@ -530,4 +577,23 @@ fn merge(global: &Trust, scope: &config::Trust) -> Trust {
     trust.groups.extend(extra.groups);
     trust.service_accounts.extend(extra.service_accounts);
     trust
+}
+
+/// Whether `key` names a Secret, whose values are compared as digests.
+pub fn is_secret(key: &ObjectKey) -> bool {
+    key.group.is_empty() && key.kind == "Secret"
+}
+
+/// A desired history whose Secret values are digests, as the live side's
+/// are: git's plaintext is compared, never recorded.
+pub fn redact_history(history: &DesiredHistory) -> DesiredHistory {
+    let mut history = history.clone();
+    for manifest in history
+        .entries
+        .iter_mut()
+        .filter_map(|e| e.manifest.as_mut())
+    {
+        model::redact::redact_secret(manifest);
+    }
+    history
 }

@@ -9,7 +9,8 @@
 //! linked to the drift it answers. Driftwarden's own writes come back as
 //! change events and are judged like anyone else's.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use enforce::{Executor, Grace, PlanInput, Rails, RailsConfig};
@@ -36,17 +37,18 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job for a recorded change the enforcer may act on (drift or an
-    /// unmanaged object); its `seq` is filled in once it is written.
+    /// A job for a recorded change the enforcer may act on (drift, an
+    /// unmanaged object, or a trusted change that refreshes a pending
+    /// revert); its `seq` is filled in once it is written.
     pub fn of(body: &RecordBody) -> Option<Job> {
         let RecordBody::Change { event, judgement } = body else {
             return None;
         };
-        matches!(
+        let acts = matches!(
             judgement.verdict,
-            Verdict::Drift { .. } | Verdict::Unmanaged
-        )
-        .then(|| Job {
+            Verdict::Drift { .. } | Verdict::Unmanaged | Verdict::InSync
+        );
+        acts.then(|| Job {
             event: event.clone(),
             judgement: judgement.clone(),
             seq: 0,
@@ -77,6 +79,7 @@ pub enum Command {
 pub struct Enforcer {
     ledger: Arc<Ledger>,
     executor: Option<Executor>,
+    own_writes: OwnWrites,
     policies: Policies,
     desired: Desired,
     rails: Rails,
@@ -92,6 +95,7 @@ impl Enforcer {
         ledger: Arc<Ledger>,
         executor: Option<Executor>,
         desired: Desired,
+        own_writes: OwnWrites,
     ) -> anyhow::Result<Self> {
         let e = &config.enforcement;
         let rails = Rails::new(RailsConfig {
@@ -105,6 +109,7 @@ impl Enforcer {
         Ok(Self {
             ledger,
             executor,
+            own_writes,
             policies: Policies::new(config)?,
             desired,
             rails,
@@ -146,7 +151,10 @@ impl Enforcer {
                     }
                 }
                 Some(Command::Exemptions(exemptions)) => self.exemptions = exemptions,
-                Some(Command::Resume) => records.push(RecordBody::Control(self.rails.resume())),
+                // The request itself is the ledger record of the resume.
+                Some(Command::Resume) => {
+                    self.rails.resume();
+                }
                 None => {}
             }
             for job in self.grace.pop_due(now) {
@@ -162,13 +170,15 @@ impl Enforcer {
     /// What to do about one judged change.
     async fn consider(&mut self, job: Job, now: DateTime<Utc>) -> anyhow::Result<Vec<RecordBody>> {
         let mut records = Vec::new();
-        if !matches!(
-            job.judgement.verdict,
-            Verdict::Drift { .. } | Verdict::Unmanaged
-        ) {
-            // A later good change cancels a pending revert of the same object.
-            self.grace
-                .remove_where(|pending| pending.event.key == job.event.key);
+        if job.judgement.verdict == Verdict::InSync {
+            // A trusted change does not resolve a drift: a pending revert
+            // goes on, planned against the newest state. (A change that
+            // resolves it is caught in `act`: the drift is no longer open.)
+            for pending in self.grace.iter_mut() {
+                if pending.event.key == job.event.key {
+                    pending.event = job.event.clone();
+                }
+            }
             return Ok(records);
         }
         if job.judgement.verdict.is_drift()
@@ -259,9 +269,15 @@ impl Enforcer {
             }
             _ => None,
         };
+        self.own_writes.begin(&job.event.uid);
         let outcome = executor.execute(&job.event, &action, manifest).await;
-        if matches!(outcome, Outcome::Reverted { .. }) {
-            self.rails.record_revert(key, now);
+        match &outcome {
+            Outcome::Reverted { resource_version } => {
+                self.own_writes
+                    .done(&job.event.uid, resource_version.clone());
+                self.rails.record_revert(key, now);
+            }
+            _ => self.own_writes.forget(&job.event.uid),
         }
         tracing::info!(%key, %action, ?outcome, "revert");
         Ok(Some(record(outcome)))
@@ -351,6 +367,50 @@ fn sync_event(key: &ObjectKey, object: &serde_json::Value) -> ChangeEvent {
         Utc::now(),
         object.clone(),
     )
+}
+
+/// Reverts in flight or just done, by object uid, so the correlator can
+/// name Driftwarden as the actor of a write that leaves no trace in
+/// managedFields (a removed field has no owner).
+#[derive(Debug, Clone, Default)]
+pub struct OwnWrites(Arc<Mutex<HashMap<String, Option<String>>>>);
+
+impl OwnWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A revert of `uid` is being written.
+    fn begin(&self, uid: &str) {
+        self.lock().insert(uid.to_owned(), None);
+    }
+
+    /// The revert of `uid` produced `resource_version`.
+    fn done(&self, uid: &str, resource_version: Option<String>) {
+        self.lock().insert(uid.to_owned(), resource_version);
+    }
+
+    /// The revert of `uid` wrote nothing.
+    fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    /// Whether the change of `uid` to `resource_version` is (very likely)
+    /// Driftwarden's own revert: the one it reported, or one still in flight.
+    /// The entry is consumed once matched.
+    pub fn claim(&self, uid: &str, resource_version: &str) -> bool {
+        let mut writes = self.lock();
+        match writes.get(uid) {
+            Some(Some(version)) if version == resource_version => {
+                writes.remove(uid);
+                true
+            }
+            Some(None) => true,
+            _ => false,
+        }
+    }
 }
 
 /// The verdict for a change inside an active exemption.

@@ -88,12 +88,14 @@ pub fn drift(
     let lists = ListSemantics::builtin();
     let mut out = Vec::new();
     for key in desired.declared_keys() {
-        let Some(manifest) = desired.history(key).and_then(|h| h.current()) else {
+        let Some(mut manifest) = desired.history(key).and_then(|h| h.current()).cloned() else {
             continue;
         };
+        // Git's Secret values are compared as digests, never shown.
+        model::redact::redact_secret(&mut manifest);
         let live = ledger.object_state(key)?.and_then(|s| s.latest);
         let diff = match &live {
-            Some(live) => correlate::project(manifest, live, &lists),
+            Some(live) => correlate::project(&manifest, live, &lists),
             None => vec![FieldChange {
                 path: model::FieldPath::root(),
                 from: Some(Value::String("declared".into())),

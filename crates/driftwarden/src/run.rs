@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::config::{Bus, Config, Mode};
 use crate::correlator::Correlator;
 use crate::desired::{self, Desired};
-use crate::enforcer::Enforcer;
+use crate::enforcer::{Enforcer, OwnWrites};
 
 /// Which parts of Driftwarden a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,11 +114,18 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         } else {
             None
         };
-        let enforcer = Enforcer::new(&config, opened.clone(), executor, desired.clone())?;
+        let own_writes = OwnWrites::default();
+        let enforcer = Enforcer::new(
+            &config,
+            opened.clone(),
+            executor,
+            desired.clone(),
+            own_writes.clone(),
+        )?;
         let (enforce_tx, enforce_rx) = mpsc::channel(64);
         tasks.spawn(enforcer.run(enforce_rx));
-        let mut correlator =
-            Correlator::new(&config, opened.clone(), desired)?.with_enforcer(enforce_tx);
+        let mut correlator = Correlator::new(&config, opened.clone(), desired)?
+            .with_enforcer(enforce_tx, own_writes);
         for update in initial {
             correlator.on_git(update).await?;
         }

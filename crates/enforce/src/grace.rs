@@ -56,6 +56,11 @@ impl<T> Grace<T> {
         removed.into_values().collect()
     }
 
+    /// The waiting items, to update in place.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.pending.values_mut()
+    }
+
     /// When the earliest item is due.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         self.pending.keys().next().map(|(due, _)| *due)

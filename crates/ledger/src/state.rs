@@ -79,10 +79,13 @@ impl StoredState {
         };
         let first = previous.is_none();
         let mut last_good = previous.as_ref().and_then(|p| p.last_good);
-        if is_good(verdict) || (first && !departs(verdict)) {
+        let mut open_drift = previous.as_ref().and_then(|p| p.open_drift);
+        // A trusted change to undeclared fields does not make a drifted
+        // object good: only git agreeing again (authorized, adopted) does.
+        let drifting = open_drift.is_some() && !resolves_drift(verdict);
+        if (is_good(verdict) && !drifting) || (first && !departs(verdict)) {
             last_good = Some(latest);
         }
-        let mut open_drift = previous.as_ref().and_then(|p| p.open_drift);
         if departs(verdict) {
             open_drift = Some(seq);
         } else if resolves_drift(verdict) {
@@ -169,7 +172,7 @@ fn departs(verdict: &Verdict) -> bool {
 fn resolves_drift(verdict: &Verdict) -> bool {
     matches!(
         verdict,
-        Verdict::Authorized { .. } | Verdict::InSync | Verdict::Adopted { .. }
+        Verdict::Authorized { .. } | Verdict::Adopted { .. }
     )
 }
 
@@ -264,6 +267,29 @@ mod tests {
             StoredState::observe(Some(good), &event(ChangeKind::Modified, "2"), &allowed, 2);
         assert_eq!(state.open_drift, Some(2));
         assert_eq!(state.last_good, at(1));
+    }
+
+    #[test]
+    fn trusted_change_keeps_the_drift_open_and_the_good_state_unchanged() {
+        let good = StoredState::observe(None, &event(ChangeKind::Added, "1"), &authorized(), 1);
+        let drifted =
+            StoredState::observe(Some(good), &event(ChangeKind::Modified, "2"), &drift(), 2);
+        let state = StoredState::observe(
+            Some(drifted),
+            &event(ChangeKind::Modified, "3"),
+            &Verdict::InSync,
+            3,
+        );
+        assert_eq!(state.open_drift, Some(2));
+        assert_eq!(state.last_good, at(1));
+        let restored = StoredState::observe(
+            Some(state),
+            &event(ChangeKind::Modified, "4"),
+            &authorized(),
+            4,
+        );
+        assert_eq!(restored.open_drift, None);
+        assert_eq!(restored.last_good, at(4));
     }
 
     #[test]

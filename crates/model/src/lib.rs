@@ -16,6 +16,7 @@ mod enforcement;
 mod key;
 mod path;
 mod record;
+pub mod redact;
 mod verdict;
 
 pub use audit::{AuditObjectRef, AuditRecord, AuditUser};

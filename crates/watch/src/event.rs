@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::churn::is_derived;
 use crate::managed::{managed_fields_summary, strip_managed_fields};
-use crate::redact::redact_secret;
+use model::redact::redact_secret;
 
 /// An object that cannot become a change event.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,7 +114,7 @@ fn describe(obj: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redact::secret_digest;
+    use model::redact::secret_digest;
     use serde_json::json;
 
     fn observed() -> DateTime<Utc> {
@@ -187,7 +187,7 @@ mod tests {
         let event =
             to_change_event("prod", ChangeKind::Added, secret, observed()).expect("valid object");
         assert_eq!(
-            event.object["stringData"]["password"],
+            event.object["data"]["password"],
             json!(secret_digest(b"hunter2"))
         );
         let text = serde_json::to_string(&event).expect("serializes");

@@ -1,5 +1,5 @@
-//! Secret redaction: Secret values become digests before an object leaves
-//! this crate.
+//! Secret redaction: Secret values become digests before an object is
+//! logged, published, stored or compared.
 //!
 //! A digest is `sha256:<hex>` of the *decoded* value, so a `data` entry
 //! (base64) and a `stringData` entry holding the same plaintext get the same
@@ -27,7 +27,9 @@ pub fn secret_digest(bytes: &[u8]) -> String {
 /// untouched, so it is safe to call on everything. Redacted are:
 /// - each `data` value (base64): the digest of the decoded bytes, or of the
 ///   raw string when it is not valid base64;
-/// - each `stringData` value: the digest of the string;
+/// - each `stringData` value: the digest of the string, moved into `data`
+///   as the apiserver does (a manifest from git and the live object then
+///   compare equal);
 /// - the `kubectl.kubernetes.io/last-applied-configuration` annotation,
 ///   which contains the plaintext manifest: the digest of the annotation.
 ///
@@ -42,9 +44,15 @@ pub fn redact_secret(obj: &mut Value) {
             *value = Value::String(digest_base64_value(value));
         }
     }
-    if let Some(data) = obj.get_mut("stringData").and_then(Value::as_object_mut) {
-        for value in data.values_mut() {
-            *value = Value::String(digest_plain_value(value));
+    if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        let digests = plain
+            .into_iter()
+            .map(|(key, value)| (key, Value::String(digest_plain_value(&value))));
+        match obj.get_mut("data").and_then(Value::as_object_mut) {
+            Some(data) => data.extend(digests),
+            None => {
+                obj["data"] = Value::Object(digests.collect());
+            }
         }
     }
     if let Some(annotations) = obj
@@ -112,7 +120,9 @@ mod tests {
         redact_secret(&mut secret);
         let expected = secret_digest(CANARY.as_bytes());
         assert_eq!(secret["data"]["password"], json!(expected));
-        assert_eq!(secret["stringData"]["token"], json!(expected));
+        // stringData is folded into data, as the apiserver does.
+        assert_eq!(secret["data"]["token"], json!(expected));
+        assert!(secret.get("stringData").is_none());
         assert_eq!(secret["data"]["user"], json!(secret_digest(b"app")));
         assert!(expected.starts_with("sha256:") && expected.len() == 7 + 64);
     }
@@ -144,6 +154,15 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_with_string_data_equals_the_live_secret_after_redaction() {
+        let mut manifest = json!({"kind": "Secret", "stringData": {"password": CANARY}});
+        let mut live = json!({"kind": "Secret", "data": {"password": STANDARD.encode(CANARY)}});
+        redact_secret(&mut manifest);
+        redact_secret(&mut live);
+        assert_eq!(manifest, live);
+    }
+
+    #[test]
     fn invalid_base64_is_hashed_as_raw_text() {
         let mut secret = json!({"kind": "Secret", "data": {"k": "not base64!"}});
         redact_secret(&mut secret);
@@ -156,10 +175,7 @@ mod tests {
             json!({"kind": "Secret", "data": {"n": 42}, "stringData": {"o": {"x": "y"}}});
         redact_secret(&mut secret);
         assert_eq!(secret["data"]["n"], json!(secret_digest(b"42")));
-        assert_eq!(
-            secret["stringData"]["o"],
-            json!(secret_digest(br#"{"x":"y"}"#))
-        );
+        assert_eq!(secret["data"]["o"], json!(secret_digest(br#"{"x":"y"}"#)));
     }
 
     #[test]

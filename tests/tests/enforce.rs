@@ -1,0 +1,1620 @@
+//! Enforce mode end to end: a GitOps-managed app (Deployment `web`,
+//! ConfigMap `web-config`) lives in a real git repository and is applied by
+//! the `gitops` user; people change it with the built kubectl; a Driftwarden
+//! started in-process with enforcing policy rules puts it back (or says why
+//! not). Each test asserts the exact ledger records (drift, enforcement,
+//! amendment, control) and the state of the cluster afterwards.
+//!
+//! "Nothing happened" is never asserted after a sleep: the test makes a
+//! later drift (a sentinel) that Driftwarden does act on, and since the
+//! enforcer handles drift in the order it was recorded, once the sentinel's
+//! enforcement is in the ledger everything before it has been decided.
+//!
+//! The core scenarios run on both buses: `<scenario>_embedded` and
+//! `<scenario>_kafka` (topics under the test's own prefix, its own group).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use driftwarden::config::Config;
+use driftwarden::requests::{self, Request};
+use driftwarden::run::{Role, Running};
+use driftwarden_e2e::enforcing::{Enforcing, Rails, Rule};
+use driftwarden_e2e::git::GitRepo;
+use driftwarden_e2e::scenario::{
+    BusSettings, Found, Settings, describe, key, records, wait_change, wait_record,
+};
+use driftwarden_e2e::{TestEnv, TestNamespace, User, eventually, topic_prefix, unique_suffix};
+use ledger::Ledger;
+use model::{
+    Actor, Amendment, ChangeEvent, ChangeKind, Control, DriftKind, Enforcement, Exemption,
+    ExemptionScope, FieldPath, LedgerRecord, Mode, ObjectKey, Outcome, RecordBody, RevertAction,
+    Verdict,
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// How long one record or cluster state may take to appear.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The grace of the grace-period scenarios.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// The name of the policy rule covering the scenario's namespace.
+const TEAM: &str = "team";
+
+const IMAGE: &str = "registry.invalid/shop/web:1.0.0";
+
+/// Which bus a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bus {
+    Embedded,
+    Kafka,
+}
+
+fn deployment_yaml(namespace: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: {namespace}
+  labels:
+    app: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+        - name: web
+          image: {IMAGE}
+"
+    )
+}
+
+/// A ConfigMap with exactly `labels`.
+fn config_map_yaml(namespace: &str, name: &str, labels: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels:
+"
+    );
+    for (label, value) in labels {
+        text.push_str(&format!("    {label}: \"{value}\"\n"));
+    }
+    text.push_str("data:\n  greeting: hello\n");
+    text
+}
+
+/// The labels of the app's objects.
+const APP: (&str, &str) = ("app", "web");
+
+/// The files of the app in `namespace`.
+fn deployment_file(namespace: &str) -> String {
+    format!("apps/{namespace}/deployment.yaml")
+}
+
+fn config_map_file(namespace: &str, name: &str) -> String {
+    format!("apps/{namespace}/{name}.yaml")
+}
+
+/// What a scenario declares in git and how its rails are set.
+#[derive(Debug, Clone, Default)]
+struct Setup {
+    /// Also declare ConfigMap `web-extra`.
+    extra: bool,
+    /// Also declare this many ConfigMaps `bulk-NN`, labelled `app=bulk`.
+    bulk: usize,
+    /// A second namespace with the same app, watched and declared.
+    second_namespace: bool,
+    /// The safety rails.
+    rails: Rails,
+}
+
+/// The enforce rule of the scenario's namespace.
+fn team(namespace: &str) -> Rule {
+    Rule::new(TEAM, Mode::Enforce).in_namespace(namespace)
+}
+
+/// Writes the app of every namespace of `namespaces` (the first is the
+/// scenario's own), and what `setup` adds, into the repository.
+fn declare(repo: &GitRepo, namespaces: &[String], setup: &Setup) -> Result<()> {
+    for namespace in namespaces {
+        repo.write(&deployment_file(namespace), &deployment_yaml(namespace, 2))?;
+        repo.write(
+            &config_map_file(namespace, "web-config"),
+            &config_map_yaml(namespace, "web-config", &[APP]),
+        )?;
+    }
+    let own = &namespaces[0];
+    if setup.extra {
+        repo.write(
+            &config_map_file(own, "web-extra"),
+            &config_map_yaml(own, "web-extra", &[APP]),
+        )?;
+    }
+    if setup.bulk > 0 {
+        let bulk: Vec<String> = (0..setup.bulk)
+            .map(|i| config_map_yaml(own, &bulk_name(i), &[("app", "bulk")]))
+            .collect();
+        repo.write(&config_map_file(own, "bulk"), &bulk.join("---\n"))?;
+    }
+    Ok(())
+}
+
+/// The keys [`declare`] declares.
+fn declared(namespaces: &[String], setup: &Setup) -> Vec<ObjectKey> {
+    let mut keys = Vec::new();
+    for namespace in namespaces {
+        keys.push(key("apps/v1", "Deployment", namespace, "web"));
+        keys.push(key("v1", "ConfigMap", namespace, "web-config"));
+    }
+    let own = &namespaces[0];
+    if setup.extra {
+        keys.push(key("v1", "ConfigMap", own, "web-extra"));
+    }
+    keys.extend((0..setup.bulk).map(|i| key("v1", "ConfigMap", own, &bulk_name(i))));
+    keys
+}
+
+/// One test's world: its namespaces, git repository and Driftwarden.
+struct Scenario {
+    env: &'static TestEnv,
+    ns: TestNamespace,
+    other: Option<TestNamespace>,
+    repo: GitRepo,
+    /// Commit ids, oldest first.
+    commits: Vec<String>,
+    config: Config,
+    scratch: TempDir,
+    running: Option<Running>,
+    ledger: Option<Arc<Ledger>>,
+}
+
+impl Scenario {
+    /// The app committed and applied by `gitops`, then Driftwarden started
+    /// with the rules `rules(namespace)` and its first records in.
+    async fn new(
+        bus: Bus,
+        name: &str,
+        setup: Setup,
+        rules: impl FnOnce(&str) -> Vec<Rule>,
+    ) -> Result<Scenario> {
+        init_logs();
+        let env = TestEnv::get();
+        let ns = env.fresh_namespace(name).await?;
+        ns.grant(User::Alice, "edit")?;
+        let other = match setup.second_namespace {
+            true => Some(env.fresh_namespace(&format!("{name}-other")).await?),
+            false => None,
+        };
+        let repo = GitRepo::new()?;
+        let mut namespaces = vec![ns.name.clone()];
+        namespaces.extend(other.iter().map(|o| o.name.clone()));
+        declare(&repo, &namespaces, &setup)?;
+        let first = repo.commit("web: first release (SHOP-1)")?;
+        let scratch = tempfile::Builder::new().prefix("e2e-enforce-").tempdir()?;
+        let bus = match bus {
+            Bus::Embedded => BusSettings::Embedded,
+            Bus::Kafka => BusSettings::kafka(&env.kafka_brokers, &topic_prefix()),
+        };
+        let settings = Settings {
+            kubeconfig: env.kubeconfig(User::Gitops).to_path_buf(),
+            data_dir: scratch.path().join("data"),
+            repo_url: repo.url(),
+            paths: vec!["apps".into()],
+            namespace: ns.name.clone(),
+            bus,
+            extra_kinds: ["v1/ConfigMap", "apps/v1/Deployment"]
+                .map(String::from)
+                .to_vec(),
+            trusted_managers: vec!["kube-controller-manager".into(), "trusted-bot".into()],
+        };
+        let mut enforcing = Enforcing::new(settings);
+        enforcing.also_watch = namespaces[1..].to_vec();
+        enforcing.rules = rules(&ns.name);
+        enforcing.rails = setup.rails;
+        let config = enforcing.config()?;
+        let mut scenario = Scenario {
+            env,
+            ns,
+            other,
+            repo,
+            commits: vec![first],
+            config,
+            scratch,
+            running: None,
+            ledger: None,
+        };
+        scenario.apply_as_gitops()?;
+        scenario.start().await?;
+        let declared = declared(&namespaces, &setup);
+        for key in declared {
+            wait_change(
+                scenario.ledger(),
+                &key,
+                0,
+                PATIENCE,
+                "first record",
+                |_, _| true,
+            )
+            .await?;
+        }
+        Ok(scenario)
+    }
+
+    /// Starts Driftwarden on the scenario's data directory.
+    async fn start(&mut self) -> Result<()> {
+        let running = driftwarden::run::start(self.config.clone(), Role::All)
+            .await
+            .context("starting driftwarden")?;
+        self.ledger = Some(running.ledger.clone().context("role all has a ledger")?);
+        self.running = Some(running);
+        Ok(())
+    }
+
+    fn ledger(&self) -> &Ledger {
+        self.ledger.as_deref().expect("driftwarden is running")
+    }
+
+    /// The sequence number of the last record.
+    fn seq(&self) -> u64 {
+        self.ledger().len()
+    }
+
+    fn namespace(&self) -> &str {
+        &self.ns.name
+    }
+
+    fn other_namespace(&self) -> &str {
+        &self.other.as_ref().expect("a second namespace").name
+    }
+
+    fn deployment(&self) -> ObjectKey {
+        key("apps/v1", "Deployment", self.namespace(), "web")
+    }
+
+    fn config_map(&self, name: &str) -> ObjectKey {
+        key("v1", "ConfigMap", self.namespace(), name)
+    }
+
+    /// The newest commit.
+    fn head(&self) -> &str {
+        self.commits.last().expect("the first commit")
+    }
+
+    /// kubectl as `user` in the scenario's namespace.
+    fn kubectl(&self, user: User, args: &[&str]) -> Result<String> {
+        self.kubectl_in(self.namespace(), user, args)
+    }
+
+    /// kubectl as `user` in `namespace`.
+    fn kubectl_in(&self, namespace: &str, user: User, args: &[&str]) -> Result<String> {
+        let mut all = args.to_vec();
+        all.extend(["-n", namespace]);
+        self.env.kubectl_ok(user, &all)
+    }
+
+    /// What the GitOps agent does: server-side apply of every manifest of
+    /// the repository as user `gitops`, field manager `gitops`.
+    fn apply_as_gitops(&self) -> Result<()> {
+        let apps = self.repo.file("apps");
+        let apps = apps.to_str().context("a UTF-8 path")?;
+        self.env.kubectl_ok(
+            User::Gitops,
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=gitops",
+                "-R",
+                "-f",
+                apps,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Creates the object `manifest` describes, as `user`.
+    fn create(&self, user: User, manifest: &str) -> Result<()> {
+        let path: PathBuf = self
+            .scratch
+            .path()
+            .join(format!("manifest-{}.yaml", unique_suffix()));
+        std::fs::write(&path, manifest).with_context(|| format!("writing {}", path.display()))?;
+        let path = path.to_str().context("a UTF-8 path")?;
+        self.env.kubectl_ok(user, &["create", "-f", path])?;
+        Ok(())
+    }
+
+    /// Commits the working tree and waits until Driftwarden has synced the
+    /// commit (fetch poked at once rather than waiting for the interval).
+    async fn commit_and_sync(&mut self, message: &str) -> Result<String> {
+        let after = self.seq();
+        let id = self.repo.commit(message)?;
+        self.commits.push(id.clone());
+        if let Some(running) = &self.running {
+            running.fetch_now.notify_one();
+        }
+        let wanted = id.clone();
+        wait_record(
+            self.ledger(),
+            after,
+            PATIENCE,
+            "git sync",
+            |body| matches!(body, RecordBody::GitSync(sync) if sync.commit.id == wanted),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// The object `kind/name` in `namespace` as the cluster has it now.
+    fn live_in(&self, namespace: &str, kind: &str, name: &str) -> Result<Option<Value>> {
+        let out = self.kubectl_in(
+            namespace,
+            User::Admin,
+            &["get", kind, name, "-o", "json", "--ignore-not-found"],
+        )?;
+        if out.trim().is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            serde_json::from_str(&out).context("kubectl get -o json")?,
+        ))
+    }
+
+    fn live(&self, kind: &str, name: &str) -> Result<Option<Value>> {
+        self.live_in(self.namespace(), kind, name)
+    }
+
+    /// Waits until the object `kind/name` satisfies `check` (`None`: absent).
+    async fn wait_live(
+        &self,
+        what: &str,
+        kind: &str,
+        name: &str,
+        check: impl Fn(Option<&Value>) -> bool,
+    ) -> Result<Option<Value>> {
+        eventually(PATIENCE, what, || async {
+            let live = self.live(kind, name)?;
+            Ok(check(live.as_ref()).then_some(live))
+        })
+        .await
+    }
+
+    /// Waits until the Deployment `web` has `replicas` replicas.
+    async fn wait_replicas(&self, replicas: i64) -> Result<()> {
+        let what = format!("deployment web at {replicas} replicas");
+        self.wait_live(&what, "deployment", "web", |live| {
+            live.and_then(|d| d.pointer("/spec/replicas")?.as_i64()) == Some(replicas)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The first change about `key` after record `after` that `matches`.
+    async fn change(
+        &self,
+        key: &ObjectKey,
+        after: u64,
+        what: &str,
+        matches: impl Fn(&ChangeEvent) -> bool,
+    ) -> Result<Found> {
+        wait_change(self.ledger(), key, after, PATIENCE, what, |event, _| {
+            matches(event)
+        })
+        .await
+    }
+
+    /// The first enforcement record about `key` after `after` that
+    /// `matches`, with its record.
+    async fn enforcement(
+        &self,
+        key: &ObjectKey,
+        after: u64,
+        what: &str,
+        matches: impl Fn(&Enforcement) -> bool,
+    ) -> Result<(LedgerRecord, Enforcement)> {
+        let found = wait_record(
+            self.ledger(),
+            after,
+            PATIENCE,
+            what,
+            |body| matches!(body, RecordBody::Enforcement(e) if &e.key == key && matches(e)),
+        )
+        .await
+        .with_context(|| format!("history of {key}:\n{}", self.history_since(key, after)))?;
+        match &found.body {
+            RecordBody::Enforcement(enforcement) => Ok((found.clone(), enforcement.clone())),
+            other => bail!("not an enforcement: {other:?}"),
+        }
+    }
+
+    /// The enforcement answering drift record `drift_seq`.
+    async fn answer(&self, key: &ObjectKey, drift_seq: u64) -> Result<(LedgerRecord, Enforcement)> {
+        let what = format!("enforcement answering drift #{drift_seq}");
+        self.enforcement(key, drift_seq, &what, |e| e.drift_seq == drift_seq)
+            .await
+    }
+
+    /// Every enforcement record about `key` after `after`.
+    fn enforcements(&self, key: &ObjectKey, after: u64) -> Result<Vec<(u64, Enforcement)>> {
+        Ok(self
+            .ledger()
+            .history(key)?
+            .into_iter()
+            .filter(|record| record.seq > after)
+            .filter_map(|record| match record.body {
+                RecordBody::Enforcement(e) => Some((record.seq, e)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// A drift Driftwarden acts on, made after everything the test waits
+    /// out: a new label on ConfigMap `name`. Returns the sequence number of
+    /// the enforcement record answering it; every drift recorded before the
+    /// sentinel has been decided by then.
+    async fn sentinel(&self, name: &str) -> Result<u64> {
+        let after = self.seq();
+        let label = format!("sentinel-{}", unique_suffix());
+        self.kubectl(
+            User::Mallory,
+            &["label", "configmap", name, &format!("{label}=x")],
+        )?;
+        let key = self.config_map(name);
+        let drift = self
+            .change(&key, after, "sentinel label", |e| {
+                e.object
+                    .pointer("/metadata/labels")
+                    .is_some_and(|labels| labels.get(&label).is_some())
+            })
+            .await?;
+        let (record, _) = self.answer(&key, drift.seq).await?;
+        Ok(record.seq)
+    }
+
+    /// The records about `key` after `after`, for failure messages.
+    fn history_since(&self, key: &ObjectKey, after: u64) -> String {
+        match self.ledger().history(key) {
+            Ok(history) => describe(
+                &history
+                    .into_iter()
+                    .filter(|r| r.seq > after)
+                    .collect::<Vec<_>>(),
+            ),
+            Err(err) => format!("(history unreadable: {err})"),
+        }
+    }
+
+    /// The ledger record `seq`.
+    fn record(&self, seq: u64) -> Result<LedgerRecord> {
+        self.ledger()
+            .get(seq)?
+            .with_context(|| format!("no record #{seq}"))
+    }
+}
+
+/// Name of the `i`th bulk ConfigMap.
+fn bulk_name(i: usize) -> String {
+    format!("bulk-{i:02}")
+}
+
+/// Logs of Driftwarden on the test's output when `RUST_LOG` asks for them.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn paths(texts: &[&str]) -> Vec<FieldPath> {
+    texts
+        .iter()
+        .map(|t| t.parse().expect("a valid field path"))
+        .collect()
+}
+
+fn modified(texts: &[&str]) -> Verdict {
+    Verdict::Drift {
+        drift: DriftKind::Modified {
+            paths: paths(texts),
+        },
+    }
+}
+
+fn out_of_band(texts: &[&str]) -> Verdict {
+    Verdict::Drift {
+        drift: DriftKind::OutOfBand {
+            paths: paths(texts),
+        },
+    }
+}
+
+fn replicas(event: &ChangeEvent) -> Option<i64> {
+    event
+        .object
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+}
+
+fn label<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(|labels| labels.get(name))
+        .and_then(Value::as_str)
+}
+
+fn uid(object: &Value) -> Option<&str> {
+    object.pointer("/metadata/uid").and_then(Value::as_str)
+}
+
+fn manager(actor: &Actor) -> Option<&str> {
+    match actor {
+        Actor::Manager { manager, .. } => Some(manager),
+        _ => None,
+    }
+}
+
+/// The version an enforcement reverted to (`None` for a deletion that
+/// left nothing behind); fails on any other outcome.
+fn reverted(scenario: &Scenario, enforcement: &Enforcement) -> Result<Option<String>> {
+    match &enforcement.outcome {
+        Outcome::Reverted { resource_version } => Ok(resource_version.clone()),
+        other => bail!(
+            "expected a revert of {}, got {other:?}; history:\n{}",
+            enforcement.key,
+            scenario.history_since(&enforcement.key, 0)
+        ),
+    }
+}
+
+/// The version a write (apply, patch, create) reverted to; fails on any
+/// other outcome.
+fn reverted_to(scenario: &Scenario, enforcement: &Enforcement) -> Result<String> {
+    reverted(scenario, enforcement)?.with_context(|| {
+        format!(
+            "the revert of {} names no resourceVersion: {:?}",
+            enforcement.key, enforcement.outcome
+        )
+    })
+}
+
+/// Asserts the verdict of `found`, showing the object's history on failure.
+fn assert_verdict(scenario: &Scenario, key: &ObjectKey, found: &Found, expected: &Verdict) {
+    assert_eq!(
+        &found.judgement.verdict,
+        expected,
+        "verdict of record #{} (actor {}, diff {:?}); history:\n{}",
+        found.seq,
+        found.judgement.actor,
+        found.judgement.diff,
+        scenario.history_since(key, 0)
+    );
+}
+
+/// Asserts that Driftwarden's own write (version `version`) came back as a
+/// change of `key` judged `expected`.
+async fn assert_own_write(
+    s: &Scenario,
+    key: &ObjectKey,
+    after: u64,
+    version: &str,
+    expected: &Verdict,
+) -> Result<()> {
+    let own = s
+        .change(key, after, "driftwarden's own write", |e| {
+            e.resource_version == version
+        })
+        .await?;
+    assert_verdict(s, key, &own, expected);
+    if own.event.kind != ChangeKind::Deleted {
+        assert_eq!(
+            manager(&own.judgement.actor),
+            Some("driftwarden"),
+            "actor of #{}",
+            own.seq
+        );
+    }
+    Ok(())
+}
+
+// ---- reverts ----
+
+/// `kubectl scale` departs from git's replicas: Driftwarden applies git's
+/// manifest and the Deployment is back at 2 replicas.
+async fn manual_scale_is_reverted_by_applying_git(bus: Bus) -> Result<()> {
+    let s = Scenario::new(bus, "scale", Setup::default(), |ns| vec![team(ns)]).await?;
+    let key = s.deployment();
+    let after = s.seq();
+    s.kubectl(User::Mallory, &["scale", "deployment/web", "--replicas=5"])?;
+    let drift = s
+        .change(&key, after, "scaled to 5", |e| replicas(e) == Some(5))
+        .await?;
+    assert_verdict(&s, &key, &drift, &modified(&["spec.replicas"]));
+
+    let (_, enforcement) = s.answer(&key, drift.seq).await?;
+    let version = reverted_to(&s, &enforcement)?;
+    assert_eq!(
+        enforcement,
+        Enforcement {
+            key: key.clone(),
+            drift_seq: drift.seq,
+            mode: Mode::Enforce,
+            policy: TEAM.into(),
+            action: RevertAction::Apply {
+                commit: s.head().into()
+            },
+            outcome: Outcome::Reverted {
+                resource_version: Some(version.clone())
+            },
+        }
+    );
+    s.wait_replicas(2).await?;
+    let authorized = Verdict::Authorized {
+        commit: s.head().into(),
+    };
+    assert_own_write(&s, &key, drift.seq, &version, &authorized).await
+}
+
+/// A label added by hand is reverted with an inverse JSON patch guarded by
+/// the drifted resourceVersion: the label is gone, nothing else changed.
+async fn out_of_band_label_is_patched_away(bus: Bus) -> Result<()> {
+    let s = Scenario::new(bus, "label", Setup::default(), |ns| vec![team(ns)]).await?;
+    let key = s.config_map("web-config");
+    let after = s.seq();
+    s.kubectl(
+        User::Mallory,
+        &["label", "configmap", "web-config", "owner=mallory"],
+    )?;
+    let drift = s
+        .change(&key, after, "owner label", |e| {
+            label(&e.object, "owner").is_some()
+        })
+        .await?;
+    assert_verdict(&s, &key, &drift, &out_of_band(&["metadata.labels.owner"]));
+
+    let (_, enforcement) = s.answer(&key, drift.seq).await?;
+    let version = reverted_to(&s, &enforcement)?;
+    assert_eq!(
+        enforcement.action,
+        RevertAction::Patch {
+            patch: json!([{"op": "remove", "path": "/metadata/labels/owner"}]),
+            resource_version: drift.event.resource_version.clone(),
+        }
+    );
+    assert_eq!(
+        (enforcement.mode, enforcement.policy.as_str()),
+        (Mode::Enforce, TEAM)
+    );
+    let live = s
+        .wait_live("owner label removed", "configmap", "web-config", |live| {
+            live.is_some_and(|cm| label(cm, "owner").is_none())
+        })
+        .await?
+        .context("web-config exists")?;
+    assert_eq!(label(&live, "app"), Some("web"), "declared label kept");
+    assert_eq!(live.pointer("/data/greeting"), Some(&json!("hello")));
+    // Putting the object back to its last known-good state is what git asks.
+    let authorized = Verdict::Authorized {
+        commit: s.head().into(),
+    };
+    assert_own_write(&s, &key, drift.seq, &version, &authorized).await
+}
+
+/// A declared ConfigMap deleted by hand is created again from git.
+async fn deleted_config_map_is_created_again(bus: Bus) -> Result<()> {
+    let s = Scenario::new(bus, "delete", Setup::default(), |ns| vec![team(ns)]).await?;
+    let key = s.config_map("web-config");
+    let before = s
+        .live("configmap", "web-config")?
+        .context("web-config exists")?;
+    let after = s.seq();
+    s.kubectl(User::Mallory, &["delete", "configmap", "web-config"])?;
+    let drift = s
+        .change(&key, after, "deletion", |e| e.kind == ChangeKind::Deleted)
+        .await?;
+    assert_verdict(
+        &s,
+        &key,
+        &drift,
+        &Verdict::Drift {
+            drift: DriftKind::Deleted,
+        },
+    );
+
+    let (_, enforcement) = s.answer(&key, drift.seq).await?;
+    let version = reverted_to(&s, &enforcement)?;
+    assert_eq!(
+        enforcement.action,
+        RevertAction::Create {
+            commit: s.head().into()
+        }
+    );
+    let live = s
+        .wait_live(
+            "web-config exists again",
+            "configmap",
+            "web-config",
+            |live| live.is_some(),
+        )
+        .await?
+        .context("web-config exists")?;
+    assert_ne!(uid(&live), uid(&before), "a new incarnation");
+    assert_eq!(live.pointer("/data/greeting"), Some(&json!("hello")));
+    let authorized = Verdict::Authorized {
+        commit: s.head().into(),
+    };
+    assert_own_write(&s, &key, drift.seq, &version, &authorized).await
+}
+
+/// A ConfigMap nobody declared is deleted where the governing rule prunes,
+/// and left alone where it does not.
+async fn unmanaged_config_map_is_pruned_only_where_prune_is_on(bus: Bus) -> Result<()> {
+    let s = Scenario::new(bus, "prune", Setup::default(), |ns| {
+        vec![
+            team(ns),
+            Rule::new("strays", Mode::Enforce)
+                .in_namespace(ns)
+                .labelled("prune", "on")
+                .pruning(),
+        ]
+    })
+    .await?;
+    let ns = s.namespace().to_string();
+    let kept = s.config_map("stray-kept");
+    let pruned = s.config_map("stray-pruned");
+    let after = s.seq();
+    s.create(User::Mallory, &config_map_yaml(&ns, "stray-kept", &[APP]))?;
+    let kept_change = s
+        .change(&kept, after, "stray-kept created", |_| true)
+        .await?;
+    assert_verdict(&s, &kept, &kept_change, &Verdict::Unmanaged);
+
+    s.create(
+        User::Mallory,
+        &config_map_yaml(&ns, "stray-pruned", &[APP, ("prune", "on")]),
+    )?;
+    let created = s
+        .change(&pruned, after, "stray-pruned created", |_| true)
+        .await?;
+    assert_verdict(&s, &pruned, &created, &Verdict::Unmanaged);
+    let (_, enforcement) = s.answer(&pruned, created.seq).await?;
+    reverted(&s, &enforcement)?;
+    assert_eq!(
+        (
+            enforcement.policy.as_str(),
+            &enforcement.action,
+            enforcement.mode
+        ),
+        (
+            "strays",
+            &RevertAction::Delete {
+                uid: created.event.uid.clone()
+            },
+            Mode::Enforce
+        )
+    );
+    s.wait_live(
+        "stray-pruned deleted",
+        "configmap",
+        "stray-pruned",
+        |live| live.is_none(),
+    )
+    .await?;
+    let gone = s
+        .change(&pruned, created.seq, "stray-pruned deleted", |e| {
+            e.kind == ChangeKind::Deleted
+        })
+        .await?;
+    assert!(
+        !gone.judgement.verdict.is_drift(),
+        "{}",
+        gone.judgement.verdict
+    );
+
+    // stray-kept was judged before stray-pruned: it has been decided.
+    assert_eq!(
+        s.enforcements(&kept, 0)?,
+        [],
+        "{}",
+        s.history_since(&kept, 0)
+    );
+    let live = s.live("configmap", "stray-kept")?;
+    assert!(live.is_some(), "stray-kept was deleted without prune");
+    Ok(())
+}
+
+/// In dry_run the revert is recorded as `would_revert` and nothing is
+/// written: the Deployment stays scaled.
+async fn dry_run_records_the_revert_and_changes_nothing(bus: Bus) -> Result<()> {
+    let s = Scenario::new(bus, "dry-run", Setup::default(), |ns| {
+        vec![Rule::new("look", Mode::DryRun).in_namespace(ns)]
+    })
+    .await?;
+    let key = s.deployment();
+    let after = s.seq();
+    s.kubectl(User::Mallory, &["scale", "deployment/web", "--replicas=5"])?;
+    let drift = s
+        .change(&key, after, "scaled to 5", |e| replicas(e) == Some(5))
+        .await?;
+    assert_verdict(&s, &key, &drift, &modified(&["spec.replicas"]));
+    let (_, enforcement) = s.answer(&key, drift.seq).await?;
+    assert_eq!(
+        enforcement,
+        Enforcement {
+            key: key.clone(),
+            drift_seq: drift.seq,
+            mode: Mode::DryRun,
+            policy: "look".into(),
+            action: RevertAction::Apply {
+                commit: s.head().into()
+            },
+            outcome: Outcome::WouldRevert,
+        }
+    );
+
+    s.sentinel("web-config").await?;
+    let live = s.live("deployment", "web")?.context("web exists")?;
+    assert_eq!(live.pointer("/spec/replicas"), Some(&json!(5)));
+    let written: Vec<LedgerRecord> = records(s.ledger())?
+        .into_iter()
+        .filter(|r| match &r.body {
+            RecordBody::Enforcement(e) => e.outcome != Outcome::WouldRevert,
+            RecordBody::Change { judgement, .. } => {
+                manager(&judgement.actor) == Some("driftwarden")
+            }
+            _ => false,
+        })
+        .collect();
+    assert!(written.is_empty(), "dry run wrote:\n{}", describe(&written));
+    Ok(())
+}
+
+// ---- grace ----
+
+/// A hand-made change committed to git within the grace is adopted, not
+/// reverted: the Deployment keeps 4 replicas.
+async fn drift_committed_within_the_grace_is_adopted_not_reverted(bus: Bus) -> Result<()> {
+    let mut s = Scenario::new(bus, "grace-adopt", Setup::default(), |ns| {
+        vec![team(ns).with_grace(GRACE)]
+    })
+    .await?;
+    let key = s.deployment();
+    let after = s.seq();
+    s.kubectl(User::Mallory, &["scale", "deployment/web", "--replicas=4"])?;
+    let drift = s
+        .change(&key, after, "scaled to 4", |e| replicas(e) == Some(4))
+        .await?;
+    assert_verdict(&s, &key, &drift, &modified(&["spec.replicas"]));
+    let drift_at = s.record(drift.seq)?.at;
+
+    let ns = s.namespace().to_string();
+    s.repo
+        .write(&deployment_file(&ns), &deployment_yaml(&ns, 4))?;
+    let adopting = s.commit_and_sync("web: keep 4 replicas (SHOP-4)").await?;
+    let amendment = wait_record(
+        s.ledger(),
+        drift.seq,
+        PATIENCE,
+        "adoption",
+        |body| matches!(body, RecordBody::Amendment(a) if a.key == key),
+    )
+    .await?;
+    let RecordBody::Amendment(adopted) = &amendment.body else {
+        bail!("not an amendment");
+    };
+    assert_eq!(adopted.amends, drift.seq);
+    assert_eq!(
+        adopted.judgement.verdict,
+        Verdict::Adopted {
+            commit: adopting,
+            drift_seq: drift.seq
+        }
+    );
+    ensure!(
+        amendment.at < drift_at + GRACE,
+        "the adoption came after the grace ({} after the drift): the scenario needs it within",
+        amendment.at - drift_at
+    );
+
+    s.sentinel("web-config").await?;
+    assert_eq!(
+        s.enforcements(&key, after)?,
+        [],
+        "{}",
+        s.history_since(&key, after)
+    );
+    let live = s.live("deployment", "web")?.context("web exists")?;
+    assert_eq!(live.pointer("/spec/replicas"), Some(&json!(4)));
+    Ok(())
+}
+
+/// Without an adopting commit, the drift is reverted once the grace is over,
+/// not before.
+async fn drift_is_reverted_once_the_grace_is_over(bus: Bus) -> Result<()> {
+    let s = Scenario::new(bus, "grace-over", Setup::default(), |ns| {
+        vec![team(ns).with_grace(GRACE)]
+    })
+    .await?;
+    let key = s.deployment();
+    let after = s.seq();
+    s.kubectl(User::Mallory, &["scale", "deployment/web", "--replicas=4"])?;
+    let drift = s
+        .change(&key, after, "scaled to 4", |e| replicas(e) == Some(4))
+        .await?;
+    let (record, enforcement) = s.answer(&key, drift.seq).await?;
+    reverted_to(&s, &enforcement)?;
+    let waited = record.at - s.record(drift.seq)?.at;
+    assert!(
+        waited >= chrono::Duration::from_std(GRACE)?,
+        "reverted {waited} after the drift, within the grace of {GRACE:?}"
+    );
+    s.wait_replicas(2).await
+}
+
+// ---- sync ----
+
+/// With `sync`, a new commit is applied by Driftwarden (and, with `prune`,
+/// what it removed is deleted); its own writes are authorized by the commit.
+async fn sync_applies_a_new_commit_and_prunes_what_it_removed(bus: Bus) -> Result<()> {
+    let setup = Setup {
+        extra: true,
+        ..Setup::default()
+    };
+    let mut s = Scenario::new(bus, "sync", setup, |ns| vec![team(ns).syncing().pruning()]).await?;
+    let ns = s.namespace().to_string();
+    let web = s.deployment();
+    let extra = s.config_map("web-extra");
+    let extra_uid = s
+        .ledger()
+        .object_state(&extra)?
+        .context("web-extra is known")?
+        .uid;
+
+    s.repo
+        .write(&deployment_file(&ns), &deployment_yaml(&ns, 3))?;
+    s.repo.remove(&config_map_file(&ns, "web-extra"))?;
+    let after = s.seq();
+    let commit = s
+        .commit_and_sync("web: 3 replicas, drop web-extra (SHOP-5)")
+        .await?;
+    let authorized = Verdict::Authorized {
+        commit: commit.clone(),
+    };
+
+    let (_, applied) = s
+        .enforcement(&web, after, "sync of web", |e| e.drift_seq == 0)
+        .await?;
+    let version = reverted_to(&s, &applied)?;
+    assert_eq!(
+        applied,
+        Enforcement {
+            key: web.clone(),
+            drift_seq: 0,
+            mode: Mode::Enforce,
+            policy: TEAM.into(),
+            action: RevertAction::Apply {
+                commit: commit.clone()
+            },
+            outcome: Outcome::Reverted {
+                resource_version: Some(version.clone())
+            },
+        }
+    );
+    s.wait_replicas(3).await?;
+    assert_own_write(&s, &web, after, &version, &authorized).await?;
+
+    let (_, pruned) = s
+        .enforcement(&extra, after, "prune of web-extra", |e| e.drift_seq == 0)
+        .await?;
+    reverted(&s, &pruned)?;
+    assert_eq!(pruned.action, RevertAction::Delete { uid: extra_uid });
+    s.wait_live("web-extra deleted", "configmap", "web-extra", |live| {
+        live.is_none()
+    })
+    .await?;
+    let deleted = s
+        .change(&extra, after, "web-extra deleted", |e| {
+            e.kind == ChangeKind::Deleted
+        })
+        .await?;
+    assert_verdict(&s, &extra, &deleted, &authorized);
+    Ok(())
+}
+
+// ---- safety rails ----
+
+/// Someone re-scaling over and over: after `flap_limit` (3) reverts the
+/// object is held ("revert war", naming the other writer) and never
+/// reverted again.
+async fn revert_war_stops_at_the_flap_limit(bus: Bus) -> Result<()> {
+    let setup = Setup {
+        rails: Rails {
+            flap_limit: 3,
+            ..Rails::default()
+        },
+        ..Setup::default()
+    };
+    let s = Scenario::new(bus, "flap", setup, |ns| vec![team(ns)]).await?;
+    let key = s.deployment();
+    let after = s.seq();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (env, ns, stop) = (s.env, s.namespace().to_string(), stop.clone());
+        std::thread::spawn(move || -> Result<Vec<i64>> {
+            let mut scaled = Vec::new();
+            for replicas in (3..=9).cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let replicas_flag = format!("--replicas={replicas}");
+                env.kubectl_ok(
+                    User::Mallory,
+                    &["scale", "deployment/web", &replicas_flag, "-n", &ns],
+                )?;
+                scaled.push(replicas);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Ok(scaled)
+        })
+    };
+    let held = s
+        .enforcement(&key, after, "a held revert", |e| {
+            matches!(e.outcome, Outcome::Held { .. })
+        })
+        .await;
+    // A few more rounds after the war was declared, then quiet.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let scaled = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
+    let (first_held, _) = held?;
+    let last = *scaled.last().context("scaled at least once")?;
+    let last_drift = s
+        .change(&key, first_held.seq, "the last scale", |e| {
+            replicas(e) == Some(last)
+        })
+        .await?;
+    s.answer(&key, last_drift.seq).await?;
+
+    let history = s.history_since(&key, after);
+    let enforcements = s.enforcements(&key, after)?;
+    let reverts: Vec<u64> = enforcements
+        .iter()
+        .filter(|(_, e)| matches!(e.outcome, Outcome::Reverted { .. }))
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert_eq!(reverts.len(), 3, "exactly flap_limit reverts:\n{history}");
+    assert!(
+        reverts.iter().all(|seq| *seq < first_held.seq),
+        "a revert after the war was declared:\n{history}"
+    );
+    for (seq, enforcement) in enforcements
+        .iter()
+        .filter(|(seq, _)| *seq >= first_held.seq)
+    {
+        let Outcome::Held { reason } = &enforcement.outcome else {
+            panic!(
+                "#{seq} after the war is {:?}:\n{history}",
+                enforcement.outcome
+            );
+        };
+        let RecordBody::Change { judgement, .. } = s.record(enforcement.drift_seq)?.body else {
+            bail!(
+                "#{seq} answers #{} which is no change",
+                enforcement.drift_seq
+            );
+        };
+        assert_eq!(
+            reason,
+            &format!(
+                "revert war: 3 reverts in 5m; other writer: {}",
+                judgement.actor
+            )
+        );
+        let writer = manager(&judgement.actor).unwrap_or_default();
+        assert!(
+            writer.starts_with("kubectl"),
+            "other writer {}",
+            judgement.actor
+        );
+    }
+    let live = s.live("deployment", "web")?.context("web exists")?;
+    assert_eq!(
+        live.pointer("/spec/replicas"),
+        Some(&json!(last)),
+        "the last scale stands"
+    );
+    Ok(())
+}
+
+/// 50 declared ConfigMaps labelled by hand in one command: after
+/// `breaker_limit` (10) reverts the breaker pauses enforcement, the rest is
+/// held; a resume request ends the pause and the next drift is reverted.
+async fn circuit_breaker_pauses_a_mass_change_until_resumed(bus: Bus) -> Result<()> {
+    const BULK: usize = 50;
+    let setup = Setup {
+        bulk: BULK,
+        rails: Rails {
+            breaker_limit: 10,
+            ..Rails::default()
+        },
+        ..Setup::default()
+    };
+    let s = Scenario::new(bus, "breaker", setup, |ns| vec![team(ns)]).await?;
+    let bulk: Vec<ObjectKey> = (0..BULK).map(|i| s.config_map(&bulk_name(i))).collect();
+    let after = s.seq();
+    s.kubectl(
+        User::Mallory,
+        &["label", "configmap", "-l", "app=bulk", "owner=m"],
+    )?;
+    let paused = wait_record(s.ledger(), after, PATIENCE, "pause", |body| {
+        matches!(body, RecordBody::Control(Control::Paused { .. }))
+    })
+    .await?;
+    let RecordBody::Control(Control::Paused { reason, until }) = &paused.body else {
+        bail!("not a pause");
+    };
+    assert_eq!(reason, "circuit breaker: 11 drifts in 1m");
+    let pause = until.context("the breaker pauses for a while")? - paused.at;
+    assert!(
+        pause > chrono::Duration::seconds(590) && pause <= chrono::Duration::seconds(600),
+        "paused for {pause}"
+    );
+
+    // Every labelled ConfigMap gets exactly one answer.
+    let answers = eventually(PATIENCE, "an answer to every drift", || async {
+        let mut answers = Vec::new();
+        for key in &bulk {
+            match s.enforcements(key, after)?.as_slice() {
+                [] => return Ok(None),
+                [one] => answers.push(one.clone()),
+                many => bail!("{key} answered {} times: {many:?}", many.len()),
+            }
+        }
+        Ok(Some(answers))
+    })
+    .await?;
+    let reverted_keys: BTreeSet<&ObjectKey> = answers
+        .iter()
+        .filter(|(_, e)| matches!(e.outcome, Outcome::Reverted { .. }))
+        .map(|(_, e)| &e.key)
+        .collect();
+    let counted: Vec<LedgerRecord> = records(s.ledger())?
+        .into_iter()
+        .filter(|r| r.seq > after && r.seq < paused.seq)
+        .filter(|r| {
+            matches!(&r.body, RecordBody::Change { judgement, .. } if judgement.verdict.is_drift())
+        })
+        .collect();
+    assert_eq!(
+        reverted_keys.len(),
+        10,
+        "reverted before the pause; the drifts recorded before it:\n{}",
+        describe(&counted)
+    );
+    for (seq, enforcement) in &answers {
+        match &enforcement.outcome {
+            Outcome::Reverted { .. } => assert!(*seq < paused.seq, "#{seq} reverted while paused"),
+            Outcome::Held { reason } => {
+                assert!(*seq > paused.seq, "#{seq} held before the pause");
+                assert!(
+                    reason.starts_with(
+                        "enforcement paused (circuit breaker: 11 drifts in 1m) until "
+                    ),
+                    "{reason}"
+                );
+            }
+            other => panic!("#{seq}: {other:?}"),
+        }
+    }
+    for key in &bulk {
+        let live = s.live("configmap", &key.name)?.context("bulk exists")?;
+        let owner = label(&live, "owner");
+        if reverted_keys.contains(key) {
+            assert_eq!(owner, None, "{key} was reverted");
+        } else {
+            assert_eq!(owner, Some("m"), "{key} was held");
+        }
+    }
+
+    let resumed_after = s.seq();
+    let why = "mass relabel understood (INC-9)";
+    requests::submit(&s.config, &Request::Resume { reason: why.into() })?;
+    wait_record(
+        s.ledger(),
+        resumed_after,
+        PATIENCE,
+        "resume",
+        |body| matches!(body, RecordBody::Control(Control::Resumed { reason }) if reason == why),
+    )
+    .await?;
+    let first = reverted_keys
+        .iter()
+        .next()
+        .copied()
+        .context("a reverted ConfigMap")?;
+    let after = s.seq();
+    s.kubectl(
+        User::Mallory,
+        &["label", "configmap", &first.name, "owner=again"],
+    )?;
+    let drift = s
+        .change(first, after, "labelled again", |e| {
+            label(&e.object, "owner") == Some("again")
+        })
+        .await?;
+    let (_, enforcement) = s.answer(first, drift.seq).await?;
+    reverted_to(&s, &enforcement)?;
+    let controls: Vec<LedgerRecord> = records(s.ledger())?
+        .into_iter()
+        .filter(|r| matches!(r.body, RecordBody::Control(_)))
+        .collect();
+    assert_eq!(
+        controls.len(),
+        2,
+        "one pause, one resume:\n{}",
+        describe(&controls)
+    );
+    Ok(())
+}
+
+/// A break-glass exemption for the Deployment: a scale inside it is
+/// allowed and left alone; when it expires the remaining drift is judged
+/// again (an amendment) and reverted.
+async fn exempted_scale_is_allowed_then_reverted_when_the_exemption_expires(
+    bus: Bus,
+) -> Result<()> {
+    let s = Scenario::new(bus, "exempt", Setup::default(), |ns| vec![team(ns)]).await?;
+    let key = s.deployment();
+    let now = chrono::Utc::now();
+    let exemption = Exemption {
+        scope: ExemptionScope::Object { key: key.clone() },
+        from: now,
+        until: now + chrono::Duration::seconds(4),
+        reason: "incident 42: scale by hand".into(),
+        granted_by: "oncall".into(),
+    };
+    let after = s.seq();
+    requests::submit(&s.config, &Request::Exempt(exemption.clone()))?;
+    wait_record(
+        s.ledger(),
+        after,
+        PATIENCE,
+        "exemption",
+        |body| matches!(body, RecordBody::Exemption(e) if *e == exemption),
+    )
+    .await?;
+
+    let after = s.seq();
+    s.kubectl(User::Mallory, &["scale", "deployment/web", "--replicas=4"])?;
+    let allowed = s
+        .change(&key, after, "scaled to 4", |e| replicas(e) == Some(4))
+        .await?;
+    assert_verdict(
+        &s,
+        &key,
+        &allowed,
+        &Verdict::Allowed {
+            rule: "exemption: incident 42: scale by hand".into(),
+        },
+    );
+
+    let amendment = wait_record(
+        s.ledger(),
+        allowed.seq,
+        PATIENCE,
+        "expiry",
+        |body| matches!(body, RecordBody::Amendment(a) if a.key == key),
+    )
+    .await?;
+    let RecordBody::Amendment(Amendment {
+        amends, judgement, ..
+    }) = &amendment.body
+    else {
+        bail!("not an amendment");
+    };
+    assert_eq!(*amends, allowed.seq);
+    assert_eq!(judgement.verdict, modified(&["spec.replicas"]));
+    assert!(
+        amendment.at >= exemption.until,
+        "amended at {}",
+        amendment.at
+    );
+    assert_eq!(
+        s.enforcements(&key, after)?
+            .iter()
+            .filter(|(seq, _)| *seq < amendment.seq)
+            .count(),
+        0,
+        "acted inside the exemption:\n{}",
+        s.history_since(&key, after)
+    );
+
+    let (_, enforcement) = s.answer(&key, amendment.seq).await?;
+    reverted_to(&s, &enforcement)?;
+    assert_eq!(
+        enforcement.action,
+        RevertAction::Apply {
+            commit: s.head().into()
+        }
+    );
+    s.wait_replicas(2).await
+}
+
+/// Objects in a watched namespace that no enforce rule covers are judged
+/// but never written.
+async fn objects_outside_every_enforce_rule_are_never_written(bus: Bus) -> Result<()> {
+    let setup = Setup {
+        second_namespace: true,
+        ..Setup::default()
+    };
+    let s = Scenario::new(bus, "scope", setup, |ns| vec![team(ns)]).await?;
+    let other = s.other_namespace().to_string();
+    let web = key("apps/v1", "Deployment", &other, "web");
+    let config = key("v1", "ConfigMap", &other, "web-config");
+    let after = s.seq();
+    s.kubectl_in(
+        &other,
+        User::Mallory,
+        &["scale", "deployment/web", "--replicas=5"],
+    )?;
+    s.kubectl_in(
+        &other,
+        User::Mallory,
+        &["label", "configmap", "web-config", "owner=mallory"],
+    )?;
+    let scaled = s
+        .change(&web, after, "scaled out of scope", |e| {
+            replicas(e) == Some(5)
+        })
+        .await?;
+    assert_verdict(&s, &web, &scaled, &modified(&["spec.replicas"]));
+    let labelled = s
+        .change(&config, after, "labelled out of scope", |e| {
+            label(&e.object, "owner").is_some()
+        })
+        .await?;
+    assert_verdict(
+        &s,
+        &config,
+        &labelled,
+        &out_of_band(&["metadata.labels.owner"]),
+    );
+
+    s.sentinel("web-config").await?;
+    let acted: Vec<LedgerRecord> = records(s.ledger())?
+        .into_iter()
+        .filter(|r| matches!(&r.body, RecordBody::Enforcement(e) if e.key.namespace == other))
+        .collect();
+    assert!(
+        acted.is_empty(),
+        "acted out of scope:\n{}",
+        describe(&acted)
+    );
+    let live = s
+        .live_in(&other, "deployment", "web")?
+        .context("web exists")?;
+    assert_eq!(live.pointer("/spec/replicas"), Some(&json!(5)));
+    let live = s
+        .live_in(&other, "configmap", "web-config")?
+        .context("web-config exists")?;
+    assert_eq!(label(&live, "owner"), Some("mallory"));
+    Ok(())
+}
+
+// ---- races ----
+
+/// Two writers in quick succession (inside the grace): the revert answers
+/// the latest write only, guarded by its resourceVersion, and the object
+/// ends at its last known-good state.
+async fn a_revert_answers_only_the_latest_write(bus: Bus) -> Result<()> {
+    let s = Scenario::new(bus, "latest", Setup::default(), |ns| {
+        vec![team(ns).with_grace(Duration::from_secs(3))]
+    })
+    .await?;
+    let key = s.config_map("web-config");
+    let after = s.seq();
+    s.kubectl(
+        User::Mallory,
+        &["label", "configmap", "web-config", "owner=a"],
+    )?;
+    s.kubectl(
+        User::Alice,
+        &["label", "configmap", "web-config", "owner=b", "--overwrite"],
+    )?;
+    let first = s
+        .change(&key, after, "owner=a", |e| {
+            label(&e.object, "owner") == Some("a")
+        })
+        .await?;
+    let second = s
+        .change(&key, after, "owner=b", |e| {
+            label(&e.object, "owner") == Some("b")
+        })
+        .await?;
+    assert_verdict(&s, &key, &first, &out_of_band(&["metadata.labels.owner"]));
+    assert_verdict(&s, &key, &second, &out_of_band(&["metadata.labels.owner"]));
+
+    let (_, enforcement) = s.enforcement(&key, after, "the revert", |_| true).await?;
+    assert_eq!(
+        enforcement.drift_seq,
+        second.seq,
+        "answers the latest write:\n{}",
+        s.history_since(&key, after)
+    );
+    assert_eq!(
+        enforcement.action,
+        RevertAction::Patch {
+            patch: json!([{"op": "remove", "path": "/metadata/labels/owner"}]),
+            resource_version: second.event.resource_version.clone(),
+        }
+    );
+    reverted_to(&s, &enforcement)?;
+    s.wait_live("owner label removed", "configmap", "web-config", |live| {
+        live.is_some_and(|cm| label(cm, "owner").is_none())
+    })
+    .await?;
+    assert_eq!(
+        s.enforcements(&key, after)?.len(),
+        1,
+        "one revert:\n{}",
+        s.history_since(&key, after)
+    );
+    Ok(())
+}
+
+/// A trusted write landing while an out-of-band change waits out its grace
+/// is never clobbered, and does not make the out-of-band change good: the
+/// drift is still answered by an enforcement record, and the ledger never
+/// takes the hand-added label for the known-good state.
+async fn a_trusted_write_during_the_grace_neither_is_clobbered_nor_launders_the_drift(
+    bus: Bus,
+) -> Result<()> {
+    let setup = Setup {
+        extra: true,
+        ..Setup::default()
+    };
+    let s = Scenario::new(bus, "launder", setup, |ns| {
+        vec![team(ns).with_grace(Duration::from_secs(3))]
+    })
+    .await?;
+    let key = s.config_map("web-config");
+    let after = s.seq();
+    s.kubectl(
+        User::Mallory,
+        &["label", "configmap", "web-config", "owner=m"],
+    )?;
+    let drift = s
+        .change(&key, after, "owner label", |e| {
+            label(&e.object, "owner").is_some()
+        })
+        .await?;
+    assert_verdict(&s, &key, &drift, &out_of_band(&["metadata.labels.owner"]));
+    s.kubectl(
+        User::Admin,
+        &[
+            "annotate",
+            "configmap",
+            "web-config",
+            "--field-manager=trusted-bot",
+            "example.com/scanned=yes",
+        ],
+    )?;
+    let scanned = s
+        .change(&key, drift.seq, "scanned annotation", |e| {
+            e.object
+                .pointer("/metadata/annotations/example.com~1scanned")
+                .is_some()
+        })
+        .await?;
+    assert_eq!(manager(&scanned.judgement.actor), Some("trusted-bot"));
+
+    // The sentinel's grace ends after the drift's.
+    s.sentinel("web-extra").await?;
+    let live = s
+        .live("configmap", "web-config")?
+        .context("web-config exists")?;
+    assert_eq!(
+        live.pointer("/metadata/annotations/example.com~1scanned"),
+        Some(&json!("yes")),
+        "the trusted write was clobbered"
+    );
+    let state = s
+        .ledger()
+        .object_state(&key)?
+        .context("web-config is known")?;
+    let good_owner = state
+        .last_good
+        .as_ref()
+        .and_then(|good| label(good, "owner"));
+    assert_eq!(
+        good_owner,
+        None,
+        "the hand-added label became the known-good state (record #{:?}); history:\n{}",
+        state.last_good_seq,
+        s.history_since(&key, after)
+    );
+    let answers = s.enforcements(&key, after)?;
+    assert!(
+        !answers.is_empty() || label(&live, "owner").is_none(),
+        "the out-of-band label stays, unanswered; history:\n{}",
+        s.history_since(&key, after)
+    );
+    Ok(())
+}
+
+/// Runs each scenario on both buses, as `<name>_embedded` and `<name>_kafka`.
+macro_rules! on_both_buses {
+    ($($scenario:ident => $embedded:ident, $kafka:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() -> Result<()> {
+            $scenario(Bus::Embedded).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $kafka() -> Result<()> {
+            $scenario(Bus::Kafka).await
+        }
+    )*};
+}
+
+/// Runs each scenario on the embedded bus only, as `<name>_embedded`.
+macro_rules! on_the_embedded_bus {
+    ($($scenario:ident => $embedded:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() -> Result<()> {
+            $scenario(Bus::Embedded).await
+        }
+    )*};
+}
+
+on_both_buses! {
+    manual_scale_is_reverted_by_applying_git
+        => manual_scale_is_reverted_by_applying_git_embedded, manual_scale_is_reverted_by_applying_git_kafka;
+    out_of_band_label_is_patched_away
+        => out_of_band_label_is_patched_away_embedded, out_of_band_label_is_patched_away_kafka;
+    deleted_config_map_is_created_again
+        => deleted_config_map_is_created_again_embedded, deleted_config_map_is_created_again_kafka;
+    unmanaged_config_map_is_pruned_only_where_prune_is_on
+        => unmanaged_config_map_is_pruned_only_where_prune_is_on_embedded, unmanaged_config_map_is_pruned_only_where_prune_is_on_kafka;
+    drift_committed_within_the_grace_is_adopted_not_reverted
+        => drift_committed_within_the_grace_is_adopted_not_reverted_embedded, drift_committed_within_the_grace_is_adopted_not_reverted_kafka;
+    sync_applies_a_new_commit_and_prunes_what_it_removed
+        => sync_applies_a_new_commit_and_prunes_what_it_removed_embedded, sync_applies_a_new_commit_and_prunes_what_it_removed_kafka;
+}
+
+on_the_embedded_bus! {
+    dry_run_records_the_revert_and_changes_nothing
+        => dry_run_records_the_revert_and_changes_nothing_embedded;
+    drift_is_reverted_once_the_grace_is_over
+        => drift_is_reverted_once_the_grace_is_over_embedded;
+    revert_war_stops_at_the_flap_limit
+        => revert_war_stops_at_the_flap_limit_embedded;
+    circuit_breaker_pauses_a_mass_change_until_resumed
+        => circuit_breaker_pauses_a_mass_change_until_resumed_embedded;
+    exempted_scale_is_allowed_then_reverted_when_the_exemption_expires
+        => exempted_scale_is_allowed_then_reverted_when_the_exemption_expires_embedded;
+    objects_outside_every_enforce_rule_are_never_written
+        => objects_outside_every_enforce_rule_are_never_written_embedded;
+    a_revert_answers_only_the_latest_write
+        => a_revert_answers_only_the_latest_write_embedded;
+    a_trusted_write_during_the_grace_neither_is_clobbered_nor_launders_the_drift
+        => a_trusted_write_during_the_grace_neither_is_clobbered_nor_launders_the_drift_embedded;
+}
