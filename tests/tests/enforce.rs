@@ -996,8 +996,15 @@ async fn sync_applies_a_new_commit_and_prunes_what_it_removed(bus: Bus) -> Resul
         commit: commit.clone(),
     };
 
+    // The sync of this commit (the start-up sync of HEAD may still be
+    // answering the first one).
+    let this_commit = RevertAction::Apply {
+        commit: commit.clone(),
+    };
     let (_, applied) = s
-        .enforcement(&web, after, "sync of web", |e| e.drift_seq == 0)
+        .enforcement(&web, after, "sync of web", |e| {
+            e.drift_seq == 0 && e.action == this_commit
+        })
         .await?;
     let version = reverted_to(&s, &applied)?;
     assert_eq!(
