@@ -22,6 +22,7 @@ use kube::api::{
 };
 use kube::discovery::{ApiResource, Scope};
 use model::{ChangeEvent, Outcome, RevertAction};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
@@ -42,17 +43,6 @@ const SERVER_METADATA: &[&str] = &[
 
 /// Patch attempts while only churn changes the object under the revert.
 const PATCH_ATTEMPTS: u32 = 3;
-
-/// Controller bookkeeping annotations: changes to them are churn, as the
-/// watcher counts it.
-const CHURN_ANNOTATIONS: &[&str] = &[
-    "deployment.kubernetes.io/revision",
-    "control-plane.alpha.kubernetes.io/leader",
-    "endpoints.kubernetes.io/last-change-trigger-time",
-];
-
-/// The annotation `kubectl apply` writes; a Secret's holds its values.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Why a revert could not be performed.
 #[derive(Debug, thiserror::Error)]
@@ -253,8 +243,7 @@ impl Executor {
             if current_version == expected {
                 return Err(rejected(event, "patch", &err));
             }
-            let current = serde_json::to_value(&current).unwrap_or(Value::Null);
-            if without_churn(&current) != without_churn(&event.object) {
+            if !only_churn_since(&current, &event.object) {
                 return Ok(Outcome::Superseded {
                     detail: format!(
                         "changed again (resourceVersion {current_version}, the revert was \
@@ -442,42 +431,14 @@ fn strip_server_fields(manifest: &mut Value) {
     }
 }
 
-/// `object` without what changes on every write or belongs to controllers:
-/// `status`, `metadata.resourceVersion`, `managedFields`, `generation` and
-/// the bookkeeping annotations (an annotation map left empty is absent).
-/// A Secret also loses what change events carry only as digests (its
-/// values and the last-applied annotation), which cannot be compared.
-fn without_churn(object: &Value) -> Value {
-    let mut object = object.clone();
-    let Some(top) = object.as_object_mut() else {
-        return object;
+/// Whether `current` differs from the `seen` state (a change event's
+/// object, Secret values as digests) only by churn, as the watcher counts it.
+fn only_churn_since(current: &impl Serialize, seen: &Value) -> bool {
+    let Ok(mut current) = serde_json::to_value(current) else {
+        return false;
     };
-    top.remove("status");
-    let secret = top.get("kind").and_then(Value::as_str) == Some("Secret");
-    if secret {
-        top.remove("data");
-        top.remove("stringData");
-    }
-    if let Some(metadata) = top.get_mut("metadata").and_then(Value::as_object_mut) {
-        for name in ["resourceVersion", "managedFields", "generation"] {
-            metadata.remove(name);
-        }
-        if let Some(annotations) = metadata
-            .get_mut("annotations")
-            .and_then(Value::as_object_mut)
-        {
-            for name in CHURN_ANNOTATIONS {
-                annotations.remove(*name);
-            }
-            if secret {
-                annotations.remove(LAST_APPLIED);
-            }
-            if annotations.is_empty() {
-                metadata.remove("annotations");
-            }
-        }
-    }
-    object
+    model::redact::redact_secret(&mut current);
+    model::churn::is_churn(&current, seen)
 }
 
 fn reverted(object: &DynamicObject) -> Outcome {
@@ -558,21 +519,22 @@ mod tests {
             "spec": {"replicas": 1},
             "status": {"replicas": 1},
         });
-        assert_eq!(without_churn(&seen), without_churn(&later));
+        assert!(only_churn_since(&later, &seen));
         let mut changed = later.clone();
         changed["metadata"]["labels"]["x"] = json!("2");
-        assert_ne!(without_churn(&seen), without_churn(&changed));
+        assert!(!only_churn_since(&changed, &seen));
     }
 
     #[test]
-    fn redacted_secret_values_are_not_compared() {
-        let seen = json!({"kind": "Secret", "metadata": {"labels": {"x": "1"}},
-                          "data": {"token": "sha256:abc"}});
-        let current = json!({"kind": "Secret", "metadata": {"labels": {"x": "1"}},
-                             "data": {"token": "c2VjcmV0"}});
-        assert_eq!(without_churn(&seen), without_churn(&current));
-        let relabelled = json!({"kind": "Secret", "metadata": {"labels": {"x": "2"}}});
-        assert_ne!(without_churn(&seen), without_churn(&relabelled));
+    fn secret_values_are_compared_as_digests() {
+        let mut seen = json!({"kind": "Secret", "metadata": {"labels": {"x": "1"}},
+                              "data": {"token": "c2VjcmV0"}});
+        let current = seen.clone();
+        model::redact::redact_secret(&mut seen);
+        assert!(only_churn_since(&current, &seen));
+        let mut rotated = current.clone();
+        rotated["data"]["token"] = json!("bmV3");
+        assert!(!only_churn_since(&rotated, &seen));
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn build(path: &std::path::Path, records: u64, options: &Options) {
         ledger.append(bodies, &offsets).expect("appends");
         ledger.flush().expect("flushes");
         spent += t.elapsed();
-        if ledger.len() % 100_000 == 0 {
+        if ledger.len().is_multiple_of(100_000) {
             println!(
                 "built {} records in {:.0} s ({:.0} appends/s so far)",
                 ledger.len(),

@@ -2,11 +2,8 @@
 //!
 //! The walk streams the `records` tree once, in sequence order, and keeps only
 //! the previous record's hash: memory stays flat however long the chain.
-//! Reading runs on the calling thread and checking on a second one, chunk by
-//! chunk, so the two overlap.
 
 use std::fmt;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use model::chain_hash;
 use serde::{Deserialize, Serialize};
@@ -17,15 +14,6 @@ use crate::{Error, Ledger, Result};
 
 /// At most this many problems are kept in a report; the rest are counted.
 pub const MAX_PROBLEMS: usize = 1000;
-
-/// Records handed to the checking thread at a time.
-const CHUNK: usize = 512;
-
-/// Chunks read ahead of the checking thread.
-const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// A chunk of stored records: key and value.
-type Chunk = Vec<(sled::IVec, sled::IVec)>;
 
 /// One way the stored chain departs from an honest one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,16 +140,11 @@ impl Ledger {
     /// altered, removed, moved or relinked, and a head that does not match
     /// the last record. Storage failures are errors; tampering is not.
     pub fn verify(&self) -> Result<VerifyReport> {
-        let walk = std::thread::scope(|scope| {
-            let (sender, receiver) = sync_channel(CHUNKS_IN_FLIGHT);
-            let checker = scope.spawn(move || check_chunks(&receiver));
-            let read = self.read_chunks(&sender);
-            drop(sender);
-            let walk = checker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            read.map(|()| walk)
-        })?;
+        let mut walk = Walk::default();
+        for entry in self.trees.records.iter() {
+            let (key, value) = entry.map_err(Error::storage("reading records to verify"))?;
+            walk.visit(&key, &value);
+        }
         let head = self
             .trees
             .meta
@@ -179,37 +162,6 @@ impl Ledger {
         );
         Ok(report)
     }
-}
-
-impl Ledger {
-    /// Sends every stored record, in order, in chunks; stops early when the
-    /// receiver is gone.
-    fn read_chunks(&self, sender: &SyncSender<Chunk>) -> Result<()> {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for entry in self.trees.records.iter() {
-            chunk.push(entry.map_err(Error::storage("reading records to verify"))?);
-            if chunk.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                if sender.send(full).is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        // A closed receiver means the checker stopped; its join reports why.
-        let _ = sender.send(chunk);
-        Ok(())
-    }
-}
-
-/// Walks the chunks as they arrive.
-fn check_chunks(receiver: &Receiver<Chunk>) -> Walk {
-    let mut walk = Walk::default();
-    for chunk in receiver {
-        for (key, value) in &chunk {
-            walk.visit(key, value);
-        }
-    }
-    walk
 }
 
 /// The previous record of the walk.

@@ -11,6 +11,7 @@
 
 mod audit;
 mod change;
+pub mod churn;
 mod desired;
 mod enforcement;
 mod key;

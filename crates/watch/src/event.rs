@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use model::{ChangeEvent, ChangeKind, ObjectKey};
 use serde_json::Value;
 
-use crate::churn::is_derived;
 use crate::managed::{managed_fields_summary, strip_managed_fields};
+use model::churn::is_derived;
 use model::redact::redact_secret;
 
 /// An object that cannot become a change event.

@@ -24,16 +24,15 @@
 //! [`AuditRecord`]: model::AuditRecord
 
 pub mod audit;
-pub mod churn;
 pub mod event;
 pub mod managed;
 pub mod watcher;
 pub mod webhook;
 
 pub use audit::parse_audit_batch;
-pub use churn::{CHURN_ANNOTATIONS, content_digest, is_churn, is_derived};
 pub use event::to_change_event;
 pub use managed::{managed_fields_summary, strip_managed_fields};
+pub use model::churn::{CHURN_ANNOTATIONS, content_digest, is_churn, is_derived};
 pub use model::redact::{LAST_APPLIED_ANNOTATION, redact_secret, secret_digest};
 pub use watcher::{KnownObject, WatchSpec, watch};
 pub use webhook::audit_router;

@@ -27,10 +27,10 @@ use kube::runtime::{WatchStreamExt, watcher as kube_watcher};
 use model::{ChangeEvent, ChangeKind, ObjectKey};
 use serde_json::{Value, json};
 
-#[cfg(doc)]
-use crate::churn::is_derived;
-use crate::churn::{ContentDigest, content_digest};
 use crate::event::to_change_event;
+#[cfg(doc)]
+use model::churn::is_derived;
+use model::churn::{ContentDigest, content_digest};
 
 /// Objects fetched per page when (re)listing.
 pub const PAGE_SIZE: u32 = 500;
@@ -605,7 +605,7 @@ impl Step {
 }
 
 /// Whether a controller owns `obj`, read before the object is converted,
-/// so skipped objects cost nothing more (see [`is_derived`](crate::churn::is_derived) for JSON).
+/// so skipped objects cost nothing more (see [`is_derived`](model::churn::is_derived) for JSON).
 fn is_controlled(obj: &DynamicObject) -> bool {
     obj.metadata
         .owner_references

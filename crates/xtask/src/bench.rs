@@ -1,0 +1,372 @@
+//! `cargo xtask bench`: every benchmark in one run, its numbers in
+//! `target/bench/summary.json` and a table against the design's targets.
+//!
+//! ```text
+//!   env up ──► cargo build --release -p driftwarden
+//!          ──► cargo bench -p driftwarden-correlate --bench classify   ─┐ `name=value`
+//!          ──► cargo bench -p driftwarden-ledger --bench ledger          │ lines of
+//!          ──► cargo bench -p driftwarden-ledger --bench ledger_1m       ├─ stdout ──► summary.json
+//!          ──► cargo bench -p driftwarden-bus --bench roundtrip          │             + table
+//!          ──► cargo bench -p driftwarden-e2e --bench pipeline          ─┘
+//! ```
+//!
+//! Each bench's output is shown as it runs. A bench that fails is reported
+//! and the others still run; the exit code is then non-zero.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::env;
+use crate::paths::{self, State, workspace_root};
+
+/// One benchmark program.
+#[derive(Debug)]
+struct Bench {
+    /// Its package.
+    package: &'static str,
+    /// Its `[[bench]]` name.
+    name: &'static str,
+    /// Whether it needs the test environment's variables.
+    needs_env: bool,
+}
+
+/// Every bench, cheapest first.
+const BENCHES: [Bench; 5] = [
+    Bench {
+        package: "driftwarden-correlate",
+        name: "classify",
+        needs_env: false,
+    },
+    Bench {
+        package: "driftwarden-ledger",
+        name: "ledger",
+        needs_env: false,
+    },
+    Bench {
+        package: "driftwarden-ledger",
+        name: "ledger_1m",
+        needs_env: false,
+    },
+    Bench {
+        package: "driftwarden-bus",
+        name: "roundtrip",
+        needs_env: true,
+    },
+    Bench {
+        package: "driftwarden-e2e",
+        name: "pipeline",
+        needs_env: true,
+    },
+];
+
+/// A target of the design (§7): the number's name, the bound, and whether
+/// the bound is a maximum.
+#[derive(Debug)]
+struct Target {
+    name: &'static str,
+    bound: f64,
+    at_most: bool,
+    what: &'static str,
+}
+
+const TARGETS: [Target; 10] = [
+    Target {
+        name: "detect_first_ms_kafka",
+        bound: 500.0,
+        at_most: true,
+        what: "first change, Kafka",
+    },
+    Target {
+        name: "detect_p99_ms_kafka",
+        bound: 250.0,
+        at_most: true,
+        what: "write → verdict in ledger, Kafka",
+    },
+    Target {
+        name: "detect_p99_ms_embedded",
+        bound: 100.0,
+        at_most: true,
+        what: "write → verdict in ledger, embedded",
+    },
+    Target {
+        name: "classify_events_per_s",
+        bound: 50_000.0,
+        at_most: false,
+        what: "classification, one core",
+    },
+    Target {
+        name: "e2e_events_per_s_kafka",
+        bound: 5_000.0,
+        at_most: false,
+        what: "live writes through Kafka and the ledger",
+    },
+    Target {
+        name: "e2e_backlog_events_per_s_kafka",
+        bound: 5_000.0,
+        at_most: false,
+        what: "initial list through Kafka and the ledger",
+    },
+    Target {
+        name: "ledger_appends_per_s",
+        bound: 100_000.0,
+        at_most: false,
+        what: "batched appends",
+    },
+    Target {
+        name: "history_query_p99_ms",
+        bound: 5.0,
+        at_most: true,
+        what: "one object's history among 1 M records",
+    },
+    Target {
+        name: "verify_1m_records_s",
+        bound: 10.0,
+        at_most: true,
+        what: "verify 1 M records",
+    },
+    Target {
+        name: "rss_mib_per_10k_objects",
+        // 2 KiB per object.
+        bound: 2.0 * 10_000.0 / 1024.0,
+        at_most: true,
+        what: "memory per 10 000 watched objects",
+    },
+];
+
+/// Runs every bench and writes the summary.
+pub fn run(quick: bool) -> Result<ExitCode> {
+    let started = Instant::now();
+    let started_env = env::ensure_up()?;
+    let result = run_all(quick);
+    if started_env {
+        println!("\nstopping the test environment the bench started");
+        env::stop_all(&State::of_workspace())?;
+    }
+    let (numbers, failed) = result?;
+    let wall = started.elapsed().as_secs_f64();
+    let mut summary = numbers;
+    summary.insert("bench_wall_s".to_string(), (wall * 10.0).round() / 10.0);
+    let path = workspace_root()
+        .join("target")
+        .join("bench")
+        .join("summary.json");
+    paths::write(&path, to_json(&summary)?)?;
+    print_table(&summary);
+    println!(
+        "\n{} numbers in {} ({:.0}s in all)",
+        summary.len(),
+        paths::show(&path),
+        wall
+    );
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("failed: {}", failed.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Builds the release binary and runs every bench; returns the numbers and
+/// the benches that failed.
+fn run_all(quick: bool) -> Result<(BTreeMap<String, f64>, Vec<String>)> {
+    let state = State::of_workspace();
+    let exports = env::running_exports(&state)?;
+    let root = workspace_root();
+    let binary = root.join("target").join("release").join("driftwarden");
+
+    let build = Instant::now();
+    println!("\n== cargo build --release -p driftwarden (for the memory bench)");
+    let status = Command::new(cargo())
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "driftwarden"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p driftwarden failed ({status})");
+    }
+    println!("   built in {:.1}s", build.elapsed().as_secs_f64());
+
+    let mut extra: Vec<(String, String)> = vec![(
+        "DW_DRIFTWARDEN_BIN".to_string(),
+        binary.display().to_string(),
+    )];
+    if quick {
+        extra.extend(
+            [
+                ("LEDGER_BENCH_RECORDS", "100000"),
+                ("DW_BENCH_CHANGES", "100"),
+                ("DW_BENCH_WRITES", "2000"),
+                ("DW_BENCH_OBJECTS", "5000"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+    }
+    let mut numbers = BTreeMap::new();
+    let mut failed = Vec::new();
+    for bench in &BENCHES {
+        let mut vars = extra.clone();
+        if bench.needs_env {
+            vars.extend(exports.iter().cloned());
+        }
+        match run_bench(bench, &vars) {
+            Ok(found) => numbers.extend(found),
+            Err(err) => {
+                eprintln!("   {} failed: {err:#}", bench.name);
+                failed.push(format!("{}/{}", bench.package, bench.name));
+            }
+        }
+    }
+    Ok((numbers, failed))
+}
+
+/// Runs one bench, echoing its output; returns its `name=value` numbers.
+fn run_bench(bench: &Bench, vars: &[(String, String)]) -> Result<BTreeMap<String, f64>> {
+    let started = Instant::now();
+    println!(
+        "\n== cargo bench -p {} --bench {}",
+        bench.package, bench.name
+    );
+    let mut child = Command::new(cargo())
+        .current_dir(workspace_root())
+        .args(["bench", "-p", bench.package, "--bench", bench.name])
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo bench")?;
+    let stdout = child.stdout.take().context("cargo bench has no stdout")?;
+    let mut numbers = BTreeMap::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the bench's output")?;
+        println!("   {line}");
+        if let Some((name, value)) = parse_number(&line) {
+            numbers.insert(name, value);
+        }
+    }
+    let status = child.wait().context("waiting for cargo bench")?;
+    if !status.success() {
+        bail!("cargo bench exited with {status}");
+    }
+    println!(
+        "   ({} numbers, {:.0}s)",
+        numbers.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(numbers)
+}
+
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// A `name=value` line: a lowercase identifier and a finite number.
+fn parse_number(line: &str) -> Option<(String, f64)> {
+    let (name, value) = line.trim().split_once('=')?;
+    let identifier = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let value: f64 = value.trim().parse().ok()?;
+    (identifier && value.is_finite()).then(|| (name.to_string(), value))
+}
+
+/// The summary as pretty JSON; whole numbers without a fraction.
+fn to_json(summary: &BTreeMap<String, f64>) -> Result<String> {
+    let object: serde_json::Map<String, serde_json::Value> = summary
+        .iter()
+        .map(|(name, value)| {
+            let number = if value.fract() == 0.0 && value.abs() < 9e15 {
+                serde_json::Value::from(*value as i64)
+            } else {
+                serde_json::Value::from(*value)
+            };
+            (name.clone(), number)
+        })
+        .collect();
+    Ok(serde_json::to_string_pretty(&object)? + "\n")
+}
+
+/// The numbers that have a target, then every other number.
+fn print_table(summary: &BTreeMap<String, f64>) {
+    println!(
+        "\n{:<34} {:>12}  {:<12} verdict",
+        "target (design §7)", "measured", "bound"
+    );
+    for target in &TARGETS {
+        let (value, verdict) = match summary.get(target.name) {
+            Some(v) => {
+                let met = if target.at_most {
+                    *v <= target.bound
+                } else {
+                    *v >= target.bound
+                };
+                (show(*v), if met { "met" } else { "MISSED" })
+            }
+            None => ("-".to_string(), "not measured"),
+        };
+        let bound = format!(
+            "{} {}",
+            if target.at_most { "≤" } else { "≥" },
+            show(target.bound)
+        );
+        println!(
+            "{:<34} {value:>12}  {bound:<12} {verdict:<7} {}",
+            target.name, target.what
+        );
+    }
+    let others: Vec<_> = summary
+        .iter()
+        .filter(|(name, _)| TARGETS.iter().all(|t| t.name != name.as_str()))
+        .collect();
+    if !others.is_empty() {
+        println!("\nother numbers");
+        for (name, value) in others {
+            println!("{name:<34} {:>12}", show(*value));
+        }
+    }
+}
+
+/// A number with at most three significant decimals.
+fn show(value: f64) -> String {
+    if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_lines_are_parsed_and_others_ignored() {
+        assert_eq!(
+            parse_number("classify_events_per_s=123456"),
+            Some(("classify_events_per_s".to_string(), 123_456.0))
+        );
+        assert_eq!(
+            parse_number("  detect_p99_ms_kafka=12.5 "),
+            Some(("detect_p99_ms_kafka".to_string(), 12.5))
+        );
+        assert_eq!(parse_number("reopen: 0.12 s"), None);
+        assert_eq!(parse_number("Some Name=3"), None);
+        assert_eq!(parse_number("x=NaN"), None);
+        assert_eq!(parse_number("x=fast"), None);
+    }
+
+    #[test]
+    fn whole_numbers_are_written_without_a_fraction() {
+        let summary = BTreeMap::from([("a".to_string(), 3.0), ("b".to_string(), 2.5)]);
+        let json: serde_json::Value =
+            serde_json::from_str(&to_json(&summary).expect("serializes")).expect("parses");
+        assert_eq!(json["a"], serde_json::json!(3));
+        assert_eq!(json["b"], serde_json::json!(2.5));
+    }
+}
