@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use model::{Exemption, ExemptionScope, ObjectKey};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Bus, Config};
@@ -218,9 +219,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run { config, role } => {
             let config = Config::load(&config)?;
             let running = crate::run::start(config, role).await?;
+            // SIGHUP fetches every git source now (e.g. from a push hook).
+            let fetch_now = running.fetch_now.clone();
+            let mut hangups = signal(SignalKind::hangup())?;
+            let mut terminate = signal(SignalKind::terminate())?;
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: fetching git now");
+                    fetch_now.notify_waiters();
+                }
+            });
             tokio::select! {
                 result = running.wait() => result?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+                _ = terminate.recv() => tracing::info!("terminated; stopping"),
             }
             Ok(String::new().into())
         }

@@ -40,7 +40,7 @@ const IN_FLIGHT: usize = 256;
 pub struct Running {
     /// The ledger the correlator writes (`None` for the watch role).
     pub ledger: Option<Arc<Ledger>>,
-    /// Fetches every git source now.
+    /// Fetches every git source now (`notify_waiters`; SIGHUP does this).
     pub fetch_now: Arc<Notify>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
