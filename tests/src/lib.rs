@@ -10,12 +10,15 @@
 //!   audit relay ──► events.jsonl ──────────────► AuditLog::wait_for(…)
 //!   git::GitRepo (file://) ──► scenario::Settings ──► Driftwarden ──► scenario::wait_change(…)
 //!   scenario::Settings ──► enforcing::Enforcing (rules, rails) ──► Driftwarden that reverts
+//!   scenario::Scenario (namespace, repo, app::* manifests) ──► start ──► change / enforcement
+//!   on_both_buses! { scenario => name_embedded, name_kafka; } ──► one test per bus
 //!   logs::capture() ──► everything this process logs ──► logs::captured()
 //! ```
 //!
 //! The environment must be running: a missing or silent environment is a
 //! failure with the hint to run `cargo xtask env up`, never a skip.
 
+pub mod app;
 pub mod component;
 pub mod enforcing;
 pub mod git;
@@ -42,6 +45,35 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
+
+/// Runs each scenario, an `async fn(scenario::Bus) -> anyhow::Result<()>`,
+/// on both buses: as tests `<name>_embedded` and `<name>_kafka`.
+#[macro_export]
+macro_rules! on_both_buses {
+    ($($scenario:ident => $embedded:ident, $kafka:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() -> ::anyhow::Result<()> {
+            $scenario($crate::scenario::Bus::Embedded).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $kafka() -> ::anyhow::Result<()> {
+            $scenario($crate::scenario::Bus::Kafka).await
+        }
+    )*};
+}
+
+/// Runs each scenario, an `async fn(scenario::Bus) -> anyhow::Result<()>`,
+/// on the embedded bus only: as test `<name>_embedded`.
+#[macro_export]
+macro_rules! on_the_embedded_bus {
+    ($($scenario:ident => $embedded:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() -> ::anyhow::Result<()> {
+            $scenario($crate::scenario::Bus::Embedded).await
+        }
+    )*};
+}
 
 /// The hint every "environment missing" failure carries.
 pub const NOT_RUNNING: &str = "test environment is not running: run `cargo xtask env up`";

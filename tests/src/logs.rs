@@ -1,6 +1,7 @@
 //! Everything logged in this test process (tracing events and `log`
 //! records, every level down to debug), kept in memory so a test can search
-//! it, e.g. for a secret that must never be logged.
+//! it, e.g. for a secret that must never be logged; or, for tests that do
+//! not search the logs, on the test's output when `RUST_LOG` asks.
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
@@ -35,6 +36,16 @@ pub fn captured() -> anyhow::Result<String> {
         anyhow::bail!("logs are not captured: call `logs::capture()` before anything logs");
     }
     Ok(String::from_utf8_lossy(&lock()).into_owned())
+}
+
+/// Shows what this process logs on the test's output, filtered by
+/// `RUST_LOG` (nothing when it is unset), unless a subscriber is installed
+/// already.
+pub fn to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 fn lock() -> MutexGuard<'static, Vec<u8>> {

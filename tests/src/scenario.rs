@@ -4,22 +4,37 @@
 //! ```text
 //! Settings ──yaml()──▶ config text ──▶ driftwarden::run::start / `driftwarden run -c`
 //! ledger ──wait_change(key, after seq, matches)──▶ the judged change a test asserts on
+//! Scenario::prepare(bus, name, …) ──▶ declare, commit, apply_as_gitops ──▶ start ──▶ change / enforcement
 //! ```
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
 use driftwarden::config::Config;
+use driftwarden::run::{Role, Running};
 use ledger::Ledger;
-use model::{ChangeEvent, Judgement, LedgerRecord, ObjectKey, RecordBody};
+use model::{ChangeEvent, Enforcement, Judgement, LedgerRecord, ObjectKey, RecordBody, Verdict};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::git::GitRepo;
+use crate::{TestEnv, TestNamespace, User, eventually, topic_prefix, unique_suffix};
 
 /// The cluster name every test config uses; the first segment of keys.
 pub const CLUSTER: &str = "e2e";
 
 /// How often the ledger is polled.
 const POLL: Duration = Duration::from_millis(10);
+
+/// How long one record or cluster state may take to appear.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long the cluster may take to settle (rollouts, revisions).
+pub const SETTLE: Duration = Duration::from_secs(60);
 
 /// Which bus Driftwarden runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +86,30 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Settings for one test: Driftwarden with the kubeconfig of `user`,
+    /// its data in `data_dir`, reading `apps/` of `repo_url`, watching
+    /// `namespace` on `bus`, no extra kinds, trusting
+    /// `kube-controller-manager`.
+    pub fn new(
+        env: &TestEnv,
+        user: User,
+        data_dir: &Path,
+        repo_url: &str,
+        namespace: &str,
+        bus: BusSettings,
+    ) -> Settings {
+        Settings {
+            kubeconfig: env.kubeconfig(user).to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            repo_url: repo_url.to_string(),
+            paths: vec!["apps".into()],
+            namespace: namespace.to_string(),
+            bus,
+            extra_kinds: Vec::new(),
+            trusted_managers: vec!["kube-controller-manager".into()],
+        }
+    }
+
     /// The config file's text.
     pub fn yaml(&self) -> String {
         let q = |text: &str| serde_json::Value::from(text).to_string();
@@ -292,6 +331,434 @@ pub fn describe(records: &[LedgerRecord]) -> String {
         out.push_str("  (none)\n");
     }
     out
+}
+
+/// Which bus a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    /// In-process channels.
+    Embedded,
+    /// The environment's Kafka, under a topic prefix of the test's own.
+    Kafka,
+}
+
+impl Bus {
+    /// The settings of this bus for one test.
+    pub fn settings(self, env: &TestEnv) -> BusSettings {
+        match self {
+            Bus::Embedded => BusSettings::Embedded,
+            Bus::Kafka => BusSettings::kafka(&env.kafka_brokers, &topic_prefix()),
+        }
+    }
+}
+
+/// One test's world: its namespaces, its git repository, its Driftwarden.
+///
+/// [`Scenario::prepare`] makes the namespace and an empty repository; the
+/// test declares its app (writes, [`Scenario::commit`]), applies it as the
+/// GitOps agent, then [`Scenario::start`]s Driftwarden on [`Scenario::config`]
+/// (an audit-everything config unless the test sets another).
+pub struct Scenario {
+    /// The environment.
+    pub env: &'static TestEnv,
+    /// The scenario's own namespace.
+    pub ns: TestNamespace,
+    /// More namespaces, from [`Scenario::add_namespace`].
+    pub others: Vec<TestNamespace>,
+    /// The git repository Driftwarden reads.
+    pub repo: GitRepo,
+    /// Commit ids, oldest first.
+    pub commits: Vec<String>,
+    /// Driftwarden's settings (bus, kubeconfig, kinds, trust).
+    pub settings: Settings,
+    /// The config [`Scenario::start`] runs.
+    pub config: Config,
+    scratch: TempDir,
+    running: Option<Running>,
+    ledger: Option<Arc<Ledger>>,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("namespaces", &self.namespaces())
+            .field("commits", &self.commits)
+            .field("settings", &self.settings)
+            .field("running", &self.running.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scenario {
+    /// A fresh namespace `name-…` that alice may edit, an empty repository,
+    /// and settings for a Driftwarden on `bus` with the kubeconfig of `user`,
+    /// watching `extra_kinds` and trusting `kube-controller-manager` and
+    /// `trusted-bot`. Nothing committed, applied or started.
+    pub async fn prepare(
+        bus: Bus,
+        name: &str,
+        user: User,
+        extra_kinds: &[&str],
+    ) -> Result<Scenario> {
+        let env = TestEnv::get();
+        let ns = env.fresh_namespace(name).await?;
+        ns.grant(User::Alice, "edit")?;
+        let repo = GitRepo::new()?;
+        let scratch = tempfile::Builder::new().prefix("e2e-scenario-").tempdir()?;
+        let settings = Settings {
+            extra_kinds: extra_kinds.iter().map(|k| k.to_string()).collect(),
+            trusted_managers: vec!["kube-controller-manager".into(), "trusted-bot".into()],
+            ..Settings::new(
+                env,
+                user,
+                &scratch.path().join("data"),
+                &repo.url(),
+                &ns.name,
+                bus.settings(env),
+            )
+        };
+        let config = settings.config()?;
+        Ok(Scenario {
+            env,
+            ns,
+            others: Vec::new(),
+            repo,
+            commits: Vec::new(),
+            settings,
+            config,
+            scratch,
+            running: None,
+            ledger: None,
+        })
+    }
+
+    /// Makes another fresh namespace `name-…`; returns its name.
+    pub async fn add_namespace(&mut self, name: &str) -> Result<String> {
+        let ns = self.env.fresh_namespace(name).await?;
+        let name = ns.name.clone();
+        self.others.push(ns);
+        Ok(name)
+    }
+
+    /// The scenario's namespace followed by the others.
+    pub fn namespaces(&self) -> Vec<String> {
+        std::iter::once(&self.ns)
+            .chain(&self.others)
+            .map(|ns| ns.name.clone())
+            .collect()
+    }
+
+    /// Commits the working tree (no sync awaited: for before the start).
+    pub fn commit(&mut self, message: &str) -> Result<String> {
+        let id = self.repo.commit(message)?;
+        self.commits.push(id.clone());
+        Ok(id)
+    }
+
+    /// Starts Driftwarden on the scenario's data directory.
+    pub async fn start(&mut self) -> Result<()> {
+        let running = driftwarden::run::start(self.config.clone(), Role::All)
+            .await
+            .context("starting driftwarden")?;
+        self.ledger = Some(running.ledger.clone().context("role all has a ledger")?);
+        self.running = Some(running);
+        Ok(())
+    }
+
+    /// Stops Driftwarden and lets go of its ledger.
+    pub async fn stop(&mut self) {
+        self.ledger = None;
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+
+    /// Waits for the first record about each of `keys`.
+    pub async fn wait_first_records(&self, keys: &[ObjectKey]) -> Result<()> {
+        for key in keys {
+            wait_change(self.ledger(), key, 0, PATIENCE, "first record", |_, _| true).await?;
+        }
+        Ok(())
+    }
+
+    /// The running Driftwarden's ledger; panics when it is stopped.
+    pub fn ledger(&self) -> &Ledger {
+        self.ledger.as_deref().expect("driftwarden is running")
+    }
+
+    /// The sequence number of the last record.
+    pub fn seq(&self) -> u64 {
+        self.ledger().len()
+    }
+
+    /// The ledger record `seq`.
+    pub fn record(&self, seq: u64) -> Result<LedgerRecord> {
+        self.ledger()
+            .get(seq)?
+            .with_context(|| format!("no record #{seq}"))
+    }
+
+    /// The scenario's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// The first of the other namespaces; panics when there is none.
+    pub fn other_namespace(&self) -> &str {
+        &self.others.first().expect("a second namespace").name
+    }
+
+    /// Deployment `web` of the scenario's namespace.
+    pub fn deployment(&self) -> ObjectKey {
+        key("apps/v1", "Deployment", self.namespace(), "web")
+    }
+
+    /// ConfigMap `name` of the scenario's namespace.
+    pub fn config_map(&self, name: &str) -> ObjectKey {
+        key("v1", "ConfigMap", self.namespace(), name)
+    }
+
+    /// Service `web` of the scenario's namespace.
+    pub fn service(&self) -> ObjectKey {
+        key("v1", "Service", self.namespace(), "web")
+    }
+
+    /// The newest commit; panics before the first.
+    pub fn head(&self) -> &str {
+        self.commits.last().expect("the first commit")
+    }
+
+    /// kubectl as `user` in the scenario's namespace.
+    pub fn kubectl(&self, user: User, args: &[&str]) -> Result<String> {
+        self.kubectl_in(self.namespace(), user, args)
+    }
+
+    /// kubectl as `user` in `namespace`.
+    pub fn kubectl_in(&self, namespace: &str, user: User, args: &[&str]) -> Result<String> {
+        let mut all = args.to_vec();
+        all.extend(["-n", namespace]);
+        self.env.kubectl_ok(user, &all)
+    }
+
+    /// What the GitOps agent does: server-side apply of `files` of the
+    /// repository as user `gitops`, field manager `gitops`.
+    pub fn apply_as_gitops(&self, files: &[&str]) -> Result<()> {
+        let paths: Vec<PathBuf> = files.iter().map(|f| self.repo.file(f)).collect();
+        let mut args = vec!["apply", "--server-side", "--field-manager=gitops"];
+        for path in &paths {
+            args.push("-f");
+            args.push(path.to_str().context("a UTF-8 path")?);
+        }
+        self.env.kubectl_ok(User::Gitops, &args)?;
+        Ok(())
+    }
+
+    /// [`Scenario::apply_as_gitops`] of every manifest under `apps/`.
+    pub fn apply_all_as_gitops(&self) -> Result<()> {
+        let apps = self.repo.file("apps");
+        let apps = apps.to_str().context("a UTF-8 path")?;
+        self.env.kubectl_ok(
+            User::Gitops,
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=gitops",
+                "-R",
+                "-f",
+                apps,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Creates the object `manifest` describes, as `user`.
+    pub fn create(&self, user: User, manifest: &str) -> Result<()> {
+        let path = self
+            .scratch
+            .path()
+            .join(format!("manifest-{}.yaml", unique_suffix()));
+        std::fs::write(&path, manifest).with_context(|| format!("writing {}", path.display()))?;
+        let path = path.to_str().context("a UTF-8 path")?;
+        self.env.kubectl_ok(user, &["create", "-f", path])?;
+        Ok(())
+    }
+
+    /// Commits the working tree and waits until Driftwarden has synced the
+    /// commit (fetch poked at once rather than waiting for the interval).
+    pub async fn commit_and_sync(&mut self, message: &str) -> Result<String> {
+        let after = self.seq();
+        let id = self.commit(message)?;
+        if let Some(running) = &self.running {
+            running.fetch_now.notify_one();
+        }
+        let wanted = id.clone();
+        wait_record(
+            self.ledger(),
+            after,
+            PATIENCE,
+            "git sync",
+            |body| matches!(body, RecordBody::GitSync(sync) if sync.commit.id == wanted),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Waits until the Deployment `web` carries rollout revision `revision`
+    /// and a ReplicaSet of that revision exists.
+    pub async fn wait_for_revision(&self, revision: &str) -> Result<()> {
+        let what = format!("rollout revision {revision} of deployment web");
+        eventually(SETTLE, &what, || async {
+            let annotation =
+                "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}";
+            let deployment =
+                self.kubectl(User::Admin, &["get", "deployment", "web", "-o", annotation])?;
+            let items = annotation.replace(".metadata", ".items[*].metadata");
+            let sets = self.kubectl(
+                User::Admin,
+                &["get", "replicasets", "-l", "app=web", "-o", &items],
+            )?;
+            let ready =
+                deployment.trim() == revision && sets.split_whitespace().any(|r| r == revision);
+            Ok(ready.then_some(()))
+        })
+        .await
+    }
+
+    /// The object `kind/name` in `namespace` as the cluster has it now.
+    pub fn live_in(&self, namespace: &str, kind: &str, name: &str) -> Result<Option<Value>> {
+        let out = self.kubectl_in(
+            namespace,
+            User::Admin,
+            &["get", kind, name, "-o", "json", "--ignore-not-found"],
+        )?;
+        if out.trim().is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            serde_json::from_str(&out).context("kubectl get -o json")?,
+        ))
+    }
+
+    /// The object `kind/name` in the scenario's namespace as it is now.
+    pub fn live(&self, kind: &str, name: &str) -> Result<Option<Value>> {
+        self.live_in(self.namespace(), kind, name)
+    }
+
+    /// Waits until the object `kind/name` satisfies `check` (`None`: absent).
+    pub async fn wait_live(
+        &self,
+        what: &str,
+        kind: &str,
+        name: &str,
+        check: impl Fn(Option<&Value>) -> bool,
+    ) -> Result<Option<Value>> {
+        eventually(PATIENCE, what, || async {
+            let live = self.live(kind, name)?;
+            Ok(check(live.as_ref()).then_some(live))
+        })
+        .await
+    }
+
+    /// Waits until the Deployment `web` has `replicas` replicas.
+    pub async fn wait_replicas(&self, replicas: i64) -> Result<()> {
+        let what = format!("deployment web at {replicas} replicas");
+        self.wait_live(&what, "deployment", "web", |live| {
+            live.and_then(|d| d.pointer("/spec/replicas")?.as_i64()) == Some(replicas)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The first change about `key` after record `after` whose event
+    /// `matches`, with its judgement.
+    pub async fn change(
+        &self,
+        key: &ObjectKey,
+        after: u64,
+        what: &str,
+        matches: impl Fn(&ChangeEvent) -> bool,
+    ) -> Result<Found> {
+        wait_change(self.ledger(), key, after, PATIENCE, what, |event, _| {
+            matches(event)
+        })
+        .await
+    }
+
+    /// The first enforcement record about `key` after `after` that
+    /// `matches`, with its record.
+    pub async fn enforcement(
+        &self,
+        key: &ObjectKey,
+        after: u64,
+        what: &str,
+        matches: impl Fn(&Enforcement) -> bool,
+    ) -> Result<(LedgerRecord, Enforcement)> {
+        let found = wait_record(
+            self.ledger(),
+            after,
+            PATIENCE,
+            what,
+            |body| matches!(body, RecordBody::Enforcement(e) if &e.key == key && matches(e)),
+        )
+        .await
+        .with_context(|| format!("history of {key}:\n{}", self.history_since(key, after)))?;
+        match &found.body {
+            RecordBody::Enforcement(enforcement) => Ok((found.clone(), enforcement.clone())),
+            other => bail!("not an enforcement: {other:?}"),
+        }
+    }
+
+    /// The enforcement answering drift record `drift_seq`.
+    pub async fn answer(
+        &self,
+        key: &ObjectKey,
+        drift_seq: u64,
+    ) -> Result<(LedgerRecord, Enforcement)> {
+        let what = format!("enforcement answering drift #{drift_seq}");
+        self.enforcement(key, drift_seq, &what, |e| e.drift_seq == drift_seq)
+            .await
+    }
+
+    /// Every enforcement record about `key` after `after`.
+    pub fn enforcements(&self, key: &ObjectKey, after: u64) -> Result<Vec<(u64, Enforcement)>> {
+        Ok(self
+            .ledger()
+            .history(key)?
+            .into_iter()
+            .filter(|record| record.seq > after)
+            .filter_map(|record| match record.body {
+                RecordBody::Enforcement(e) => Some((record.seq, e)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The records about `key` after `after`, for failure messages.
+    pub fn history_since(&self, key: &ObjectKey, after: u64) -> String {
+        match self.ledger().history(key) {
+            Ok(history) => describe(
+                &history
+                    .into_iter()
+                    .filter(|r| r.seq > after)
+                    .collect::<Vec<_>>(),
+            ),
+            Err(err) => format!("(history unreadable: {err})"),
+        }
+    }
+
+    /// Asserts the verdict of `found`, showing the history of `key` since
+    /// record `after` on failure.
+    pub fn assert_verdict(&self, key: &ObjectKey, after: u64, found: &Found, expected: &Verdict) {
+        assert_eq!(
+            &found.judgement.verdict,
+            expected,
+            "verdict of record #{} (actor {}, diff {:?}); history:\n{}",
+            found.seq,
+            found.judgement.actor,
+            found.judgement.diff,
+            self.history_since(key, after)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -147,15 +147,10 @@ impl World {
         repo.write("apps/README.md", "Manifests of the shop; none yet.\n")?;
         repo.commit("empty shop")?;
         let data = tempfile::Builder::new().prefix("e2e-data-").tempdir()?;
+        let bus = BusSettings::kafka(&env.kafka_brokers, &topic_prefix());
         let settings = Settings {
-            kubeconfig: env.kubeconfig(User::Admin).to_path_buf(),
-            data_dir: data.path().to_path_buf(),
-            repo_url: repo.url(),
-            paths: vec!["apps".into()],
-            namespace: ns.name.clone(),
-            bus: BusSettings::kafka(&env.kafka_brokers, &topic_prefix()),
             extra_kinds: vec!["v1/ConfigMap".into()],
-            trusted_managers: vec!["kube-controller-manager".into()],
+            ..Settings::new(env, User::Admin, data.path(), &repo.url(), &ns.name, bus)
         };
         Ok(World {
             env,

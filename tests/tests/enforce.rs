@@ -14,32 +14,24 @@
 //! `<scenario>_kafka` (topics under the test's own prefix, its own group).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use driftwarden::config::Config;
 use driftwarden::requests::{self, Request};
-use driftwarden::run::{Role, Running};
+use driftwarden_e2e::app::{self, label, manager, modified, out_of_band, replicas, uid};
 use driftwarden_e2e::enforcing::{Enforcing, Rails, Rule};
 use driftwarden_e2e::git::GitRepo;
 use driftwarden_e2e::scenario::{
-    BusSettings, Found, Settings, describe, key, records, wait_change, wait_record,
+    Bus, Found, PATIENCE, Scenario, describe, key, records, wait_record,
 };
-use driftwarden_e2e::{TestEnv, TestNamespace, User, eventually, topic_prefix, unique_suffix};
-use ledger::Ledger;
+use driftwarden_e2e::{User, eventually, logs, on_both_buses, on_the_embedded_bus};
 use model::{
-    Actor, Amendment, ChangeEvent, ChangeKind, Control, DriftKind, Enforcement, Exemption,
-    ExemptionScope, FieldPath, LedgerRecord, Mode, ObjectKey, Outcome, RecordBody, RevertAction,
-    Verdict,
+    Amendment, ChangeKind, Control, DriftKind, Enforcement, Exemption, ExemptionScope,
+    LedgerRecord, Mode, ObjectKey, Outcome, RecordBody, RevertAction, Verdict,
 };
-use serde_json::{Value, json};
-use tempfile::TempDir;
-
-/// How long one record or cluster state may take to appear.
-const PATIENCE: Duration = Duration::from_secs(30);
+use serde_json::json;
 
 /// The grace of the grace-period scenarios.
 const GRACE: Duration = Duration::from_secs(5);
@@ -49,55 +41,13 @@ const TEAM: &str = "team";
 
 const IMAGE: &str = "registry.invalid/shop/web:1.0.0";
 
-/// Which bus a scenario runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bus {
-    Embedded,
-    Kafka,
-}
-
 fn deployment_yaml(namespace: &str, replicas: u32) -> String {
-    format!(
-        "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: {namespace}
-  labels:
-    app: web
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-        - name: web
-          image: {IMAGE}
-"
-    )
+    app::deployment_yaml(namespace, replicas, IMAGE)
 }
 
 /// A ConfigMap with exactly `labels`.
 fn config_map_yaml(namespace: &str, name: &str, labels: &[(&str, &str)]) -> String {
-    let mut text = format!(
-        "apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {name}
-  namespace: {namespace}
-  labels:
-"
-    );
-    for (label, value) in labels {
-        text.push_str(&format!("    {label}: \"{value}\"\n"));
-    }
-    text.push_str("data:\n  greeting: hello\n");
-    text
+    app::config_map_yaml(namespace, name, labels, &[("greeting", "hello")])
 }
 
 /// The labels of the app's objects.
@@ -171,402 +121,89 @@ fn declared(namespaces: &[String], setup: &Setup) -> Vec<ObjectKey> {
     keys
 }
 
-/// One test's world: its namespaces, git repository and Driftwarden.
-struct Scenario {
-    env: &'static TestEnv,
-    ns: TestNamespace,
-    other: Option<TestNamespace>,
-    repo: GitRepo,
-    /// Commit ids, oldest first.
-    commits: Vec<String>,
-    config: Config,
-    scratch: TempDir,
-    running: Option<Running>,
-    ledger: Option<Arc<Ledger>>,
+/// The scenario of every test: the app committed and applied by `gitops`,
+/// then Driftwarden started with the rules `rules(namespace)` and its
+/// first records in.
+async fn scenario(
+    bus: Bus,
+    name: &str,
+    setup: Setup,
+    rules: impl FnOnce(&str) -> Vec<Rule>,
+) -> Result<Scenario> {
+    logs::to_test_output();
+    let kinds = ["v1/ConfigMap", "apps/v1/Deployment"];
+    let mut s = Scenario::prepare(bus, name, User::Gitops, &kinds).await?;
+    if setup.second_namespace {
+        s.add_namespace(&format!("{name}-other")).await?;
+    }
+    let namespaces = s.namespaces();
+    declare(&s.repo, &namespaces, &setup)?;
+    s.commit("web: first release (SHOP-1)")?;
+    let mut enforcing = Enforcing::new(s.settings.clone());
+    enforcing.also_watch = namespaces[1..].to_vec();
+    enforcing.rules = rules(s.namespace());
+    enforcing.rails = setup.rails;
+    s.config = enforcing.config()?;
+    s.apply_all_as_gitops()?;
+    s.start().await?;
+    s.wait_first_records(&declared(&namespaces, &setup)).await?;
+    Ok(s)
 }
 
-impl Scenario {
-    /// The app committed and applied by `gitops`, then Driftwarden started
-    /// with the rules `rules(namespace)` and its first records in.
-    async fn new(
-        bus: Bus,
-        name: &str,
-        setup: Setup,
-        rules: impl FnOnce(&str) -> Vec<Rule>,
-    ) -> Result<Scenario> {
-        init_logs();
-        let env = TestEnv::get();
-        let ns = env.fresh_namespace(name).await?;
-        ns.grant(User::Alice, "edit")?;
-        let other = match setup.second_namespace {
-            true => Some(env.fresh_namespace(&format!("{name}-other")).await?),
-            false => None,
-        };
-        let repo = GitRepo::new()?;
-        let mut namespaces = vec![ns.name.clone()];
-        namespaces.extend(other.iter().map(|o| o.name.clone()));
-        declare(&repo, &namespaces, &setup)?;
-        let first = repo.commit("web: first release (SHOP-1)")?;
-        let scratch = tempfile::Builder::new().prefix("e2e-enforce-").tempdir()?;
-        let bus = match bus {
-            Bus::Embedded => BusSettings::Embedded,
-            Bus::Kafka => BusSettings::kafka(&env.kafka_brokers, &topic_prefix()),
-        };
-        let settings = Settings {
-            kubeconfig: env.kubeconfig(User::Gitops).to_path_buf(),
-            data_dir: scratch.path().join("data"),
-            repo_url: repo.url(),
-            paths: vec!["apps".into()],
-            namespace: ns.name.clone(),
-            bus,
-            extra_kinds: ["v1/ConfigMap", "apps/v1/Deployment"]
-                .map(String::from)
-                .to_vec(),
-            trusted_managers: vec!["kube-controller-manager".into(), "trusted-bot".into()],
-        };
-        let mut enforcing = Enforcing::new(settings);
-        enforcing.also_watch = namespaces[1..].to_vec();
-        enforcing.rules = rules(&ns.name);
-        enforcing.rails = setup.rails;
-        let config = enforcing.config()?;
-        let mut scenario = Scenario {
-            env,
-            ns,
-            other,
-            repo,
-            commits: vec![first],
-            config,
-            scratch,
-            running: None,
-            ledger: None,
-        };
-        scenario.apply_as_gitops()?;
-        scenario.start().await?;
-        let declared = declared(&namespaces, &setup);
-        for key in declared {
-            wait_change(
-                scenario.ledger(),
-                &key,
-                0,
-                PATIENCE,
-                "first record",
-                |_, _| true,
-            )
-            .await?;
-        }
-        Ok(scenario)
-    }
-
-    /// Starts Driftwarden on the scenario's data directory.
-    async fn start(&mut self) -> Result<()> {
-        let running = driftwarden::run::start(self.config.clone(), Role::All)
-            .await
-            .context("starting driftwarden")?;
-        self.ledger = Some(running.ledger.clone().context("role all has a ledger")?);
-        self.running = Some(running);
-        Ok(())
-    }
-
-    fn ledger(&self) -> &Ledger {
-        self.ledger.as_deref().expect("driftwarden is running")
-    }
-
-    /// The sequence number of the last record.
-    fn seq(&self) -> u64 {
-        self.ledger().len()
-    }
-
-    fn namespace(&self) -> &str {
-        &self.ns.name
-    }
-
-    fn other_namespace(&self) -> &str {
-        &self.other.as_ref().expect("a second namespace").name
-    }
-
-    fn deployment(&self) -> ObjectKey {
-        key("apps/v1", "Deployment", self.namespace(), "web")
-    }
-
-    fn config_map(&self, name: &str) -> ObjectKey {
-        key("v1", "ConfigMap", self.namespace(), name)
-    }
-
-    /// The newest commit.
-    fn head(&self) -> &str {
-        self.commits.last().expect("the first commit")
-    }
-
-    /// kubectl as `user` in the scenario's namespace.
-    fn kubectl(&self, user: User, args: &[&str]) -> Result<String> {
-        self.kubectl_in(self.namespace(), user, args)
-    }
-
-    /// kubectl as `user` in `namespace`.
-    fn kubectl_in(&self, namespace: &str, user: User, args: &[&str]) -> Result<String> {
-        let mut all = args.to_vec();
-        all.extend(["-n", namespace]);
-        self.env.kubectl_ok(user, &all)
-    }
-
-    /// What the GitOps agent does: server-side apply of every manifest of
-    /// the repository as user `gitops`, field manager `gitops`.
-    fn apply_as_gitops(&self) -> Result<()> {
-        let apps = self.repo.file("apps");
-        let apps = apps.to_str().context("a UTF-8 path")?;
-        self.env.kubectl_ok(
-            User::Gitops,
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager=gitops",
-                "-R",
-                "-f",
-                apps,
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Creates the object `manifest` describes, as `user`.
-    fn create(&self, user: User, manifest: &str) -> Result<()> {
-        let path: PathBuf = self
-            .scratch
-            .path()
-            .join(format!("manifest-{}.yaml", unique_suffix()));
-        std::fs::write(&path, manifest).with_context(|| format!("writing {}", path.display()))?;
-        let path = path.to_str().context("a UTF-8 path")?;
-        self.env.kubectl_ok(user, &["create", "-f", path])?;
-        Ok(())
-    }
-
-    /// Commits the working tree and waits until Driftwarden has synced the
-    /// commit (fetch poked at once rather than waiting for the interval).
-    async fn commit_and_sync(&mut self, message: &str) -> Result<String> {
-        let after = self.seq();
-        let id = self.repo.commit(message)?;
-        self.commits.push(id.clone());
-        if let Some(running) = &self.running {
-            running.fetch_now.notify_one();
-        }
-        let wanted = id.clone();
-        wait_record(
-            self.ledger(),
-            after,
-            PATIENCE,
-            "git sync",
-            |body| matches!(body, RecordBody::GitSync(sync) if sync.commit.id == wanted),
-        )
-        .await?;
-        Ok(id)
-    }
-
-    /// The object `kind/name` in `namespace` as the cluster has it now.
-    fn live_in(&self, namespace: &str, kind: &str, name: &str) -> Result<Option<Value>> {
-        let out = self.kubectl_in(
-            namespace,
-            User::Admin,
-            &["get", kind, name, "-o", "json", "--ignore-not-found"],
-        )?;
-        if out.trim().is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(
-            serde_json::from_str(&out).context("kubectl get -o json")?,
-        ))
-    }
-
-    fn live(&self, kind: &str, name: &str) -> Result<Option<Value>> {
-        self.live_in(self.namespace(), kind, name)
-    }
-
-    /// Waits until the object `kind/name` satisfies `check` (`None`: absent).
-    async fn wait_live(
-        &self,
-        what: &str,
-        kind: &str,
-        name: &str,
-        check: impl Fn(Option<&Value>) -> bool,
-    ) -> Result<Option<Value>> {
-        eventually(PATIENCE, what, || async {
-            let live = self.live(kind, name)?;
-            Ok(check(live.as_ref()).then_some(live))
-        })
-        .await
-    }
-
-    /// Waits until the Deployment `web` has `replicas` replicas.
-    async fn wait_replicas(&self, replicas: i64) -> Result<()> {
-        let what = format!("deployment web at {replicas} replicas");
-        self.wait_live(&what, "deployment", "web", |live| {
-            live.and_then(|d| d.pointer("/spec/replicas")?.as_i64()) == Some(replicas)
+/// A drift Driftwarden acts on, made after everything the test waits out:
+/// a new label on ConfigMap `name`. Returns the sequence number of the
+/// enforcement record answering it; every drift recorded before the
+/// sentinel has been decided by then.
+async fn sentinel(s: &Scenario, name: &str) -> Result<u64> {
+    let after = s.seq();
+    let label = format!("sentinel-{}", driftwarden_e2e::unique_suffix());
+    s.kubectl(
+        User::Mallory,
+        &["label", "configmap", name, &format!("{label}=x")],
+    )?;
+    let key = s.config_map(name);
+    let drift = s
+        .change(&key, after, "sentinel label", |e| {
+            e.object
+                .pointer("/metadata/labels")
+                .is_some_and(|labels| labels.get(&label).is_some())
         })
         .await?;
-        Ok(())
-    }
+    let (record, _) = s.answer(&key, drift.seq).await?;
+    Ok(record.seq)
+}
 
-    /// The first change about `key` after record `after` that `matches`.
-    async fn change(
-        &self,
-        key: &ObjectKey,
-        after: u64,
-        what: &str,
-        matches: impl Fn(&ChangeEvent) -> bool,
-    ) -> Result<Found> {
-        wait_change(self.ledger(), key, after, PATIENCE, what, |event, _| {
-            matches(event)
+/// `user` labels ConfigMap `web-config` `owner=<owner>`; returns the change
+/// recording it (the first one after record `after` with an owner label),
+/// asserted to be drift out of band.
+async fn owner_labelled(s: &Scenario, after: u64, user: User, owner: &str) -> Result<Found> {
+    let key = s.config_map("web-config");
+    s.kubectl(
+        user,
+        &[
+            "label",
+            "configmap",
+            "web-config",
+            &format!("owner={owner}"),
+        ],
+    )?;
+    let drift = s
+        .change(&key, after, "owner label", |e| {
+            label(&e.object, "owner").is_some()
         })
-        .await
-    }
+        .await?;
+    assert_out_of_band_owner(s, &key, &drift);
+    Ok(drift)
+}
 
-    /// The first enforcement record about `key` after `after` that
-    /// `matches`, with its record.
-    async fn enforcement(
-        &self,
-        key: &ObjectKey,
-        after: u64,
-        what: &str,
-        matches: impl Fn(&Enforcement) -> bool,
-    ) -> Result<(LedgerRecord, Enforcement)> {
-        let found = wait_record(
-            self.ledger(),
-            after,
-            PATIENCE,
-            what,
-            |body| matches!(body, RecordBody::Enforcement(e) if &e.key == key && matches(e)),
-        )
-        .await
-        .with_context(|| format!("history of {key}:\n{}", self.history_since(key, after)))?;
-        match &found.body {
-            RecordBody::Enforcement(enforcement) => Ok((found.clone(), enforcement.clone())),
-            other => bail!("not an enforcement: {other:?}"),
-        }
-    }
-
-    /// The enforcement answering drift record `drift_seq`.
-    async fn answer(&self, key: &ObjectKey, drift_seq: u64) -> Result<(LedgerRecord, Enforcement)> {
-        let what = format!("enforcement answering drift #{drift_seq}");
-        self.enforcement(key, drift_seq, &what, |e| e.drift_seq == drift_seq)
-            .await
-    }
-
-    /// Every enforcement record about `key` after `after`.
-    fn enforcements(&self, key: &ObjectKey, after: u64) -> Result<Vec<(u64, Enforcement)>> {
-        Ok(self
-            .ledger()
-            .history(key)?
-            .into_iter()
-            .filter(|record| record.seq > after)
-            .filter_map(|record| match record.body {
-                RecordBody::Enforcement(e) => Some((record.seq, e)),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// A drift Driftwarden acts on, made after everything the test waits
-    /// out: a new label on ConfigMap `name`. Returns the sequence number of
-    /// the enforcement record answering it; every drift recorded before the
-    /// sentinel has been decided by then.
-    async fn sentinel(&self, name: &str) -> Result<u64> {
-        let after = self.seq();
-        let label = format!("sentinel-{}", unique_suffix());
-        self.kubectl(
-            User::Mallory,
-            &["label", "configmap", name, &format!("{label}=x")],
-        )?;
-        let key = self.config_map(name);
-        let drift = self
-            .change(&key, after, "sentinel label", |e| {
-                e.object
-                    .pointer("/metadata/labels")
-                    .is_some_and(|labels| labels.get(&label).is_some())
-            })
-            .await?;
-        let (record, _) = self.answer(&key, drift.seq).await?;
-        Ok(record.seq)
-    }
-
-    /// The records about `key` after `after`, for failure messages.
-    fn history_since(&self, key: &ObjectKey, after: u64) -> String {
-        match self.ledger().history(key) {
-            Ok(history) => describe(
-                &history
-                    .into_iter()
-                    .filter(|r| r.seq > after)
-                    .collect::<Vec<_>>(),
-            ),
-            Err(err) => format!("(history unreadable: {err})"),
-        }
-    }
-
-    /// The ledger record `seq`.
-    fn record(&self, seq: u64) -> Result<LedgerRecord> {
-        self.ledger()
-            .get(seq)?
-            .with_context(|| format!("no record #{seq}"))
-    }
+/// Asserts `found` is drift out of band of the owner label.
+fn assert_out_of_band_owner(s: &Scenario, key: &ObjectKey, found: &Found) {
+    s.assert_verdict(key, 0, found, &out_of_band(&["metadata.labels.owner"]));
 }
 
 /// Name of the `i`th bulk ConfigMap.
 fn bulk_name(i: usize) -> String {
     format!("bulk-{i:02}")
-}
-
-/// Logs of Driftwarden on the test's output when `RUST_LOG` asks for them.
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-fn paths(texts: &[&str]) -> Vec<FieldPath> {
-    texts
-        .iter()
-        .map(|t| t.parse().expect("a valid field path"))
-        .collect()
-}
-
-fn modified(texts: &[&str]) -> Verdict {
-    Verdict::Drift {
-        drift: DriftKind::Modified {
-            paths: paths(texts),
-        },
-    }
-}
-
-fn out_of_band(texts: &[&str]) -> Verdict {
-    Verdict::Drift {
-        drift: DriftKind::OutOfBand {
-            paths: paths(texts),
-        },
-    }
-}
-
-fn replicas(event: &ChangeEvent) -> Option<i64> {
-    event
-        .object
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-}
-
-fn label<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
-    object
-        .pointer("/metadata/labels")
-        .and_then(|labels| labels.get(name))
-        .and_then(Value::as_str)
-}
-
-fn uid(object: &Value) -> Option<&str> {
-    object.pointer("/metadata/uid").and_then(Value::as_str)
-}
-
-fn manager(actor: &Actor) -> Option<&str> {
-    match actor {
-        Actor::Manager { manager, .. } => Some(manager),
-        _ => None,
-    }
 }
 
 /// The version an enforcement reverted to (`None` for a deletion that
@@ -593,19 +230,6 @@ fn reverted_to(scenario: &Scenario, enforcement: &Enforcement) -> Result<String>
     })
 }
 
-/// Asserts the verdict of `found`, showing the object's history on failure.
-fn assert_verdict(scenario: &Scenario, key: &ObjectKey, found: &Found, expected: &Verdict) {
-    assert_eq!(
-        &found.judgement.verdict,
-        expected,
-        "verdict of record #{} (actor {}, diff {:?}); history:\n{}",
-        found.seq,
-        found.judgement.actor,
-        found.judgement.diff,
-        scenario.history_since(key, 0)
-    );
-}
-
 /// Asserts that Driftwarden's own write (version `version`) came back as a
 /// change of `key` judged `expected`.
 async fn assert_own_write(
@@ -620,7 +244,7 @@ async fn assert_own_write(
             e.resource_version == version
         })
         .await?;
-    assert_verdict(s, key, &own, expected);
+    s.assert_verdict(key, 0, &own, expected);
     if own.event.kind != ChangeKind::Deleted {
         assert_eq!(
             manager(&own.judgement.actor),
@@ -632,19 +256,33 @@ async fn assert_own_write(
     Ok(())
 }
 
+/// [`assert_own_write`] of a revert to git's newest commit: authorized by
+/// that commit.
+async fn assert_own_write_at_head(
+    s: &Scenario,
+    key: &ObjectKey,
+    after: u64,
+    version: &str,
+) -> Result<()> {
+    let authorized = Verdict::Authorized {
+        commit: s.head().into(),
+    };
+    assert_own_write(s, key, after, version, &authorized).await
+}
+
 // ---- reverts ----
 
 /// `kubectl scale` departs from git's replicas: Driftwarden applies git's
 /// manifest and the Deployment is back at 2 replicas.
 async fn manual_scale_is_reverted_by_applying_git(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "scale", Setup::default(), |ns| vec![team(ns)]).await?;
+    let s = scenario(bus, "scale", Setup::default(), |ns| vec![team(ns)]).await?;
     let key = s.deployment();
     let after = s.seq();
     s.kubectl(User::Mallory, &["scale", "deployment/web", "--replicas=5"])?;
     let drift = s
         .change(&key, after, "scaled to 5", |e| replicas(e) == Some(5))
         .await?;
-    assert_verdict(&s, &key, &drift, &modified(&["spec.replicas"]));
+    s.assert_verdict(&key, 0, &drift, &modified(&["spec.replicas"]));
 
     let (_, enforcement) = s.answer(&key, drift.seq).await?;
     let version = reverted_to(&s, &enforcement)?;
@@ -664,28 +302,15 @@ async fn manual_scale_is_reverted_by_applying_git(bus: Bus) -> Result<()> {
         }
     );
     s.wait_replicas(2).await?;
-    let authorized = Verdict::Authorized {
-        commit: s.head().into(),
-    };
-    assert_own_write(&s, &key, drift.seq, &version, &authorized).await
+    assert_own_write_at_head(&s, &key, drift.seq, &version).await
 }
 
 /// A label added by hand is reverted with an inverse JSON patch guarded by
 /// the drifted resourceVersion: the label is gone, nothing else changed.
 async fn out_of_band_label_is_patched_away(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "label", Setup::default(), |ns| vec![team(ns)]).await?;
+    let s = scenario(bus, "label", Setup::default(), |ns| vec![team(ns)]).await?;
     let key = s.config_map("web-config");
-    let after = s.seq();
-    s.kubectl(
-        User::Mallory,
-        &["label", "configmap", "web-config", "owner=mallory"],
-    )?;
-    let drift = s
-        .change(&key, after, "owner label", |e| {
-            label(&e.object, "owner").is_some()
-        })
-        .await?;
-    assert_verdict(&s, &key, &drift, &out_of_band(&["metadata.labels.owner"]));
+    let drift = owner_labelled(&s, s.seq(), User::Mallory, "mallory").await?;
 
     let (_, enforcement) = s.answer(&key, drift.seq).await?;
     let version = reverted_to(&s, &enforcement)?;
@@ -709,15 +334,12 @@ async fn out_of_band_label_is_patched_away(bus: Bus) -> Result<()> {
     assert_eq!(label(&live, "app"), Some("web"), "declared label kept");
     assert_eq!(live.pointer("/data/greeting"), Some(&json!("hello")));
     // Putting the object back to its last known-good state is what git asks.
-    let authorized = Verdict::Authorized {
-        commit: s.head().into(),
-    };
-    assert_own_write(&s, &key, drift.seq, &version, &authorized).await
+    assert_own_write_at_head(&s, &key, drift.seq, &version).await
 }
 
 /// A declared ConfigMap deleted by hand is created again from git.
 async fn deleted_config_map_is_created_again(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "delete", Setup::default(), |ns| vec![team(ns)]).await?;
+    let s = scenario(bus, "delete", Setup::default(), |ns| vec![team(ns)]).await?;
     let key = s.config_map("web-config");
     let before = s
         .live("configmap", "web-config")?
@@ -727,9 +349,9 @@ async fn deleted_config_map_is_created_again(bus: Bus) -> Result<()> {
     let drift = s
         .change(&key, after, "deletion", |e| e.kind == ChangeKind::Deleted)
         .await?;
-    assert_verdict(
-        &s,
+    s.assert_verdict(
         &key,
+        0,
         &drift,
         &Verdict::Drift {
             drift: DriftKind::Deleted,
@@ -755,16 +377,13 @@ async fn deleted_config_map_is_created_again(bus: Bus) -> Result<()> {
         .context("web-config exists")?;
     assert_ne!(uid(&live), uid(&before), "a new incarnation");
     assert_eq!(live.pointer("/data/greeting"), Some(&json!("hello")));
-    let authorized = Verdict::Authorized {
-        commit: s.head().into(),
-    };
-    assert_own_write(&s, &key, drift.seq, &version, &authorized).await
+    assert_own_write_at_head(&s, &key, drift.seq, &version).await
 }
 
 /// A ConfigMap nobody declared is deleted where the governing rule prunes,
 /// and left alone where it does not.
 async fn unmanaged_config_map_is_pruned_only_where_prune_is_on(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "prune", Setup::default(), |ns| {
+    let s = scenario(bus, "prune", Setup::default(), |ns| {
         vec![
             team(ns),
             Rule::new("strays", Mode::Enforce)
@@ -782,7 +401,7 @@ async fn unmanaged_config_map_is_pruned_only_where_prune_is_on(bus: Bus) -> Resu
     let kept_change = s
         .change(&kept, after, "stray-kept created", |_| true)
         .await?;
-    assert_verdict(&s, &kept, &kept_change, &Verdict::Unmanaged);
+    s.assert_verdict(&kept, 0, &kept_change, &Verdict::Unmanaged);
 
     s.create(
         User::Mallory,
@@ -791,7 +410,7 @@ async fn unmanaged_config_map_is_pruned_only_where_prune_is_on(bus: Bus) -> Resu
     let created = s
         .change(&pruned, after, "stray-pruned created", |_| true)
         .await?;
-    assert_verdict(&s, &pruned, &created, &Verdict::Unmanaged);
+    s.assert_verdict(&pruned, 0, &created, &Verdict::Unmanaged);
     let (_, enforcement) = s.answer(&pruned, created.seq).await?;
     reverted(&s, &enforcement)?;
     assert_eq!(
@@ -841,7 +460,7 @@ async fn unmanaged_config_map_is_pruned_only_where_prune_is_on(bus: Bus) -> Resu
 /// In dry_run the revert is recorded as `would_revert` and nothing is
 /// written: the Deployment stays scaled.
 async fn dry_run_records_the_revert_and_changes_nothing(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "dry-run", Setup::default(), |ns| {
+    let s = scenario(bus, "dry-run", Setup::default(), |ns| {
         vec![Rule::new("look", Mode::DryRun).in_namespace(ns)]
     })
     .await?;
@@ -851,7 +470,7 @@ async fn dry_run_records_the_revert_and_changes_nothing(bus: Bus) -> Result<()> 
     let drift = s
         .change(&key, after, "scaled to 5", |e| replicas(e) == Some(5))
         .await?;
-    assert_verdict(&s, &key, &drift, &modified(&["spec.replicas"]));
+    s.assert_verdict(&key, 0, &drift, &modified(&["spec.replicas"]));
     let (_, enforcement) = s.answer(&key, drift.seq).await?;
     assert_eq!(
         enforcement,
@@ -867,7 +486,7 @@ async fn dry_run_records_the_revert_and_changes_nothing(bus: Bus) -> Result<()> 
         }
     );
 
-    s.sentinel("web-config").await?;
+    sentinel(&s, "web-config").await?;
     let live = s.live("deployment", "web")?.context("web exists")?;
     assert_eq!(live.pointer("/spec/replicas"), Some(&json!(5)));
     let written: Vec<LedgerRecord> = records(s.ledger())?
@@ -889,7 +508,7 @@ async fn dry_run_records_the_revert_and_changes_nothing(bus: Bus) -> Result<()> 
 /// A hand-made change committed to git within the grace is adopted, not
 /// reverted: the Deployment keeps 4 replicas.
 async fn drift_committed_within_the_grace_is_adopted_not_reverted(bus: Bus) -> Result<()> {
-    let mut s = Scenario::new(bus, "grace-adopt", Setup::default(), |ns| {
+    let mut s = scenario(bus, "grace-adopt", Setup::default(), |ns| {
         vec![team(ns).with_grace(GRACE)]
     })
     .await?;
@@ -899,7 +518,7 @@ async fn drift_committed_within_the_grace_is_adopted_not_reverted(bus: Bus) -> R
     let drift = s
         .change(&key, after, "scaled to 4", |e| replicas(e) == Some(4))
         .await?;
-    assert_verdict(&s, &key, &drift, &modified(&["spec.replicas"]));
+    s.assert_verdict(&key, 0, &drift, &modified(&["spec.replicas"]));
     let drift_at = s.record(drift.seq)?.at;
 
     let ns = s.namespace().to_string();
@@ -931,7 +550,7 @@ async fn drift_committed_within_the_grace_is_adopted_not_reverted(bus: Bus) -> R
         amendment.at - drift_at
     );
 
-    s.sentinel("web-config").await?;
+    sentinel(&s, "web-config").await?;
     assert_eq!(
         s.enforcements(&key, after)?,
         [],
@@ -946,7 +565,7 @@ async fn drift_committed_within_the_grace_is_adopted_not_reverted(bus: Bus) -> R
 /// Without an adopting commit, the drift is reverted once the grace is over,
 /// not before.
 async fn drift_is_reverted_once_the_grace_is_over(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "grace-over", Setup::default(), |ns| {
+    let s = scenario(bus, "grace-over", Setup::default(), |ns| {
         vec![team(ns).with_grace(GRACE)]
     })
     .await?;
@@ -975,7 +594,7 @@ async fn sync_applies_a_new_commit_and_prunes_what_it_removed(bus: Bus) -> Resul
         extra: true,
         ..Setup::default()
     };
-    let mut s = Scenario::new(bus, "sync", setup, |ns| vec![team(ns).syncing().pruning()]).await?;
+    let mut s = scenario(bus, "sync", setup, |ns| vec![team(ns).syncing().pruning()]).await?;
     let ns = s.namespace().to_string();
     let web = s.deployment();
     let extra = s.config_map("web-extra");
@@ -1039,7 +658,7 @@ async fn sync_applies_a_new_commit_and_prunes_what_it_removed(bus: Bus) -> Resul
             e.kind == ChangeKind::Deleted
         })
         .await?;
-    assert_verdict(&s, &extra, &deleted, &authorized);
+    s.assert_verdict(&extra, 0, &deleted, &authorized);
     Ok(())
 }
 
@@ -1056,7 +675,7 @@ async fn revert_war_stops_at_the_flap_limit(bus: Bus) -> Result<()> {
         },
         ..Setup::default()
     };
-    let s = Scenario::new(bus, "flap", setup, |ns| vec![team(ns)]).await?;
+    let s = scenario(bus, "flap", setup, |ns| vec![team(ns)]).await?;
     let key = s.deployment();
     let after = s.seq();
 
@@ -1164,7 +783,7 @@ async fn circuit_breaker_pauses_a_mass_change_until_resumed(bus: Bus) -> Result<
         },
         ..Setup::default()
     };
-    let s = Scenario::new(bus, "breaker", setup, |ns| vec![team(ns)]).await?;
+    let s = scenario(bus, "breaker", setup, |ns| vec![team(ns)]).await?;
     let bulk: Vec<ObjectKey> = (0..BULK).map(|i| s.config_map(&bulk_name(i))).collect();
     let after = s.seq();
     s.kubectl(
@@ -1288,7 +907,7 @@ async fn circuit_breaker_pauses_a_mass_change_until_resumed(bus: Bus) -> Result<
 async fn exempted_scale_is_allowed_then_reverted_when_the_exemption_expires(
     bus: Bus,
 ) -> Result<()> {
-    let s = Scenario::new(bus, "exempt", Setup::default(), |ns| vec![team(ns)]).await?;
+    let s = scenario(bus, "exempt", Setup::default(), |ns| vec![team(ns)]).await?;
     let key = s.deployment();
     let now = chrono::Utc::now();
     let exemption = Exemption {
@@ -1314,9 +933,9 @@ async fn exempted_scale_is_allowed_then_reverted_when_the_exemption_expires(
     let allowed = s
         .change(&key, after, "scaled to 4", |e| replicas(e) == Some(4))
         .await?;
-    assert_verdict(
-        &s,
+    s.assert_verdict(
         &key,
+        0,
         &allowed,
         &Verdict::Allowed {
             rule: "exemption: incident 42: scale by hand".into(),
@@ -1372,7 +991,7 @@ async fn objects_outside_every_enforce_rule_are_never_written(bus: Bus) -> Resul
         second_namespace: true,
         ..Setup::default()
     };
-    let s = Scenario::new(bus, "scope", setup, |ns| vec![team(ns)]).await?;
+    let s = scenario(bus, "scope", setup, |ns| vec![team(ns)]).await?;
     let other = s.other_namespace().to_string();
     let web = key("apps/v1", "Deployment", &other, "web");
     let config = key("v1", "ConfigMap", &other, "web-config");
@@ -1392,20 +1011,20 @@ async fn objects_outside_every_enforce_rule_are_never_written(bus: Bus) -> Resul
             replicas(e) == Some(5)
         })
         .await?;
-    assert_verdict(&s, &web, &scaled, &modified(&["spec.replicas"]));
+    s.assert_verdict(&web, 0, &scaled, &modified(&["spec.replicas"]));
     let labelled = s
         .change(&config, after, "labelled out of scope", |e| {
             label(&e.object, "owner").is_some()
         })
         .await?;
-    assert_verdict(
-        &s,
+    s.assert_verdict(
         &config,
+        0,
         &labelled,
         &out_of_band(&["metadata.labels.owner"]),
     );
 
-    s.sentinel("web-config").await?;
+    sentinel(&s, "web-config").await?;
     let acted: Vec<LedgerRecord> = records(s.ledger())?
         .into_iter()
         .filter(|r| matches!(&r.body, RecordBody::Enforcement(e) if e.key.namespace == other))
@@ -1432,7 +1051,7 @@ async fn objects_outside_every_enforce_rule_are_never_written(bus: Bus) -> Resul
 /// the latest write only, guarded by its resourceVersion, and the object
 /// ends at its last known-good state.
 async fn a_revert_answers_only_the_latest_write(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "latest", Setup::default(), |ns| {
+    let s = scenario(bus, "latest", Setup::default(), |ns| {
         vec![team(ns).with_grace(Duration::from_secs(3))]
     })
     .await?;
@@ -1456,8 +1075,8 @@ async fn a_revert_answers_only_the_latest_write(bus: Bus) -> Result<()> {
             label(&e.object, "owner") == Some("b")
         })
         .await?;
-    assert_verdict(&s, &key, &first, &out_of_band(&["metadata.labels.owner"]));
-    assert_verdict(&s, &key, &second, &out_of_band(&["metadata.labels.owner"]));
+    assert_out_of_band_owner(&s, &key, &first);
+    assert_out_of_band_owner(&s, &key, &second);
 
     let (_, enforcement) = s.enforcement(&key, after, "the revert", |_| true).await?;
     assert_eq!(
@@ -1498,22 +1117,13 @@ async fn a_trusted_write_during_the_grace_neither_is_clobbered_nor_launders_the_
         extra: true,
         ..Setup::default()
     };
-    let s = Scenario::new(bus, "launder", setup, |ns| {
+    let s = scenario(bus, "launder", setup, |ns| {
         vec![team(ns).with_grace(Duration::from_secs(3))]
     })
     .await?;
     let key = s.config_map("web-config");
     let after = s.seq();
-    s.kubectl(
-        User::Mallory,
-        &["label", "configmap", "web-config", "owner=m"],
-    )?;
-    let drift = s
-        .change(&key, after, "owner label", |e| {
-            label(&e.object, "owner").is_some()
-        })
-        .await?;
-    assert_verdict(&s, &key, &drift, &out_of_band(&["metadata.labels.owner"]));
+    let drift = owner_labelled(&s, after, User::Mallory, "m").await?;
     s.kubectl(
         User::Admin,
         &[
@@ -1534,7 +1144,7 @@ async fn a_trusted_write_during_the_grace_neither_is_clobbered_nor_launders_the_
     assert_eq!(manager(&scanned.judgement.actor), Some("trusted-bot"));
 
     // The sentinel's grace ends after the drift's.
-    s.sentinel("web-extra").await?;
+    sentinel(&s, "web-extra").await?;
     let live = s
         .live("configmap", "web-config")?
         .context("web-config exists")?;
@@ -1565,31 +1175,6 @@ async fn a_trusted_write_during_the_grace_neither_is_clobbered_nor_launders_the_
         s.history_since(&key, after)
     );
     Ok(())
-}
-
-/// Runs each scenario on both buses, as `<name>_embedded` and `<name>_kafka`.
-macro_rules! on_both_buses {
-    ($($scenario:ident => $embedded:ident, $kafka:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $embedded() -> Result<()> {
-            $scenario(Bus::Embedded).await
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $kafka() -> Result<()> {
-            $scenario(Bus::Kafka).await
-        }
-    )*};
-}
-
-/// Runs each scenario on the embedded bus only, as `<name>_embedded`.
-macro_rules! on_the_embedded_bus {
-    ($($scenario:ident => $embedded:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $embedded() -> Result<()> {
-            $scenario(Bus::Embedded).await
-        }
-    )*};
 }
 
 on_both_buses! {

@@ -8,33 +8,19 @@
 //! Every scenario runs on both buses: `<scenario>_embedded` and
 //! `<scenario>_kafka` (topics under the test's own prefix, its own group).
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use driftwarden::run::{Role, Running};
-use driftwarden_e2e::git::GitRepo;
-use driftwarden_e2e::scenario::{
-    BusSettings, Found, Settings, describe, key, records, wait_change, wait_record,
+use driftwarden_e2e::app::{
+    config_map_yaml, image, manager, modified, out_of_band, paths, replicas, service_yaml,
+    wired_deployment_yaml,
 };
-use driftwarden_e2e::{
-    TestEnv, TestNamespace, User, eventually, logs, read_topic, topic_prefix, unique_suffix,
-};
-use ledger::Ledger;
-use model::{
-    Actor, ChangeEvent, ChangeKind, DriftKind, FieldPath, Judgement, ObjectKey, RecordBody, Verdict,
-};
+use driftwarden_e2e::scenario::{Bus, BusSettings, PATIENCE, Scenario, key, records, wait_record};
+use driftwarden_e2e::{User, logs, on_both_buses, read_topic, unique_suffix};
+use model::{Actor, ChangeKind, DriftKind, ObjectKey, RecordBody, Verdict};
 use serde_json::Value;
-use tempfile::TempDir;
-
-/// How long one verdict may take to appear.
-const VERDICT: Duration = Duration::from_secs(30);
-
-/// How long the cluster may take to settle (rollouts, revisions).
-const SETTLE: Duration = Duration::from_secs(60);
 
 const DEPLOYMENT_FILE: &str = "apps/web/deployment.yaml";
 const CONFIG_MAP_FILE: &str = "apps/web/configmap.yaml";
@@ -47,397 +33,75 @@ const IMAGE_2: &str = "registry.invalid/shop/web:1.1.0";
 /// The path of the web container's image.
 const IMAGE_PATH: &str = "spec.template.spec.containers[name=web].image";
 
-/// Which bus a scenario runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bus {
-    Embedded,
-    Kafka,
-}
-
+/// The app's Deployment in `namespace`.
 fn deployment_yaml(namespace: &str, replicas: u32, image: &str) -> String {
-    format!(
-        "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: {namespace}
-  labels:
-    app: web
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-        - name: web
-          image: {image}
-          ports:
-            - containerPort: 8080
-          envFrom:
-            - configMapRef:
-                name: web-config
-"
-    )
+    wired_deployment_yaml(namespace, replicas, image)
 }
 
-fn config_map_yaml(namespace: &str, greeting: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: web-config
-  namespace: {namespace}
-  labels:
-    app: web
-data:
-  greeting: {greeting}
-  LOG_LEVEL: info
-"
-    )
-}
-
-fn service_yaml(namespace: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: {namespace}
-  labels:
-    app: web
-spec:
-  selector:
-    app: web
-  ports:
-    - name: http
-      port: 80
-      targetPort: 8080
-"
-    )
-}
-
-/// One test's world: its namespace, its git repository, its Driftwarden.
-struct Scenario {
-    env: &'static TestEnv,
-    ns: TestNamespace,
-    repo: GitRepo,
-    /// Commit ids, oldest first.
-    commits: Vec<String>,
-    settings: Settings,
-    _data: TempDir,
-    running: Option<Running>,
-    ledger: Option<Arc<Ledger>>,
-}
-
-impl Scenario {
-    /// The app committed and applied by `gitops` (and rolled out), then
-    /// Driftwarden started and its first records in.
-    async fn new(bus: Bus, name: &str) -> Result<Scenario> {
-        logs::capture();
-        let env = TestEnv::get();
-        let ns = env.fresh_namespace(name).await?;
-        ns.grant(User::Alice, "edit")?;
-        let repo = GitRepo::new()?;
-        repo.write(DEPLOYMENT_FILE, &deployment_yaml(&ns.name, 2, IMAGE_1))?;
-        repo.write(CONFIG_MAP_FILE, &config_map_yaml(&ns.name, "hello"))?;
-        repo.write(SERVICE_FILE, &service_yaml(&ns.name))?;
-        let first = repo.commit("web: first release (SHOP-1)")?;
-        let data = tempfile::Builder::new().prefix("e2e-data-").tempdir()?;
-        let bus = match bus {
-            Bus::Embedded => BusSettings::Embedded,
-            Bus::Kafka => BusSettings::kafka(&env.kafka_brokers, &topic_prefix()),
-        };
-        let settings = Settings {
-            kubeconfig: env.kubeconfig(User::Admin).to_path_buf(),
-            data_dir: data.path().to_path_buf(),
-            repo_url: repo.url(),
-            paths: vec!["apps".into()],
-            namespace: ns.name.clone(),
-            bus,
-            extra_kinds: [
-                "v1/ConfigMap",
-                "v1/Secret",
-                "v1/Service",
-                "apps/v1/Deployment",
-            ]
-            .map(String::from)
-            .to_vec(),
-            trusted_managers: vec!["kube-controller-manager".into(), "trusted-bot".into()],
-        };
-        let mut scenario = Scenario {
-            env,
-            ns,
-            repo,
-            commits: vec![first],
-            settings,
-            _data: data,
-            running: None,
-            ledger: None,
-        };
-        scenario.apply_as_gitops(&APP_FILES)?;
-        scenario.wait_for_revision("1").await?;
-        scenario.start().await?;
-        for key in [
-            scenario.deployment(),
-            scenario.config_map(),
-            scenario.service(),
-        ] {
-            wait_change(
-                scenario.ledger(),
-                &key,
-                0,
-                VERDICT,
-                "first record",
-                |_, _| true,
-            )
-            .await?;
-        }
-        Ok(scenario)
-    }
-
-    /// Starts Driftwarden on the scenario's data directory.
-    async fn start(&mut self) -> Result<()> {
-        let running = driftwarden::run::start(self.settings.config()?, Role::All)
-            .await
-            .context("starting driftwarden")?;
-        self.ledger = Some(running.ledger.clone().context("role all has a ledger")?);
-        self.running = Some(running);
-        Ok(())
-    }
-
-    /// Stops Driftwarden and lets go of its ledger.
-    async fn stop(&mut self) {
-        self.ledger = None;
-        if let Some(running) = self.running.take() {
-            running.stop().await;
-        }
-    }
-
-    fn ledger(&self) -> &Ledger {
-        self.ledger.as_deref().expect("driftwarden is running")
-    }
-
-    /// The sequence number of the last record.
-    fn seq(&self) -> u64 {
-        self.ledger().len()
-    }
-
-    fn namespace(&self) -> &str {
-        &self.ns.name
-    }
-
-    fn deployment(&self) -> ObjectKey {
-        key("apps/v1", "Deployment", self.namespace(), "web")
-    }
-
-    fn config_map(&self) -> ObjectKey {
-        key("v1", "ConfigMap", self.namespace(), "web-config")
-    }
-
-    fn service(&self) -> ObjectKey {
-        key("v1", "Service", self.namespace(), "web")
-    }
-
-    /// kubectl as `user` in the scenario's namespace.
-    fn kubectl(&self, user: User, args: &[&str]) -> Result<String> {
-        let mut all = args.to_vec();
-        all.extend(["-n", self.namespace()]);
-        self.env.kubectl_ok(user, &all)
-    }
-
-    /// What the GitOps agent does: server-side apply of files of the
-    /// repository as user `gitops`, field manager `gitops`.
-    fn apply_as_gitops(&self, files: &[&str]) -> Result<()> {
-        let paths: Vec<PathBuf> = files.iter().map(|f| self.repo.file(f)).collect();
-        let mut args = vec!["apply", "--server-side", "--field-manager=gitops"];
-        for path in &paths {
-            args.push("-f");
-            args.push(path.to_str().context("a UTF-8 path")?);
-        }
-        self.env.kubectl_ok(User::Gitops, &args)?;
-        Ok(())
-    }
-
-    /// Commits the working tree and waits until Driftwarden has synced the
-    /// commit (fetch poked at once rather than waiting for the interval).
-    async fn commit_and_sync(&mut self, message: &str) -> Result<String> {
-        let after = self.seq();
-        let id = self.repo.commit(message)?;
-        self.commits.push(id.clone());
-        if let Some(running) = &self.running {
-            running.fetch_now.notify_one();
-        }
-        let wanted = id.clone();
-        wait_record(
-            self.ledger(),
-            after,
-            VERDICT,
-            "git sync",
-            |body| matches!(body, RecordBody::GitSync(sync) if sync.commit.id == wanted),
-        )
-        .await?;
-        Ok(id)
-    }
-
-    /// Waits until the Deployment carries rollout revision `revision` and
-    /// a ReplicaSet of that revision exists.
-    async fn wait_for_revision(&self, revision: &str) -> Result<()> {
-        let what = format!("rollout revision {revision} of deployment web");
-        eventually(SETTLE, &what, || async {
-            let annotation =
-                "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}";
-            let deployment =
-                self.kubectl(User::Admin, &["get", "deployment", "web", "-o", annotation])?;
-            let sets = self.kubectl(
-                User::Admin,
-                &[
-                    "get",
-                    "replicasets",
-                    "-l",
-                    "app=web",
-                    "-o",
-                    annotation
-                        .replace(".metadata", ".items[*].metadata")
-                        .as_str(),
-                ],
-            )?;
-            let ready =
-                deployment.trim() == revision && sets.split_whitespace().any(|r| r == revision);
-            Ok(ready.then_some(()))
-        })
-        .await
-    }
-
-    /// The first change about `key` after record `after` whose event
-    /// `matches`, with its verdict (the ledger polled every 10 ms).
-    async fn verdict_of(
-        &self,
-        key: &ObjectKey,
-        after: u64,
-        what: &str,
-        matches: impl Fn(&ChangeEvent) -> bool,
-    ) -> Result<Found> {
-        wait_change(self.ledger(), key, after, VERDICT, what, |event, _| {
-            matches(event)
-        })
-        .await
-    }
-
-    /// The records about `key` after `after`, for failure messages.
-    fn history_since(&self, key: &ObjectKey, after: u64) -> String {
-        match self.ledger().history(key) {
-            Ok(history) => describe(
-                &history
-                    .into_iter()
-                    .filter(|r| r.seq > after)
-                    .collect::<Vec<_>>(),
-            ),
-            Err(err) => format!("(history unreadable: {err})"),
-        }
-    }
-
-    /// Every record of the ledger as JSON text.
-    fn ledger_json(&self) -> Result<String> {
-        Ok(serde_json::to_string(&records(self.ledger())?)?)
-    }
-
-    /// Every message Driftwarden put on its Kafka topics; empty for the
-    /// embedded bus.
-    async fn kafka_payloads(&self) -> Result<String> {
-        let BusSettings::Kafka {
-            brokers,
-            topic_prefix,
-            ..
-        } = self.settings.bus.clone()
-        else {
-            return Ok(String::new());
-        };
-        let mut text = String::new();
-        for topic in [bus::CHANGES_TOPIC, bus::AUDIT_TOPIC] {
-            let topic = format!("{topic_prefix}{topic}");
-            let brokers = brokers.clone();
-            let messages = tokio::task::spawn_blocking(move || {
-                read_topic(&brokers, &topic, Duration::from_secs(30))
-            })
-            .await??;
-            for message in messages {
-                text.push_str(&String::from_utf8_lossy(&message.key));
-                text.push('\n');
-                text.push_str(&String::from_utf8_lossy(&message.payload));
-                text.push('\n');
-            }
-        }
-        Ok(text)
-    }
-}
-
-fn path(text: &str) -> FieldPath {
-    text.parse().expect("a valid field path")
-}
-
-fn paths(texts: &[&str]) -> Vec<FieldPath> {
-    texts.iter().map(|t| path(t)).collect()
-}
-
-fn modified(texts: &[&str]) -> Verdict {
-    Verdict::Drift {
-        drift: DriftKind::Modified {
-            paths: paths(texts),
-        },
-    }
-}
-
-fn out_of_band(texts: &[&str]) -> Verdict {
-    Verdict::Drift {
-        drift: DriftKind::OutOfBand {
-            paths: paths(texts),
-        },
-    }
-}
-
-fn replicas(event: &ChangeEvent) -> Option<i64> {
-    event
-        .object
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-}
-
-fn image(event: &ChangeEvent) -> Option<&str> {
-    event
-        .object
-        .pointer("/spec/template/spec/containers/0/image")
-        .and_then(Value::as_str)
-}
-
-fn manager(judgement: &Judgement) -> Option<&str> {
-    match &judgement.actor {
-        Actor::Manager { manager, .. } => Some(manager),
-        _ => None,
-    }
-}
-
-/// Asserts the verdict of `found`, showing the object's history on failure.
-fn assert_verdict(
-    scenario: &Scenario,
-    key: &ObjectKey,
-    after: u64,
-    found: &Found,
-    expected: &Verdict,
-) {
-    assert_eq!(
-        &found.judgement.verdict,
-        expected,
-        "verdict of record #{} (actor {}, diff {:?}); history:\n{}",
-        found.seq,
-        found.judgement.actor,
-        found.judgement.diff,
-        scenario.history_since(key, after)
+/// The scenario of every test: the app committed and applied by `gitops`
+/// (and rolled out), then Driftwarden started, auditing everything, with
+/// its first records in; what this process logs is captured.
+async fn scenario(bus: Bus, name: &str) -> Result<Scenario> {
+    logs::capture();
+    let kinds = [
+        "v1/ConfigMap",
+        "v1/Secret",
+        "v1/Service",
+        "apps/v1/Deployment",
+    ];
+    let mut s = Scenario::prepare(bus, name, User::Admin, &kinds).await?;
+    let ns = s.namespace().to_string();
+    s.repo
+        .write(DEPLOYMENT_FILE, &deployment_yaml(&ns, 2, IMAGE_1))?;
+    let config = config_map_yaml(
+        &ns,
+        "web-config",
+        &[("app", "web")],
+        &[("greeting", "hello"), ("LOG_LEVEL", "info")],
     );
+    s.repo.write(CONFIG_MAP_FILE, &config)?;
+    s.repo.write(SERVICE_FILE, &service_yaml(&ns))?;
+    s.commit("web: first release (SHOP-1)")?;
+    s.apply_as_gitops(&APP_FILES)?;
+    s.wait_for_revision("1").await?;
+    s.start().await?;
+    let keys = [s.deployment(), s.config_map("web-config"), s.service()];
+    s.wait_first_records(&keys).await?;
+    Ok(s)
+}
+
+/// Every record of the ledger as JSON text.
+fn ledger_json(s: &Scenario) -> Result<String> {
+    Ok(serde_json::to_string(&records(s.ledger())?)?)
+}
+
+/// Every message Driftwarden put on its Kafka topics; empty for the
+/// embedded bus.
+async fn kafka_payloads(s: &Scenario) -> Result<String> {
+    let BusSettings::Kafka {
+        brokers,
+        topic_prefix,
+        ..
+    } = s.settings.bus.clone()
+    else {
+        return Ok(String::new());
+    };
+    let mut text = String::new();
+    for topic in [bus::CHANGES_TOPIC, bus::AUDIT_TOPIC] {
+        let topic = format!("{topic_prefix}{topic}");
+        let brokers = brokers.clone();
+        let messages = tokio::task::spawn_blocking(move || {
+            read_topic(&brokers, &topic, Duration::from_secs(30))
+        })
+        .await??;
+        for message in messages {
+            text.push_str(&String::from_utf8_lossy(&message.key));
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&message.payload));
+            text.push('\n');
+        }
+    }
+    Ok(text)
 }
 
 // ---- scenarios ----
@@ -445,26 +109,26 @@ fn assert_verdict(
 /// Driftwarden started on a cluster where git's state is applied finds
 /// every object in sync.
 async fn joining_finds_the_applied_app_in_sync(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "join").await?;
-    for key in [s.deployment(), s.config_map(), s.service()] {
-        let found = s.verdict_of(&key, 0, "first record", |_| true).await?;
+    let s = scenario(bus, "join").await?;
+    for key in [s.deployment(), s.config_map("web-config"), s.service()] {
+        let found = s.change(&key, 0, "first record", |_| true).await?;
         assert_eq!(found.event.kind, ChangeKind::Resync, "{key}");
-        assert_verdict(&s, &key, 0, &found, &Verdict::InSync);
+        s.assert_verdict(&key, 0, &found, &Verdict::InSync);
     }
     Ok(())
 }
 
 /// `kubectl scale` is drift of `spec.replicas`, attributed to kubectl.
 async fn kubectl_scale_is_drift_of_replicas(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "scale").await?;
+    let s = scenario(bus, "scale").await?;
     let after = s.seq();
     s.kubectl(User::Alice, &["scale", "deployment/web", "--replicas=5"])?;
     let key = s.deployment();
     let found = s
-        .verdict_of(&key, after, "scaled to 5", |e| replicas(e) == Some(5))
+        .change(&key, after, "scaled to 5", |e| replicas(e) == Some(5))
         .await?;
-    assert_verdict(&s, &key, after, &found, &modified(&["spec.replicas"]));
-    let manager = manager(&found.judgement).unwrap_or_default();
+    s.assert_verdict(&key, after, &found, &modified(&["spec.replicas"]));
+    let manager = manager(&found.judgement.actor).unwrap_or_default();
     assert!(
         manager.starts_with("kubectl"),
         "actor {}",
@@ -475,7 +139,7 @@ async fn kubectl_scale_is_drift_of_replicas(bus: Bus) -> Result<()> {
 
 /// `kubectl set image` is drift of the container's image, by merge key.
 async fn kubectl_set_image_is_drift_of_the_image(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "set-image").await?;
+    let s = scenario(bus, "set-image").await?;
     let after = s.seq();
     let hotfix = "registry.invalid/shop/web:1.0.1-hotfix";
     s.kubectl(
@@ -484,15 +148,15 @@ async fn kubectl_set_image_is_drift_of_the_image(bus: Bus) -> Result<()> {
     )?;
     let key = s.deployment();
     let found = s
-        .verdict_of(&key, after, "hotfix image", |e| image(e) == Some(hotfix))
+        .change(&key, after, "hotfix image", |e| image(e) == Some(hotfix))
         .await?;
-    assert_verdict(&s, &key, after, &found, &modified(&[IMAGE_PATH]));
+    s.assert_verdict(&key, after, &found, &modified(&[IMAGE_PATH]));
     Ok(())
 }
 
 /// A patched ConfigMap value is drift of that key.
 async fn config_map_patch_is_drift_of_the_value(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "cm-patch").await?;
+    let s = scenario(bus, "cm-patch").await?;
     let after = s.seq();
     s.kubectl(
         User::Alice,
@@ -505,27 +169,26 @@ async fn config_map_patch_is_drift_of_the_value(bus: Bus) -> Result<()> {
             r#"{"data":{"greeting":"bonjour"}}"#,
         ],
     )?;
-    let key = s.config_map();
+    let key = s.config_map("web-config");
     let found = s
-        .verdict_of(&key, after, "greeting patched", |e| {
+        .change(&key, after, "greeting patched", |e| {
             e.object.pointer("/data/greeting") == Some(&Value::from("bonjour"))
         })
         .await?;
-    assert_verdict(&s, &key, after, &found, &modified(&["data.greeting"]));
+    s.assert_verdict(&key, after, &found, &modified(&["data.greeting"]));
     Ok(())
 }
 
 /// Deleting a declared ConfigMap is drift(deleted).
 async fn deleting_a_declared_object_is_drift_deleted(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "delete").await?;
+    let s = scenario(bus, "delete").await?;
     let after = s.seq();
     s.kubectl(User::Mallory, &["delete", "configmap", "web-config"])?;
-    let key = s.config_map();
+    let key = s.config_map("web-config");
     let found = s
-        .verdict_of(&key, after, "deletion", |e| e.kind == ChangeKind::Deleted)
+        .change(&key, after, "deletion", |e| e.kind == ChangeKind::Deleted)
         .await?;
-    assert_verdict(
-        &s,
+    s.assert_verdict(
         &key,
         after,
         &found,
@@ -539,7 +202,7 @@ async fn deleting_a_declared_object_is_drift_deleted(bus: Bus) -> Result<()> {
 /// After git moved the image to 1.1.0 and gitops rolled it out,
 /// `kubectl rollout undo` goes back to the first commit's state.
 async fn rollout_undo_is_drift_rollback_to_the_older_commit(bus: Bus) -> Result<()> {
-    let mut s = Scenario::new(bus, "undo").await?;
+    let mut s = scenario(bus, "undo").await?;
     let ns = s.namespace().to_string();
     s.repo
         .write(DEPLOYMENT_FILE, &deployment_yaml(&ns, 2, IMAGE_2))?;
@@ -548,12 +211,11 @@ async fn rollout_undo_is_drift_rollback_to_the_older_commit(bus: Bus) -> Result<
     s.apply_as_gitops(&[DEPLOYMENT_FILE])?;
     let key = s.deployment();
     let applied = s
-        .verdict_of(&key, after, "image 1.1.0 applied", |e| {
+        .change(&key, after, "image 1.1.0 applied", |e| {
             image(e) == Some(IMAGE_2)
         })
         .await?;
-    assert_verdict(
-        &s,
+    s.assert_verdict(
         &key,
         after,
         &applied,
@@ -566,12 +228,11 @@ async fn rollout_undo_is_drift_rollback_to_the_older_commit(bus: Bus) -> Result<
     let after = s.seq();
     s.kubectl(User::Alice, &["rollout", "undo", "deployment/web"])?;
     let found = s
-        .verdict_of(&key, after, "image back to 1.0.0", |e| {
+        .change(&key, after, "image back to 1.0.0", |e| {
             image(e) == Some(IMAGE_1)
         })
         .await?;
-    assert_verdict(
-        &s,
+    s.assert_verdict(
         &key,
         after,
         &found,
@@ -587,23 +248,23 @@ async fn rollout_undo_is_drift_rollback_to_the_older_commit(bus: Bus) -> Result<
 
 /// A ConfigMap git does not declare is unmanaged.
 async fn object_created_outside_git_is_unmanaged(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "unmanaged").await?;
+    let s = scenario(bus, "unmanaged").await?;
     let after = s.seq();
     s.kubectl(
         User::Mallory,
         &["create", "configmap", "stray", "--from-literal=colour=blue"],
     )?;
     let key = key("v1", "ConfigMap", s.namespace(), "stray");
-    let found = s.verdict_of(&key, after, "stray created", |_| true).await?;
+    let found = s.change(&key, after, "stray created", |_| true).await?;
     assert_eq!(found.event.kind, ChangeKind::Added);
-    assert_verdict(&s, &key, after, &found, &Verdict::Unmanaged);
+    s.assert_verdict(&key, after, &found, &Verdict::Unmanaged);
     Ok(())
 }
 
 /// A trusted field manager adding an annotation git does not declare is
 /// in sync.
 async fn trusted_manager_annotation_is_in_sync(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "trusted").await?;
+    let s = scenario(bus, "trusted").await?;
     let after = s.seq();
     // An automation account writing with its own field manager.
     s.kubectl(
@@ -617,15 +278,15 @@ async fn trusted_manager_annotation_is_in_sync(bus: Bus) -> Result<()> {
     )?;
     let key = s.deployment();
     let found = s
-        .verdict_of(&key, after, "scanned annotation", |e| {
+        .change(&key, after, "scanned annotation", |e| {
             e.object
                 .pointer("/metadata/annotations/example.com~1scanned")
                 .is_some()
         })
         .await?;
-    assert_verdict(&s, &key, after, &found, &Verdict::InSync);
+    s.assert_verdict(&key, after, &found, &Verdict::InSync);
     assert_eq!(
-        manager(&found.judgement),
+        manager(&found.judgement.actor),
         Some("trusted-bot"),
         "actor {}",
         found.judgement.actor
@@ -635,20 +296,19 @@ async fn trusted_manager_annotation_is_in_sync(bus: Bus) -> Result<()> {
 
 /// A label added by an untrusted user is drift out of band, naming the label.
 async fn untrusted_label_is_drift_out_of_band(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "label").await?;
+    let s = scenario(bus, "label").await?;
     let after = s.seq();
     s.kubectl(
         User::Mallory,
         &["label", "configmap", "web-config", "owner=mallory"],
     )?;
-    let key = s.config_map();
+    let key = s.config_map("web-config");
     let found = s
-        .verdict_of(&key, after, "owner label", |e| {
+        .change(&key, after, "owner label", |e| {
             e.object.pointer("/metadata/labels/owner").is_some()
         })
         .await?;
-    assert_verdict(
-        &s,
+    s.assert_verdict(
         &key,
         after,
         &found,
@@ -660,16 +320,14 @@ async fn untrusted_label_is_drift_out_of_band(bus: Bus) -> Result<()> {
 /// A new commit (3 replicas, a new ConfigMap) applied by gitops is
 /// authorized by that commit, for the change and for the creation.
 async fn gitops_apply_of_a_new_commit_is_authorized(bus: Bus) -> Result<()> {
-    let mut s = Scenario::new(bus, "authorized").await?;
+    let mut s = scenario(bus, "authorized").await?;
     let ns = s.namespace().to_string();
     s.repo
         .write(DEPLOYMENT_FILE, &deployment_yaml(&ns, 3, IMAGE_1))?;
     let flags = "apps/web/flags.yaml";
     s.repo.write(
         flags,
-        &format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-flags\n  namespace: {ns}\ndata:\n  checkout-v2: \"on\"\n"
-        ),
+        &config_map_yaml(&ns, "web-flags", &[], &[("checkout-v2", "on")]),
     )?;
     let second = s
         .commit_and_sync("web: 3 replicas, checkout v2 flag (SHOP-3)")
@@ -680,34 +338,30 @@ async fn gitops_apply_of_a_new_commit_is_authorized(bus: Bus) -> Result<()> {
 
     let key = s.deployment();
     let found = s
-        .verdict_of(&key, after, "3 replicas", |e| replicas(e) == Some(3))
+        .change(&key, after, "3 replicas", |e| replicas(e) == Some(3))
         .await?;
-    assert_verdict(&s, &key, after, &found, &authorized);
+    s.assert_verdict(&key, after, &found, &authorized);
 
-    let flags_key = key_of_config_map(&s, "web-flags");
+    let flags_key = s.config_map("web-flags");
     let created = s
-        .verdict_of(&flags_key, after, "flags created", |_| true)
+        .change(&flags_key, after, "flags created", |_| true)
         .await?;
     assert_eq!(created.event.kind, ChangeKind::Added);
-    assert_verdict(&s, &flags_key, after, &created, &authorized);
+    s.assert_verdict(&flags_key, after, &created, &authorized);
     Ok(())
-}
-
-fn key_of_config_map(s: &Scenario, name: &str) -> ObjectKey {
-    key("v1", "ConfigMap", s.namespace(), name)
 }
 
 /// A hotfix made by hand, then committed exactly as it is, is adopted by
 /// that commit.
 async fn drift_committed_afterwards_is_adopted(bus: Bus) -> Result<()> {
-    let mut s = Scenario::new(bus, "adopt").await?;
+    let mut s = scenario(bus, "adopt").await?;
     let after = s.seq();
     s.kubectl(User::Alice, &["scale", "deployment/web", "--replicas=4"])?;
     let key = s.deployment();
     let drift = s
-        .verdict_of(&key, after, "scaled to 4", |e| replicas(e) == Some(4))
+        .change(&key, after, "scaled to 4", |e| replicas(e) == Some(4))
         .await?;
-    assert_verdict(&s, &key, after, &drift, &modified(&["spec.replicas"]));
+    s.assert_verdict(&key, after, &drift, &modified(&["spec.replicas"]));
 
     let ns = s.namespace().to_string();
     s.repo
@@ -721,7 +375,7 @@ async fn drift_committed_afterwards_is_adopted(bus: Bus) -> Result<()> {
     // The adoption may come as a change record or as an amendment of the
     // drift record; either must carry exactly this verdict.
     let wanted = key.clone();
-    let record = wait_record(s.ledger(), after, VERDICT, "adoption", |body| match body {
+    let record = wait_record(s.ledger(), after, PATIENCE, "adoption", |body| match body {
         RecordBody::Change { event, judgement } => {
             event.key == wanted && matches!(judgement.verdict, Verdict::Adopted { .. })
         }
@@ -747,19 +401,19 @@ async fn drift_committed_afterwards_is_adopted(bus: Bus) -> Result<()> {
 /// A change made while Driftwarden was stopped is found when it starts
 /// again: drift, by an unknown actor, while unobserved.
 async fn change_while_stopped_is_found_after_restart(bus: Bus) -> Result<()> {
-    let mut s = Scenario::new(bus, "restart").await?;
+    let mut s = scenario(bus, "restart").await?;
     let after = s.seq();
     s.stop().await;
     s.kubectl(User::Alice, &["scale", "deployment/web", "--replicas=6"])?;
     s.start().await?;
     let key = s.deployment();
     let found = s
-        .verdict_of(&key, after, "scaled to 6 while stopped", |e| {
+        .change(&key, after, "scaled to 6 while stopped", |e| {
             replicas(e) == Some(6)
         })
         .await?;
     assert_eq!(found.event.kind, ChangeKind::Resync);
-    assert_verdict(&s, &key, after, &found, &modified(&["spec.replicas"]));
+    s.assert_verdict(&key, after, &found, &modified(&["spec.replicas"]));
     match &found.judgement.actor {
         Actor::Unknown { reason } => assert!(reason.contains("unobserved"), "{reason}"),
         other => panic!("actor of a change nobody watched: {other}"),
@@ -772,11 +426,11 @@ async fn change_while_stopped_is_found_after_restart(bus: Bus) -> Result<()> {
 /// does hold the Secret `secret` (so the search looked where the Secret went).
 async fn assert_nowhere(s: &Scenario, secret: &ObjectKey, needles: &[String]) -> Result<()> {
     let mut places = vec![
-        ("the ledger", s.ledger_json()?),
+        ("the ledger", ledger_json(s)?),
         ("the logs", logs::captured()?),
     ];
     if matches!(s.settings.bus, BusSettings::Kafka { .. }) {
-        places.push(("the kafka topics", s.kafka_payloads().await?));
+        places.push(("the kafka topics", kafka_payloads(s).await?));
     }
     for (place, text) in places {
         assert!(
@@ -793,10 +447,28 @@ async fn assert_nowhere(s: &Scenario, secret: &ObjectKey, needles: &[String]) ->
     Ok(())
 }
 
+/// `values` and their base64 encodings.
+fn with_base64(values: &[&str]) -> Vec<String> {
+    let plain = values.iter().map(|v| v.to_string());
+    plain
+        .chain(values.iter().map(|v| BASE64.encode(v)))
+        .collect()
+}
+
+/// Mallory sets `field` of Secret `name` to `value` (through `stringData`).
+fn patch_secret_by_hand(s: &Scenario, name: &str, field: &str, value: &str) -> Result<()> {
+    let patch = serde_json::json!({"stringData": {field: value}}).to_string();
+    s.kubectl(
+        User::Mallory,
+        &["patch", "secret", name, "--type=merge", "-p", &patch],
+    )?;
+    Ok(())
+}
+
 /// Secret values created and changed by hand never reach the bus, the
 /// ledger or the logs: only digests do.
 async fn secret_values_never_leave_the_watcher(bus: Bus) -> Result<()> {
-    let s = Scenario::new(bus, "canary").await?;
+    let s = scenario(bus, "canary").await?;
     let canary = format!("canary-{}", unique_suffix());
     let changed = format!("{canary}-rotated");
     let after = s.seq();
@@ -811,17 +483,11 @@ async fn secret_values_never_leave_the_watcher(bus: Bus) -> Result<()> {
         ],
     )?;
     let key = key("v1", "Secret", s.namespace(), "creds");
-    let created = s
-        .verdict_of(&key, after, "secret created", |_| true)
-        .await?;
-    assert_verdict(&s, &key, after, &created, &Verdict::Unmanaged);
-    let patch = serde_json::json!({"stringData": {"password": changed}}).to_string();
-    s.kubectl(
-        User::Mallory,
-        &["patch", "secret", "creds", "--type=merge", "-p", &patch],
-    )?;
+    let created = s.change(&key, after, "secret created", |_| true).await?;
+    s.assert_verdict(&key, after, &created, &Verdict::Unmanaged);
+    patch_secret_by_hand(&s, "creds", "password", &changed)?;
     let patched = s
-        .verdict_of(&key, created.seq, "password added", |e| {
+        .change(&key, created.seq, "password added", |e| {
             e.object.pointer("/data/password").is_some()
         })
         .await?;
@@ -835,13 +501,7 @@ async fn secret_values_never_leave_the_watcher(bus: Bus) -> Result<()> {
             "a secret value is not a digest: {value}"
         );
     }
-    let needles = [
-        canary.clone(),
-        changed.clone(),
-        BASE64.encode(&canary),
-        BASE64.encode(&changed),
-    ];
-    assert_nowhere(&s, &key, &needles).await
+    assert_nowhere(&s, &key, &with_base64(&[&canary, &changed])).await
 }
 
 /// A Secret declared in git: its values do not leak through the desired
@@ -854,7 +514,7 @@ async fn secret_values_never_leave_the_watcher(bus: Bus) -> Result<()> {
 /// diff carries git's base64 value and stringData plaintext into the
 /// ledger.
 async fn secret_declared_in_git_never_leaks_its_values(bus: Bus) -> Result<()> {
-    let mut s = Scenario::new(bus, "git-secret").await?;
+    let mut s = scenario(bus, "git-secret").await?;
     let ns = s.namespace().to_string();
     let canary = format!("canary-{}", unique_suffix());
     let password = format!("{canary}-password");
@@ -870,18 +530,9 @@ async fn secret_declared_in_git_never_leaks_its_values(bus: Bus) -> Result<()> {
     let after = s.seq();
     s.apply_as_gitops(&[secret_file])?;
     let key = key("v1", "Secret", &ns, "web-secret");
-    let applied = s
-        .verdict_of(&key, after, "secret applied", |_| true)
-        .await?;
-    let needles = [
-        canary.clone(),
-        password.clone(),
-        BASE64.encode(&canary),
-        BASE64.encode(&password),
-    ];
-    assert_nowhere(&s, &key, &needles).await?;
-    assert_verdict(
-        &s,
+    let applied = s.change(&key, after, "secret applied", |_| true).await?;
+    assert_nowhere(&s, &key, &with_base64(&[&canary, &password])).await?;
+    s.assert_verdict(
         &key,
         after,
         &applied,
@@ -889,31 +540,16 @@ async fn secret_declared_in_git_never_leaks_its_values(bus: Bus) -> Result<()> {
     );
 
     let rotated = format!("{canary}-rotated");
-    let patch = serde_json::json!({"stringData": {"api-key": rotated}}).to_string();
     let after = s.seq();
-    s.kubectl(
-        User::Mallory,
-        &[
-            "patch",
-            "secret",
-            "web-secret",
-            "--type=merge",
-            "-p",
-            &patch,
-        ],
-    )?;
+    patch_secret_by_hand(&s, "web-secret", "api-key", &rotated)?;
     let drift = s
-        .verdict_of(&key, after, "api key rotated by hand", |e| {
+        .change(&key, after, "api key rotated by hand", |e| {
             e.object.pointer("/data/api-key") != applied.event.object.pointer("/data/api-key")
         })
         .await?;
-    assert_verdict(&s, &key, after, &drift, &modified(&["data.api-key"]));
-    let needles = [
-        canary,
-        password.clone(),
-        BASE64.encode(&password),
-        BASE64.encode(&rotated),
-    ];
+    s.assert_verdict(&key, after, &drift, &modified(&["data.api-key"]));
+    let mut needles = with_base64(&[&password]);
+    needles.extend([canary, BASE64.encode(&rotated)]);
     assert_nowhere(&s, &key, &needles).await
 }
 
@@ -921,7 +557,7 @@ async fn secret_declared_in_git_never_leaks_its_values(bus: Bus) -> Result<()> {
 /// error naming the file and line, and the good change still moves the
 /// desired state.
 async fn malformed_yaml_is_a_git_error_and_good_files_still_count(bus: Bus) -> Result<()> {
-    let mut s = Scenario::new(bus, "bad-yaml").await?;
+    let mut s = scenario(bus, "bad-yaml").await?;
     let ns = s.namespace().to_string();
     let broken = "apps/web/worker.yaml";
     // Line 5 opens a flow sequence that never closes.
@@ -936,7 +572,7 @@ async fn malformed_yaml_is_a_git_error_and_good_files_still_count(bus: Bus) -> R
     let error = wait_record(
         s.ledger(),
         after,
-        VERDICT,
+        PATIENCE,
         "git error",
         |body| matches!(body, RecordBody::GitError(e) if e.file == broken),
     )
@@ -955,33 +591,12 @@ async fn malformed_yaml_is_a_git_error_and_good_files_still_count(bus: Bus) -> R
     s.apply_as_gitops(&[DEPLOYMENT_FILE])?;
     let key = s.deployment();
     let found = s
-        .verdict_of(&key, after, "3 replicas applied", |e| {
+        .change(&key, after, "3 replicas applied", |e| {
             replicas(e) == Some(3)
         })
         .await?;
-    assert_verdict(
-        &s,
-        &key,
-        after,
-        &found,
-        &Verdict::Authorized { commit: second },
-    );
+    s.assert_verdict(&key, after, &found, &Verdict::Authorized { commit: second });
     Ok(())
-}
-
-/// Runs each scenario on both buses, as `<name>_embedded` and `<name>_kafka`.
-macro_rules! on_both_buses {
-    ($($scenario:ident => $embedded:ident, $kafka:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $embedded() -> Result<()> {
-            $scenario(Bus::Embedded).await
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $kafka() -> Result<()> {
-            $scenario(Bus::Kafka).await
-        }
-    )*};
 }
 
 on_both_buses! {
