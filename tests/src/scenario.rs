@@ -486,6 +486,12 @@ impl Scenario {
         self.ledger.as_deref().expect("driftwarden is running")
     }
 
+    /// The running Driftwarden's ledger, shared (for what reads it beside
+    /// Driftwarden, like `replay`).
+    pub fn shared_ledger(&self) -> std::sync::Arc<Ledger> {
+        self.ledger.clone().expect("driftwarden is running")
+    }
+
     /// The sequence number of the last record.
     pub fn seq(&self) -> u64 {
         self.ledger().len()

@@ -13,13 +13,14 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use driftwarden::replay::{PolicyFile, Report};
 use driftwarden_e2e::app::{
     config_map_yaml, image, manager, modified, out_of_band, paths, replicas, service_yaml,
     wired_deployment_yaml,
 };
 use driftwarden_e2e::scenario::{Bus, BusSettings, PATIENCE, Scenario, key, records, wait_record};
-use driftwarden_e2e::{User, logs, on_both_buses, read_topic, unique_suffix};
-use model::{Actor, ChangeKind, DriftKind, ObjectKey, RecordBody, Verdict};
+use driftwarden_e2e::{User, logs, on_both_buses, on_the_embedded_bus, read_topic, unique_suffix};
+use model::{Actor, ChangeKind, DriftKind, Mode, ObjectKey, RecordBody, Verdict};
 use serde_json::Value;
 
 const DEPLOYMENT_FILE: &str = "apps/web/deployment.yaml";
@@ -597,6 +598,54 @@ async fn malformed_yaml_is_a_git_error_and_good_files_still_count(bus: Bus) -> R
         .await?;
     s.assert_verdict(&key, after, &found, &Verdict::Authorized { commit: second });
     Ok(())
+}
+
+/// `replay` judges the recorded history again under another policy: under
+/// enforce it lists the manual scale with the apply it would have made;
+/// under audit it would have reverted nothing.
+async fn replay_lists_what_an_enforce_policy_would_have_reverted(bus: Bus) -> Result<()> {
+    let s = scenario(bus, "replay").await?;
+    let after = s.seq();
+    s.kubectl(User::Alice, &["scale", "deployment/web", "--replicas=5"])?;
+    let key = s.deployment();
+    let scaled = s
+        .change(&key, after, "scaled to 5", |e| replicas(e) == Some(5))
+        .await?;
+    let strict = replay_under(&s, "policies: [{name: strict, mode: enforce}]\n").await?;
+    let reverts: Vec<_> = strict
+        .would_revert
+        .iter()
+        .filter(|r| r.key == key)
+        .collect();
+    assert_eq!(reverts.len(), 1, "{strict:#?}");
+    assert_eq!(
+        (reverts[0].seq, reverts[0].mode),
+        (scaled.seq, Mode::Enforce)
+    );
+    assert!(
+        reverts[0].action.starts_with("apply desired state of"),
+        "{}",
+        reverts[0].action
+    );
+    assert_eq!(strict.changed_verdicts, 0, "{strict:#?}");
+
+    let audit = replay_under(&s, "policies: [{name: watch, mode: audit}]\n").await?;
+    assert!(audit.would_revert.is_empty(), "{audit:#?}");
+    assert!(audit.changes >= 1);
+    Ok(())
+}
+
+/// The last hour of `s`'s ledger judged again under `policy` (YAML).
+async fn replay_under(s: &Scenario, policy: &str) -> Result<Report> {
+    let policy: PolicyFile = serde_norway::from_str(policy)?;
+    let (desired, _, _) = driftwarden::desired::open_sources(&s.config).await?;
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    driftwarden::replay::replay(&s.config, policy, s.shared_ledger(), desired, since)
+}
+
+on_the_embedded_bus! {
+    replay_lists_what_an_enforce_policy_would_have_reverted
+        => replay_lists_what_an_enforce_policy_would_have_reverted_embedded;
 }
 
 on_both_buses! {
