@@ -540,7 +540,10 @@ fn driftwarden_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("DW_DRIFTWARDEN_BIN").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    let target = workspace_root().join("target");
+    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    };
     ["release", "debug"]
         .iter()
         .map(|profile| target.join(profile).join("driftwarden"))

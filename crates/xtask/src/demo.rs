@@ -9,9 +9,9 @@
 //! ```
 //!
 //! A git repository holds a small shop app for namespace `team-a`; the GitOps
-//! agent (user `gitops`) applies it; `driftwarden run` watches; alice and
-//! mallory change things by hand; a new commit is synced; then the ledger is
-//! read back. Everything the demo makes lives in `target/demo/` and in
+//! agent (user `gitops`) applies it; `driftwarden run` watches in enforce
+//! mode; alice and mallory change things by hand and Driftwarden puts each
+//! change back; a new commit is synced; then the ledger is read back. Everything the demo makes lives in `target/demo/` and in
 //! `team-a` ([`DEMO_OBJECTS`]), and is removed at the start of the next run.
 
 use std::collections::BTreeMap;
@@ -175,7 +175,7 @@ spec:
 /// Runs the demo; stops the environment afterwards if it started it.
 pub fn run() -> Result<ExitCode> {
     let started = Instant::now();
-    println!("Driftwarden demo: a GitOps-managed app, changed by hand, audited.\n");
+    println!("Driftwarden demo: a GitOps-managed app, changed by hand, caught and put back.\n");
     let mut demo = Demo::new();
     demo.header(
         "The test environment",
@@ -216,7 +216,7 @@ impl Demo {
         let root = workspace_root();
         Demo {
             dir: root.join("target").join("demo"),
-            driftwarden: root.join("target").join("debug").join("driftwarden"),
+            driftwarden: paths::cargo_target_dir().join("debug").join("driftwarden"),
             vars: BTreeMap::new(),
             step: 0,
         }
@@ -271,8 +271,7 @@ impl Demo {
             "`cargo build -p driftwarden`: one binary with the watcher, the \
              correlator, the embedded bus and the ledger.",
         );
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
+        let status = procs::cargo()
             .current_dir(workspace_root())
             .args(["build", "-p", "driftwarden"])
             .status()
@@ -444,9 +443,11 @@ impl Demo {
             "People change things by hand",
             "What happens on a busy day: alice scales up and hot-fixes an image; \
              mallory labels a ConfigMap, creates one git knows nothing about and \
-             deletes a declared one. Each change is judged within moments; the \
-             actor comes from managedFields here (the audit webhook names the \
-             user when Driftwarden receives it).",
+             deletes a declared one. Each change is judged within moments and, \
+             as team-a is in enforce mode with prune on, put back: git's manifest \
+             applied, the label patched away, the unmanaged ConfigMap deleted, the \
+             deleted one created again. The actor comes from managedFields here \
+             (the audit webhook names the user when Driftwarden receives it).",
         );
         let changes: [(&str, &[&str], &str); 5] = [
             (
@@ -866,7 +867,8 @@ policies:
   - name: team-a
     match:
       namespaces: [{NAMESPACE}]
-    mode: audit
+    mode: enforce
+    prune: true
 "#,
         kubeconfig = kubeconfig.display(),
         data_dir = data_dir.display(),

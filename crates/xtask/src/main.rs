@@ -57,8 +57,8 @@ enum Command {
     /// Run every benchmark (components and end to end on the environment)
     /// and write target/bench/summary.json.
     Bench {
-        /// Build the 1 M-record ledger with 100 000 records only (its numbers
-        /// are scaled to 1 M) and use fewer changes end to end.
+        /// A shorter run: a 100 000-record ledger instead of 1 M (verify time
+        /// scaled to 1 M) and fewer changes, writes and objects end to end.
         #[arg(long)]
         quick: bool,
     },

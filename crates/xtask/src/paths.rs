@@ -133,3 +133,13 @@ pub fn show(path: &Path) -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| path.display().to_string())
 }
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
+/// when not absolute) or `<workspace>/target`.
+pub fn cargo_target_dir() -> PathBuf {
+    let root = workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}

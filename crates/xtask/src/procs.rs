@@ -173,3 +173,27 @@ pub fn http_ok(addr: &str, path: &str, expect: &str) -> bool {
         Err(_) => false,
     }
 }
+
+/// `cargo` (the one that runs xtask) without the variables `cargo run` set
+/// for xtask itself. Build scripts that watch them (ring's reads
+/// `CARGO_MANIFEST_DIR` and `CARGO_PKG_*`) would otherwise see them change
+/// between a plain `cargo build` and one started from xtask, and rebuild.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let for_xtask = ["CARGO_PKG_", "CARGO_MANIFEST_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref());
+        if for_xtask {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd
+}
