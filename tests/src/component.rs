@@ -198,6 +198,13 @@ mod tests {
             sleeper.id().to_string(),
         )
         .expect("pid file");
+        // Between fork and exec the child has no command line yet.
+        let cmdline = format!("/proc/{}/cmdline", sleeper.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sleep")) {
+            assert!(Instant::now() < deadline, "sleep never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
 
         let mut component = Component::find(dir.path(), "sleeper").expect("found");
         assert_eq!(component.argv, ["sleep", "300"].map(OsString::from));
