@@ -645,7 +645,9 @@ async fn sync_applies_a_new_commit_and_prunes_what_it_removed(bus: Bus) -> Resul
     assert_own_write(&s, &web, after, &version, &authorized).await?;
 
     let (_, pruned) = s
-        .enforcement(&extra, after, "prune of web-extra", |e| e.drift_seq == 0)
+        .enforcement(&extra, after, "prune of web-extra", |e| {
+            e.drift_seq == 0 && matches!(e.action, RevertAction::Delete { .. })
+        })
         .await?;
     reverted(&s, &pruned)?;
     assert_eq!(pruned.action, RevertAction::Delete { uid: extra_uid });
