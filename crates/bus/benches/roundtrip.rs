@@ -7,7 +7,6 @@
 //! 200 round trips and a burst of 20 000 messages per bus; otherwise (as under
 //! `cargo test --benches`) a few, to check that it runs.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
@@ -16,7 +15,7 @@ use model::{ChangeEvent, ChangeKind, ObjectKey};
 use serde_json::json;
 use tokio::task::JoinSet;
 
-const NOT_RUNNING: &str = "test environment is not running: run `cargo xtask env up`";
+use driftwarden_e2e::NOT_RUNNING;
 const WARMUP: usize = 20;
 /// Publishes in flight at once during the burst.
 const IN_FLIGHT: usize = 256;
@@ -156,19 +155,8 @@ fn report(bus: &str, latencies: &mut [Duration]) {
     println!("bus_roundtrip_p99_ms_{bus}={:.3}", at(0.99));
 }
 
-/// The broker address: `DW_KAFKA_BROKERS`, or the environment's `env.sh`.
+/// The broker of the test environment; fails with the command to run when
+/// the environment is missing.
 fn brokers() -> String {
-    if let Ok(brokers) = std::env::var("DW_KAFKA_BROKERS")
-        && !brokers.trim().is_empty()
-    {
-        return brokers;
-    }
-    let env_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testenv/env.sh");
-    std::fs::read_to_string(env_sh)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("export DW_KAFKA_BROKERS="))
-        .map(|value| value.trim_matches(['"', '\'']).to_owned())
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| panic!("{NOT_RUNNING}"))
+    driftwarden_e2e::TestEnv::get().kafka_brokers.clone()
 }

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{assert_nothing_more, change, collect, id};
@@ -16,25 +15,14 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-const NOT_RUNNING: &str = "test environment is not running: run `cargo xtask env up`";
+use driftwarden_e2e::NOT_RUNNING;
 const PARTITIONS: i32 = 3;
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The broker address: `DW_KAFKA_BROKERS`, or the environment's `env.sh`.
+/// The broker of the test environment; fails with the command to run when
+/// the environment is missing.
 fn brokers() -> String {
-    if let Ok(brokers) = std::env::var("DW_KAFKA_BROKERS")
-        && !brokers.trim().is_empty()
-    {
-        return brokers;
-    }
-    let env_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testenv/env.sh");
-    std::fs::read_to_string(env_sh)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("export DW_KAFKA_BROKERS="))
-        .map(|value| value.trim_matches(['"', '\'']).to_owned())
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| panic!("{NOT_RUNNING}"))
+    driftwarden_e2e::TestEnv::get().kafka_brokers.clone()
 }
 
 /// An error with its causes, for a failure message.
