@@ -167,6 +167,8 @@ impl Bench {
             bus,
             extra_kinds: vec!["v1/ConfigMap".into()],
             trusted_managers: vec!["kube-controller-manager".into()],
+            trusted_users: Vec::new(),
+            audit_webhook: None,
         }
     }
 

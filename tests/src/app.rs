@@ -142,7 +142,7 @@ pub fn uid(object: &Value) -> Option<&str> {
 /// The field manager of `actor`, when it is one.
 pub fn manager(actor: &Actor) -> Option<&str> {
     match actor {
-        Actor::Manager { manager, .. } => Some(manager),
+        Actor::ManagedFields { manager, .. } => Some(manager),
         _ => None,
     }
 }

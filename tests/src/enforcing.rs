@@ -225,6 +225,8 @@ mod tests {
             bus: BusSettings::Embedded,
             extra_kinds: vec!["v1/ConfigMap".into()],
             trusted_managers: vec!["trusted-bot".into()],
+            trusted_users: Vec::new(),
+            audit_webhook: None,
         }
     }
 
@@ -253,7 +255,8 @@ mod tests {
         let config = enforcing.config().expect("the config loads");
 
         assert_eq!(config.watch.namespaces, ["enforce-1", "enforce-2"]);
-        assert_eq!(config.trust.managers, ["trusted-bot"]);
+        assert_eq!(config.trust.managers[0].name, "trusted-bot");
+        assert!(config.trust.accept_unverified_managers);
         let team = &config.policies[0];
         assert_eq!((team.name.as_str(), team.mode), ("team", Mode::Enforce));
         assert_eq!(team.matches.namespaces, ["enforce-1"]);

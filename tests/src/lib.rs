@@ -8,6 +8,7 @@
 //!                                            ├─► kafka_brokers() + topic_prefix()
 //!                                            └─► component("kafka") ──► kill() / start()
 //!   audit relay ──► events.jsonl ──────────────► AuditLog::wait_for(…)
+//!        └──► register_audit_receiver(url, …) ──► the same batches, POSTed to the test's receiver
 //!   git::GitRepo (file://) ──► scenario::Settings ──► Driftwarden ──► scenario::wait_change(…)
 //!   scenario::Settings ──► enforcing::Enforcing (rules, rails) ──► Driftwarden that reverts
 //!   scenario::Scenario (namespace, repo, app::* manifests) ──► start ──► change / enforcement
@@ -124,11 +125,16 @@ pub struct TestEnv {
     pub kube_server: String,
     /// Kafka bootstrap servers.
     pub kafka_brokers: String,
-    /// Where kube-apiserver sends audit batches.
+    /// The audit relay's address (HTTPS), where kube-apiserver sends audit
+    /// batches.
     pub audit_webhook_addr: String,
-    /// The relay's JSON-lines file (absent with an external webhook).
+    /// The relay's JSON-lines file.
     pub audit_log: Option<PathBuf>,
     kubeconfigs: BTreeMap<User, PathBuf>,
+    audit_receivers: PathBuf,
+    ca_cert: PathBuf,
+    webhook_cert: PathBuf,
+    webhook_key: PathBuf,
 }
 
 impl TestEnv {
@@ -186,6 +192,10 @@ impl TestEnv {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             kubeconfigs,
+            audit_receivers: PathBuf::from(need("DW_AUDIT_RECEIVERS")?),
+            ca_cert: PathBuf::from(need("DW_CA_CERT")?),
+            webhook_cert: PathBuf::from(need("DW_WEBHOOK_CERT")?),
+            webhook_key: PathBuf::from(need("DW_WEBHOOK_KEY")?),
         })
     }
 
@@ -282,8 +292,99 @@ impl TestEnv {
         let path = self
             .audit_log
             .clone()
-            .context("the environment runs with an external audit webhook: no DW_AUDIT_LOG")?;
+            .with_context(|| format!("{NOT_RUNNING} (DW_AUDIT_LOG is not set)"))?;
         AuditLog::from_end(path)
+    }
+
+    /// The environment's CA certificate (PEM): it signed kube-apiserver's,
+    /// the audit relay's and [`webhook_cert`](Self::webhook_cert).
+    pub fn ca_cert(&self) -> &Path {
+        &self.ca_cert
+    }
+
+    /// A serving certificate (PEM) for an audit webhook on 127.0.0.1 or
+    /// localhost, signed by [`ca_cert`](Self::ca_cert), which the audit
+    /// relay trusts by default.
+    pub fn webhook_cert(&self) -> &Path {
+        &self.webhook_cert
+    }
+
+    /// The key (PEM) of [`webhook_cert`](Self::webhook_cert).
+    pub fn webhook_key(&self) -> &Path {
+        &self.webhook_key
+    }
+
+    /// Registers an audit webhook receiver: from the next batch on, the audit
+    /// relay POSTs every batch kube-apiserver sends (the same `EventList`
+    /// body) to `url` (`https://…` or `http://…`), with
+    /// `Authorization: Bearer <token>` when `token` is given, checking an
+    /// `https://` receiver's certificate against `ca_file` (default: the
+    /// environment's CA). The registration ends when the guard drops.
+    pub fn register_audit_receiver(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<AuditReceiver> {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            bail!("audit receiver url `{url}` must start with https:// or http://");
+        }
+        if let Some(ca_file) = ca_file
+            && !ca_file.is_file()
+        {
+            bail!(
+                "audit receiver ca_file {} is not a file: pass the PEM CA that signed the receiver's certificate, or None for the environment's CA",
+                ca_file.display()
+            );
+        }
+        let mut registration = serde_json::Map::new();
+        registration.insert("url".into(), url.into());
+        if let Some(token) = token {
+            registration.insert("token".into(), token.into());
+        }
+        if let Some(ca_file) = ca_file {
+            registration.insert("ca_file".into(), ca_file.display().to_string().into());
+        }
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("test");
+        let test = test.rsplit("::").next().unwrap_or(test);
+        let path =
+            self.audit_receivers
+                .join(format!("{}-{}.json", dns_label(test, 60), unique_suffix()));
+        // Written aside and renamed, so the relay never reads half a file.
+        let partial = path.with_extension("json.partial");
+        std::fs::create_dir_all(&self.audit_receivers).with_context(|| {
+            format!(
+                "{NOT_RUNNING} (creating {})",
+                self.audit_receivers.display()
+            )
+        })?;
+        std::fs::write(&partial, Value::Object(registration).to_string())
+            .with_context(|| format!("writing {}", partial.display()))?;
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+        Ok(AuditReceiver { path })
+    }
+}
+
+/// A registered audit webhook receiver (see
+/// [`TestEnv::register_audit_receiver`]); dropping it removes the
+/// registration, and the relay stops sending with its next batch.
+#[derive(Debug)]
+pub struct AuditReceiver {
+    path: PathBuf,
+}
+
+impl AuditReceiver {
+    /// The registration file in the relay's receivers folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AuditReceiver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

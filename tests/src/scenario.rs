@@ -81,8 +81,53 @@ pub struct Settings {
     pub bus: BusSettings,
     /// Kinds watched beyond what git declares, e.g. `v1/ConfigMap`.
     pub extra_kinds: Vec<String>,
-    /// Trusted field managers.
+    /// Trusted field managers: names only without an audit webhook (then
+    /// unverified managers are accepted), bound to the controller manager's
+    /// identities with one.
     pub trusted_managers: Vec<String>,
+    /// Trusted users.
+    pub trusted_users: Vec<String>,
+    /// Driftwarden's own audit webhook, fed by the environment's relay.
+    pub audit_webhook: Option<AuditWebhookSettings>,
+}
+
+/// Driftwarden's audit webhook in a test: TLS with the environment's
+/// webhook certificate, a bearer token of the test's own.
+#[derive(Debug, Clone)]
+pub struct AuditWebhookSettings {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// The file holding the token the relay sends.
+    pub token_file: PathBuf,
+    /// The token.
+    pub token: String,
+    /// Server certificate and key.
+    pub cert_file: PathBuf,
+    /// Server key.
+    pub key_file: PathBuf,
+}
+
+impl AuditWebhookSettings {
+    /// A webhook on a free loopback port, its token written under `dir`.
+    pub fn new(env: &TestEnv, dir: &Path) -> Result<AuditWebhookSettings> {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let token = format!("e2e-{}-{}", unique_suffix(), unique_suffix());
+        std::fs::create_dir_all(dir)?;
+        let token_file = dir.join("audit-webhook.token");
+        std::fs::write(&token_file, format!("{token}\n"))?;
+        Ok(AuditWebhookSettings {
+            listen,
+            token_file,
+            token,
+            cert_file: env.webhook_cert().to_path_buf(),
+            key_file: env.webhook_key().to_path_buf(),
+        })
+    }
+
+    /// The URL the relay posts to.
+    pub fn url(&self) -> String {
+        format!("https://{}/audit", self.listen)
+    }
 }
 
 impl Settings {
@@ -107,6 +152,8 @@ impl Settings {
             bus,
             extra_kinds: Vec::new(),
             trusted_managers: vec!["kube-controller-manager".into()],
+            trusted_users: Vec::new(),
+            audit_webhook: None,
         }
     }
 
@@ -130,6 +177,32 @@ impl Settings {
                 q(group_id)
             ),
         };
+        let managers: Vec<String> = self
+            .trusted_managers
+            .iter()
+            .map(|name| match &self.audit_webhook {
+                None => format!("{{name: {}}}", q(name)),
+                Some(_) => format!(
+                    "{{name: {}, users: [\"system:kube-controller-manager\"], service_accounts: [\"kube-system:*\"]}}",
+                    q(name)
+                ),
+            })
+            .collect();
+        let audit = match &self.audit_webhook {
+            None => String::new(),
+            Some(webhook) => format!(
+                "audit_webhook:
+  listen: {listen}
+  tls: {{cert_file: {cert}, key_file: {key}}}
+  auth: {{type: bearer_token, token_file: {token}}}
+  join_wait: 2s
+",
+                listen = q(&webhook.listen.to_string()),
+                cert = q(&webhook.cert_file.to_string_lossy()),
+                key = q(&webhook.key_file.to_string_lossy()),
+                token = q(&webhook.token_file.to_string_lossy()),
+            ),
+        };
         format!(
             "version: 1
 cluster:
@@ -148,8 +221,10 @@ watch:
   extra_kinds: {extra_kinds}
   namespaces: [{namespace}]
 trust:
-  managers: {managers}
-policies:
+  users: {users}
+  managers: [{managers}]
+  accept_unverified_managers: {unverified}
+{audit}policies:
   - name: default
     mode: audit
 ",
@@ -160,7 +235,10 @@ policies:
             paths = list(&self.paths),
             namespace = q(&self.namespace),
             extra_kinds = list(&self.extra_kinds),
-            managers = list(&self.trusted_managers),
+            users = list(&self.trusted_users),
+            managers = managers.join(", "),
+            unverified = self.audit_webhook.is_none(),
+            audit = audit,
         )
     }
 
@@ -376,6 +454,7 @@ pub struct Scenario {
     scratch: TempDir,
     running: Option<Running>,
     ledger: Option<Arc<Ledger>>,
+    receiver: Option<crate::AuditReceiver>,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -429,6 +508,7 @@ impl Scenario {
             scratch,
             running: None,
             ledger: None,
+            receiver: None,
         })
     }
 
@@ -455,13 +535,48 @@ impl Scenario {
         Ok(id)
     }
 
-    /// Starts Driftwarden on the scenario's data directory.
-    pub async fn start(&mut self) -> Result<()> {
+    /// Starts Driftwarden without registering its audit webhook with the
+    /// relay: audit events reach it only when the test posts them.
+    pub async fn start_without_relay(&mut self) -> Result<()> {
         let running = driftwarden::run::start(self.config.clone(), Role::All)
             .await
             .context("starting driftwarden")?;
         self.ledger = Some(running.ledger.clone().context("role all has a ledger")?);
         self.running = Some(running);
+        Ok(())
+    }
+
+    /// The counters of the running Driftwarden's audit webhook.
+    pub fn audit_webhook_counters(&self) -> Option<watch::WebhookCounters> {
+        let webhook = self.running.as_ref()?.audit_webhook.as_ref()?;
+        Some(webhook.counters().clone())
+    }
+
+    /// Serves Driftwarden's own audit webhook (registered with the
+    /// environment's relay at start) and trusts the controller manager's
+    /// manager names only with its identity behind them.
+    pub fn with_audit_webhook(&mut self) -> Result<()> {
+        self.settings.audit_webhook = Some(AuditWebhookSettings::new(
+            self.env,
+            &self.scratch.path().join("secrets"),
+        )?);
+        self.config = self.settings.config()?;
+        Ok(())
+    }
+
+    /// Starts Driftwarden on the scenario's data directory; with an audit
+    /// webhook, has the relay post to it.
+    pub async fn start(&mut self) -> Result<()> {
+        self.start_without_relay().await?;
+        if let Some(webhook) = &self.settings.audit_webhook
+            && self.receiver.is_none()
+        {
+            self.receiver = Some(self.env.register_audit_receiver(
+                &webhook.url(),
+                Some(&webhook.token),
+                Some(self.env.ca_cert()),
+            )?);
+        }
         Ok(())
     }
 
@@ -781,6 +896,8 @@ mod tests {
             bus,
             extra_kinds: vec!["v1/ConfigMap".into(), "apps/v1/Deployment".into()],
             trusted_managers: vec!["kube-controller-manager".into()],
+            trusted_users: Vec::new(),
+            audit_webhook: None,
         }
     }
 

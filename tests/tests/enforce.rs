@@ -666,10 +666,10 @@ async fn sync_applies_a_new_commit_and_prunes_what_it_removed(bus: Bus) -> Resul
 
 // ---- safety rails ----
 
-/// Someone re-scaling over and over: after `flap_limit` (3) reverts the
-/// object is held ("revert war", naming the other writer) and never
-/// reverted again.
-async fn revert_war_stops_at_the_flap_limit(bus: Bus) -> Result<()> {
+/// A person who keeps scaling the Deployment back never keeps the change:
+/// after `flap_limit` reverts the war is recorded once, naming the writer,
+/// and reverts go on with a capped backoff until the last scale is put back.
+async fn a_person_in_a_revert_war_is_reverted_in_the_end(bus: Bus) -> Result<()> {
     let setup = Setup {
         rails: Rails {
             flap_limit: 3,
@@ -701,74 +701,94 @@ async fn revert_war_stops_at_the_flap_limit(bus: Bus) -> Result<()> {
             Ok(scaled)
         })
     };
-    let held = s
-        .enforcement(&key, after, "a held revert", |e| {
-            matches!(e.outcome, Outcome::Held { .. })
-        })
-        .await;
+    let war = wait_record(s.ledger(), after, PATIENCE, "the revert war", |body| {
+        matches!(body, RecordBody::Control(Control::RevertWar { .. }))
+    })
+    .await;
     // A few more rounds after the war was declared, then quiet.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let scaled = writer
         .join()
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
-    let (first_held, _) = held?;
-    let last = *scaled.last().context("scaled at least once")?;
-    let last_drift = s
-        .change(&key, first_held.seq, "the last scale", |e| {
-            replicas(e) == Some(last)
+    let war = war?;
+    let RecordBody::Control(Control::RevertWar {
+        key: fought,
+        writer,
+        reverts,
+        ..
+    }) = &war.body
+    else {
+        unreachable!()
+    };
+    assert_eq!(fought, &key);
+    assert_eq!(*reverts, 3);
+    assert!(writer.contains("kubectl"), "the writer is named: {writer}");
+    assert!(scaled.len() > 3, "mallory kept scaling: {scaled:?}");
+    // The last scale is put back too, however often mallory tried.
+    s.wait_replicas(2).await?;
+    let history = s.history_since(&key, after);
+    let wars = records(s.ledger())?
+        .into_iter()
+        .filter(|r| matches!(r.body, RecordBody::Control(Control::RevertWar { .. })))
+        .count();
+    assert_eq!(wars, 1, "the war is recorded once:\n{history}");
+    let held = s
+        .enforcements(&key, after)?
+        .into_iter()
+        .filter(|(_, e)| matches!(e.outcome, Outcome::Held { .. }))
+        .count();
+    assert_eq!(
+        held, 0,
+        "a person's change is never left in place:\n{history}"
+    );
+    Ok(())
+}
+
+/// The enforce rule matches the label git declares; one patch changes the
+/// image and removes that label. The scope comes from git, not from the
+/// labels the patch left: the change is reverted, label included.
+async fn removing_the_label_an_enforce_rule_matches_does_not_escape(bus: Bus) -> Result<()> {
+    let s = scenario(bus, "unlabel", Setup::default(), |ns| {
+        vec![
+            Rule::new("everything", Mode::Audit),
+            Rule::new(TEAM, Mode::Enforce)
+                .in_namespace(ns)
+                .labelled(APP.0, APP.1),
+        ]
+    })
+    .await?;
+    let key = s.deployment();
+    let after = s.seq();
+    s.kubectl(
+        User::Mallory,
+        &[
+            "patch",
+            "deployment/web",
+            "--type=strategic",
+            "-p",
+            r#"{"metadata":{"labels":{"app":null}},"spec":{"template":{"spec":{"containers":[{"name":"web","image":"registry.invalid/evil:6.6.6"}]}}}}"#,
+        ],
+    )?;
+    let drift = s
+        .change(&key, after, "the unlabelled image change", |e| {
+            label(&e.object, "app").is_none()
         })
         .await?;
-    s.answer(&key, last_drift.seq).await?;
-
-    let history = s.history_since(&key, after);
-    let enforcements = s.enforcements(&key, after)?;
-    let reverts: Vec<u64> = enforcements
-        .iter()
-        .filter(|(_, e)| matches!(e.outcome, Outcome::Reverted { .. }))
-        .map(|(seq, _)| *seq)
-        .collect();
-    assert_eq!(reverts.len(), 3, "exactly flap_limit reverts:\n{history}");
-    assert!(
-        reverts.iter().all(|seq| *seq < first_held.seq),
-        "a revert after the war was declared:\n{history}"
-    );
-    for (seq, enforcement) in enforcements
-        .iter()
-        .filter(|(seq, _)| *seq >= first_held.seq)
-    {
-        let Outcome::Held { reason } = &enforcement.outcome else {
-            panic!(
-                "#{seq} after the war is {:?}:\n{history}",
-                enforcement.outcome
-            );
-        };
-        let RecordBody::Change { judgement, .. } = s.record(enforcement.drift_seq)?.body else {
-            bail!(
-                "#{seq} answers #{} which is no change",
-                enforcement.drift_seq
-            );
-        };
-        assert_eq!(
-            reason,
-            &format!(
-                "revert war: 3 reverts in 5m; other writer: {}",
-                judgement.actor
-            )
-        );
-        let writer = manager(&judgement.actor).unwrap_or_default();
-        assert!(
-            writer.starts_with("kubectl"),
-            "other writer {}",
-            judgement.actor
-        );
-    }
-    let live = s.live("deployment", "web")?.context("web exists")?;
-    assert_eq!(
-        live.pointer("/spec/replicas"),
-        Some(&json!(last)),
-        "the last scale stands"
-    );
+    assert!(drift.judgement.verdict.is_drift(), "{:?}", drift.judgement);
+    let (_, enforcement) = s
+        .enforcement(&key, drift.seq, "the revert", |e| {
+            matches!(e.outcome, Outcome::Reverted { .. })
+        })
+        .await?;
+    assert_eq!(enforcement.policy, TEAM);
+    s.wait_live("label and image back", "deployment", "web", |live| {
+        live.is_some_and(|d| {
+            label(d, "app") == Some("web")
+                && d.pointer("/spec/template/spec/containers/0/image") == Some(&json!(IMAGE))
+        })
+    })
+    .await?;
     Ok(())
 }
 
@@ -1199,8 +1219,10 @@ on_the_embedded_bus! {
         => dry_run_records_the_revert_and_changes_nothing_embedded;
     drift_is_reverted_once_the_grace_is_over
         => drift_is_reverted_once_the_grace_is_over_embedded;
-    revert_war_stops_at_the_flap_limit
-        => revert_war_stops_at_the_flap_limit_embedded;
+    a_person_in_a_revert_war_is_reverted_in_the_end
+        => a_person_in_a_revert_war_is_reverted_in_the_end_embedded;
+    removing_the_label_an_enforce_rule_matches_does_not_escape
+        => removing_the_label_an_enforce_rule_matches_does_not_escape_embedded;
     circuit_breaker_pauses_a_mass_change_until_resumed
         => circuit_breaker_pauses_a_mass_change_until_resumed_embedded;
     exempted_scale_is_allowed_then_reverted_when_the_exemption_expires

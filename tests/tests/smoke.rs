@@ -1,11 +1,13 @@
 //! Smoke tests of the test environment itself: every real part answers and
 //! behaves as the other tests assume (apply, watch, controllers, RBAC, audit
-//! webhook, Kafka).
+//! webhook and its fan-out to registered receivers, Kafka).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
 use driftwarden_e2e::{
     NOT_RUNNING, TEAM_NAMESPACE, TestEnv, User, deployment, eventually, topic_prefix, unique_suffix,
 };
@@ -20,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 /// How long anything in these tests may take.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -82,15 +85,21 @@ async fn create_deployment(env: &TestEnv, namespace: &str, name: &str) -> Result
         .await?)
 }
 
-/// Deletes a Deployment in team-a when the test ends.
+/// Deletes an object (`kind/name`, e.g. `deployment/web`) in team-a when
+/// the test ends.
 struct DeleteOnDrop(String);
+
+impl DeleteOnDrop {
+    fn deployment(name: &str) -> Self {
+        DeleteOnDrop(format!("deployment/{name}"))
+    }
+}
 
 impl Drop for DeleteOnDrop {
     fn drop(&mut self) {
-        let name = format!("deployment/{}", self.0);
         let args = [
             "delete",
-            &name,
+            &self.0,
             "-n",
             TEAM_NAMESPACE,
             "--wait=false",
@@ -141,7 +150,7 @@ async fn gitops_apply_is_watched_and_gets_a_replicaset() -> Result<()> {
 async fn alice_can_scale_in_team_a_and_is_forbidden_elsewhere() -> Result<()> {
     let env = TestEnv::get();
     let name = format!("smoke-scale-{}", unique_suffix());
-    let _cleanup = DeleteOnDrop(name.clone());
+    let _cleanup = DeleteOnDrop::deployment(&name);
     create_deployment(env, TEAM_NAMESPACE, &name).await?;
     let target = format!("deployment/{name}");
 
@@ -172,7 +181,7 @@ async fn alice_can_scale_in_team_a_and_is_forbidden_elsewhere() -> Result<()> {
 async fn audit_event_carries_the_resource_version_the_watch_saw() -> Result<()> {
     let env = TestEnv::get();
     let name = format!("smoke-audit-{}", unique_suffix());
-    let _cleanup = DeleteOnDrop(name.clone());
+    let _cleanup = DeleteOnDrop::deployment(&name);
     create_deployment(env, TEAM_NAMESPACE, &name).await?;
     let api: Api<Deployment> = Api::namespaced(env.client(User::Admin).await?, TEAM_NAMESPACE);
     let mut watch = watch_deployments(api, Some(&name)).await?;
@@ -207,6 +216,186 @@ async fn audit_event_carries_the_resource_version_the_watch_saw() -> Result<()> 
 
 fn field<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
+}
+
+/// How long an audit event may take to reach a registered receiver: the
+/// apiserver batches for up to 100 ms, the relay forwards at once.
+const RECEIVER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// One POST a [`TestReceiver`] got.
+#[derive(Debug)]
+struct Batch {
+    authorization: Option<String>,
+    body: Value,
+    at: Instant,
+}
+
+/// A plain-HTTP audit webhook receiver inside the test, on 127.0.0.1; every
+/// batch it gets goes to `batches`.
+struct TestReceiver {
+    url: String,
+    batches: mpsc::UnboundedReceiver<Batch>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestReceiver {
+    async fn start() -> Result<TestReceiver> {
+        let (sender, batches) = mpsc::unbounded_channel();
+        let receive = move |headers: HeaderMap, body: Bytes| {
+            let sender = sender.clone();
+            async move {
+                let Ok(body) = serde_json::from_slice(&body) else {
+                    return StatusCode::BAD_REQUEST;
+                };
+                let authorization = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let _ = sender.send(Batch {
+                    authorization,
+                    body,
+                    at: Instant::now(),
+                });
+                StatusCode::OK
+            }
+        };
+        let app = axum::Router::new().route("/audit", axum::routing::post(receive));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/audit", listener.local_addr()?);
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(TestReceiver {
+            url,
+            batches,
+            server,
+        })
+    }
+
+    /// The first event matching `matches` in the batches received within
+    /// `timeout`, with the batch that carried it.
+    async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<(Value, Batch)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let batch = tokio::time::timeout_at(deadline, self.batches.recv())
+                .await
+                .with_context(|| {
+                    format!("no matching audit event at {} within {timeout:?}", self.url)
+                })?
+                .context("the receiver stopped")?;
+            let items = batch.body["items"].as_array().cloned().unwrap_or_default();
+            if let Some(event) = items.into_iter().find(|e| matches(e)) {
+                return Ok((event, batch));
+            }
+        }
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_receiver_gets_the_audit_event_of_a_kubectl_write() -> Result<()> {
+    let env = TestEnv::get();
+    let mut receiver = TestReceiver::start().await?;
+    let token = format!("receiver-{}", unique_suffix());
+    let _registration = env.register_audit_receiver(&receiver.url, Some(&token), None)?;
+    let mut audit = env.audit_log()?;
+
+    let name = format!("smoke-receiver-{}", unique_suffix());
+    let _cleanup = DeleteOnDrop(format!("configmap/{name}"));
+    env.kubectl_ok(
+        User::Alice,
+        &[
+            "create",
+            "configmap",
+            &name,
+            "--from-literal=colour=blue",
+            "-n",
+            TEAM_NAMESPACE,
+        ],
+    )?;
+    let written = Instant::now();
+
+    let (event, batch) = receiver
+        .wait_for(RECEIVER_PATIENCE, |e| {
+            field(e, "/user/username") == Some("alice")
+                && field(e, "/verb") == Some("create")
+                && field(e, "/objectRef/name") == Some(&name)
+                && field(e, "/stage") == Some("ResponseComplete")
+        })
+        .await?;
+    println!(
+        "audit event reached the receiver {:?} after kubectl returned",
+        batch.at.saturating_duration_since(written)
+    );
+    assert_eq!(field(&batch.body, "/kind"), Some("EventList"));
+    assert_eq!(field(&batch.body, "/apiVersion"), Some("audit.k8s.io/v1"));
+    assert_eq!(batch.authorization, Some(format!("Bearer {token}")));
+    let audit_id = field(&event, "/auditID")
+        .filter(|id| !id.is_empty())
+        .with_context(|| format!("the event has no auditID: {event}"))?
+        .to_string();
+
+    let logged = audit
+        .wait_for(PATIENCE, |e| field(e, "/auditID") == Some(&audit_id))
+        .await?;
+    assert_eq!(logged, event, "the receiver got the event the relay logged");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_relay_refuses_a_post_without_its_token() -> Result<()> {
+    let env = TestEnv::get();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(env.ca_cert())?)?;
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()?;
+    let url = format!("https://{}/audit", env.audit_webhook_addr);
+    let relay_log = env.dir.join("logs").join("audit-relay.log");
+    let logged_before = std::fs::metadata(&relay_log).map_or(0, |m| m.len());
+    let batch = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}"#;
+
+    for (how, token) in [
+        ("without a token", None),
+        ("with a wrong token", Some("not-it")),
+    ] {
+        let mut request = client
+            .post(&url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(batch);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {url} {how}"))?;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "POST {url} {how}"
+        );
+    }
+
+    let log =
+        std::fs::read(&relay_log).with_context(|| format!("reading {}", relay_log.display()))?;
+    let new = String::from_utf8_lossy(log.get(logged_before as usize..).unwrap_or_default());
+    assert!(
+        new.contains("refused POST /audit") && new.contains("no Authorization header"),
+        "{new}"
+    );
+    assert!(new.contains("wrong bearer token"), "{new}");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ pub fn actor_from_managed_fields(fields: &[ManagedField], changed: &[FieldPath])
         .map(|entry| (owned(entry), entry))
         .max_by(|(a_owned, a), (b_owned, b)| a_owned.cmp(b_owned).then(a.time.cmp(&b.time)));
     match best {
-        Some((_, entry)) => Actor::Manager {
+        Some((_, entry)) => Actor::ManagedFields {
             manager: entry.manager.clone(),
             operation: entry.operation.clone(),
             time: entry.time,
@@ -60,7 +60,7 @@ mod tests {
 
     fn name_of(actor: &Actor) -> &str {
         match actor {
-            Actor::Manager { manager, .. } => manager,
+            Actor::ManagedFields { manager, .. } => manager,
             other => panic!("expected a manager, got {other:?}"),
         }
     }
@@ -118,7 +118,7 @@ mod tests {
         fields.push(manager("hpa", 40, &["spec.replicas"]));
         let actor = actor_from_managed_fields(&fields, &[path("spec.replicas")]);
         assert_eq!(name_of(&actor), "hpa");
-        assert!(matches!(actor, Actor::Manager { time, .. } if time == at(40)));
+        assert!(matches!(actor, Actor::ManagedFields { time, .. } if time == at(40)));
     }
 
     #[test]

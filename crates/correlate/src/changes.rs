@@ -121,11 +121,7 @@ struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     fn changed(&mut self, previous: Option<&Value>, live: Option<&Value>, cover: Cover<'_>) {
-        let change = FieldChange {
-            path: self.trail.to_path(),
-            from: previous.cloned(),
-            to: live.cloned(),
-        };
+        let change = FieldChange::new(self.trail.to_path(), previous.cloned(), live.cloned());
         if cover.is_declared() {
             self.out.declared.push(change);
         } else {
@@ -205,11 +201,7 @@ impl<'a> Walker<'a> {
         };
         if !equal {
             let as_value = |items: &[Value]| (!items.is_empty()).then(|| Value::from(items));
-            let change = FieldChange {
-                path: self.trail.to_path(),
-                from: as_value(previous),
-                to: as_value(live),
-            };
+            let change = FieldChange::new(self.trail.to_path(), as_value(previous), as_value(live));
             if cover.is_declared() {
                 self.out.declared.push(change);
             } else {

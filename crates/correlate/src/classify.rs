@@ -1,4 +1,5 @@
-//! The verdict table: one change event, judged against git's desired history.
+//! The verdict table: one change event, judged against git's desired history,
+//! path by path.
 //!
 //! | situation | verdict |
 //! |---|---|
@@ -8,10 +9,18 @@
 //! | git declares it and it was deleted | `drift(deleted)` |
 //! | declared fields differ from HEAD but equal an older commit | `drift(rollback, older)` |
 //! | declared fields differ from HEAD | `drift(modified, paths)` |
-//! | declared fields equal HEAD; created, the change touched declared fields, or no earlier state is known (not on a resync) | `authorized(head)` |
-//! | declared fields equal HEAD; only undeclared fields changed, by a trusted actor | `in_sync` |
-//! | declared fields equal HEAD; only undeclared fields changed, by anyone else | `drift(out_of_band, paths)` |
-//! | declared fields equal HEAD; nothing changed (or first seen on a resync) | `in_sync` |
+//! | declared fields equal HEAD; undeclared paths are open (set by an untrusted actor, not known good) | `drift(out_of_band, paths)` |
+//! | declared fields equal HEAD; created, a path was brought to git or back to known good, or no earlier state is known (not on a resync) | `authorized(head)` |
+//! | declared fields equal HEAD; only undeclared fields changed, by a trusted actor, or nothing changed | `in_sync` |
+//!
+//! Every path the change set is judged on its own ([`PathVerdict`]), and the
+//! verdict is the worst of them, so one part of a write never launders
+//! another: a write that restores `spec.replicas` and adds a label records
+//! the replicas `authorized` and the label `out_of_band`. Out-of-band paths
+//! stay open from change to change ([`Input::open_out_of_band`]) until they
+//! are back to the last known-good state; a new incarnation (a re-create)
+//! is compared with the key's last known-good state, so what it adds is
+//! judged too.
 //!
 //! Content decides authorization; trust only decides whether changes to
 //! undeclared fields matter. Ignored paths (policy) are left out of both axes.
@@ -20,15 +29,15 @@ use std::time::Duration;
 
 use model::{
     Actor, ChangeEvent, ChangeKind, DesiredEntry, DesiredHistory, DriftKind, FieldChange,
-    FieldPath, Judgement, Verdict,
+    FieldPath, Judgement, PathVerdict, Verdict,
 };
 use serde_json::Value;
 
 use crate::actor::actor_from_managed_fields;
-use crate::changes::{Changes, changed_fields};
+use crate::changes::{Changes, changed_fields, changed_undeclared};
 use crate::lists::ListSemantics;
 use crate::normalize::same_opt;
-use crate::paths::is_within;
+use crate::paths::{is_within, overlaps};
 use crate::project::{project, projects_equal};
 use crate::trust::Trust;
 
@@ -43,8 +52,13 @@ pub const DELETED_UNATTRIBUTED: &str = "deleted; managedFields do not record who
 pub struct Input<'a> {
     /// The change.
     pub event: &'a ChangeEvent,
-    /// The last known live state (from the ledger); `None` when first seen.
+    /// The last known live state of this incarnation (from the ledger);
+    /// `None` when first seen.
     pub previous: Option<&'a Value>,
+    /// The key's last known-good state (of any incarnation), if any.
+    pub last_good: Option<&'a Value>,
+    /// Out-of-band paths open on the object before this change.
+    pub open_out_of_band: &'a [FieldPath],
     /// Git's desired history for the key; `None` when git never declared it.
     pub desired: Option<&'a DesiredHistory>,
     /// The actor from a joined audit record; `None` falls back to managedFields.
@@ -63,6 +77,8 @@ impl<'a> Input<'a> {
         Self {
             event,
             previous: None,
+            last_good: None,
+            open_out_of_band: &[],
             desired: None,
             actor: None,
             trust,
@@ -74,6 +90,18 @@ impl<'a> Input<'a> {
     /// With the last known live state.
     pub fn previous(mut self, previous: &'a Value) -> Self {
         self.previous = Some(previous);
+        self
+    }
+
+    /// With the key's last known-good state.
+    pub fn last_good(mut self, last_good: &'a Value) -> Self {
+        self.last_good = Some(last_good);
+        self
+    }
+
+    /// With the out-of-band paths open before the change.
+    pub fn open_out_of_band(mut self, paths: &'a [FieldPath]) -> Self {
+        self.open_out_of_band = paths;
         self
     }
 
@@ -121,8 +149,24 @@ impl<'a> Input<'a> {
     }
 }
 
+/// A judgement and whether the actor's identity decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The judgement.
+    pub judgement: Judgement,
+    /// Whether a different actor could have changed the verdict: the change
+    /// set undeclared fields and no declared field drifts. Only such a
+    /// verdict is worth waiting for an audit record.
+    pub identity_matters: bool,
+}
+
 /// Judges one change (design §4.5).
 pub fn classify(input: &Input<'_>) -> Judgement {
+    judge_change(input).judgement
+}
+
+/// Judges one change and tells whether identity mattered.
+pub fn judge_change(input: &Input<'_>) -> Outcome {
     let event = input.event;
     let head = input.desired.and_then(DesiredHistory::head);
     let manifest = head.and_then(|entry| entry.manifest.as_ref());
@@ -135,12 +179,15 @@ pub fn classify(input: &Input<'_>) -> Judgement {
         .map(|change| change.path.clone())
         .collect();
     let actor = actor_of(input, &changed);
-    let (verdict, diff) = judge(input, head, changes, &actor);
-    Judgement {
-        verdict,
-        actor,
-        desired_commit: head.map(|entry| entry.commit.id.clone()),
-        diff,
+    let (verdict, diff, identity_matters) = judge(input, head, changes, &actor);
+    Outcome {
+        judgement: Judgement {
+            verdict,
+            actor,
+            desired_commit: head.map(|entry| entry.commit.id.clone()),
+            diff,
+        },
+        identity_matters,
     }
 }
 
@@ -149,10 +196,10 @@ fn judge(
     head: Option<&DesiredEntry>,
     changes: Option<Changes>,
     actor: &Actor,
-) -> (Verdict, Vec<FieldChange>) {
+) -> (Verdict, Vec<FieldChange>, bool) {
     let event = input.event;
     if event.derived {
-        return (Verdict::Derived, all(changes));
+        return (Verdict::Derived, all(changes), false);
     }
     let declared = head.and_then(|entry| entry.manifest.as_ref().map(|m| (entry, m)));
     let Some((head, manifest)) = declared else {
@@ -162,24 +209,171 @@ fn judge(
             },
             _ => Verdict::Unmanaged,
         };
-        return (verdict, all(changes));
+        return (verdict, all(changes), false);
     };
     if event.kind == ChangeKind::Deleted {
-        return (drift(DriftKind::Deleted), Vec::new());
+        return (drift(DriftKind::Deleted), Vec::new(), false);
     }
-    let diff = input.without_ignored(project(manifest, &event.object, input.lists));
-    if diff.is_empty() {
-        agreement(input, head, changes, actor)
+    let paths = PathJudge::new(input, manifest, changes, actor);
+    let identity_matters = paths.declared_drift.is_empty() && paths.set_undeclared;
+    let verdict = if !paths.declared_drift.is_empty() {
+        departure(input, manifest, &paths.declared_drift)
+    } else if paths.any(PathVerdict::OutOfBand) {
+        drift(DriftKind::OutOfBand {
+            paths: paths.of(PathVerdict::OutOfBand),
+        })
+    } else if paths.any(PathVerdict::Authorized)
+        || event.kind == ChangeKind::Added
+        || (paths.first_seen && event.kind != ChangeKind::Resync)
+    {
+        Verdict::Authorized {
+            commit: head.commit.id.clone(),
+        }
     } else {
-        (departure(input, manifest, &diff), diff)
+        Verdict::InSync
+    };
+    (verdict, paths.into_diff(), identity_matters)
+}
+
+/// The per-path judgement of one change to a declared object.
+struct PathJudge {
+    /// Declared fields that differ from HEAD, desired to live.
+    declared_drift: Vec<FieldChange>,
+    /// Every other judged path.
+    judged: Vec<FieldChange>,
+    /// No earlier state of this incarnation is known.
+    first_seen: bool,
+    /// The change set undeclared fields that are not known good.
+    set_undeclared: bool,
+}
+
+impl PathJudge {
+    fn new(input: &Input<'_>, manifest: &Value, changes: Option<Changes>, actor: &Actor) -> Self {
+        let live = &input.event.object;
+        let declared_drift: Vec<FieldChange> = input
+            .without_ignored(project(manifest, live, input.lists))
+            .into_iter()
+            .map(|change| change.judged(PathVerdict::Drift))
+            .collect();
+        let first_seen = changes.is_none();
+        let (declared_set, mut undeclared_set) = match changes {
+            Some(changes) => (changes.declared, changes.undeclared),
+            None => (Vec::new(), Vec::new()),
+        };
+        // A new incarnation is compared with the key's last known-good
+        // state: what it adds (not what the server has yet to fill in) was set.
+        if first_seen && let Some(good) = input.last_good {
+            undeclared_set = changed_undeclared(good, live, Some(manifest), input.lists)
+                .into_iter()
+                .filter(|change| change.to.is_some())
+                .collect();
+        }
+        // Undeclared fields that differ from the known-good state.
+        let off_good: Option<Vec<FieldChange>> = input
+            .last_good
+            .map(|good| changed_undeclared(good, live, Some(manifest), input.lists));
+        let differs_from_good = |path: &FieldPath| {
+            off_good.as_ref().is_none_or(|off| {
+                off.iter()
+                    .any(|change| overlaps(&change.path, path) || overlaps(path, &change.path))
+            })
+        };
+        let trusted = input.trust.trusts(actor);
+        let mut judged = Vec::new();
+        for change in input.without_ignored(declared_set) {
+            if !declared_drift.iter().any(|d| d.path == change.path) {
+                judged.push(change.judged(PathVerdict::Authorized));
+            }
+        }
+        let mut set_undeclared = false;
+        for change in input.without_ignored(undeclared_set) {
+            let verdict = if !differs_from_good(&change.path) {
+                PathVerdict::Authorized
+            } else if trusted {
+                PathVerdict::Trusted
+            } else {
+                PathVerdict::OutOfBand
+            };
+            set_undeclared |= verdict != PathVerdict::Authorized;
+            judged.push(change.judged(verdict));
+        }
+        // Drift opened by earlier changes stays open until put back.
+        for path in input.open_out_of_band {
+            if judged
+                .iter()
+                .any(|j| overlaps(&j.path, path) || overlaps(path, &j.path))
+            {
+                continue;
+            }
+            let still = off_good.as_ref().and_then(|off| {
+                off.iter()
+                    .find(|change| overlaps(&change.path, path) || overlaps(path, &change.path))
+            });
+            let change = match (still, &off_good) {
+                (Some(still), _) => still.clone().judged(PathVerdict::OutOfBand),
+                (None, None) => {
+                    FieldChange::new(path.clone(), None, None).judged(PathVerdict::OutOfBand)
+                }
+                (None, Some(_)) => {
+                    FieldChange::new(path.clone(), None, None).judged(PathVerdict::Authorized)
+                }
+            };
+            judged.push(change);
+        }
+        Self {
+            declared_drift,
+            judged,
+            first_seen,
+            set_undeclared,
+        }
+    }
+
+    fn any(&self, verdict: PathVerdict) -> bool {
+        self.judged.iter().any(|c| c.judged == Some(verdict))
+    }
+
+    fn of(&self, verdict: PathVerdict) -> Vec<FieldPath> {
+        self.judged
+            .iter()
+            .filter(|c| c.judged == Some(verdict))
+            .map(|c| c.path.clone())
+            .collect()
+    }
+
+    /// Drift first, then out-of-band, authorized and trusted paths.
+    fn into_diff(self) -> Vec<FieldChange> {
+        let rank = |change: &FieldChange| match change.judged {
+            Some(PathVerdict::Drift) => 0,
+            Some(PathVerdict::OutOfBand) => 1,
+            Some(PathVerdict::Authorized) => 2,
+            _ => 3,
+        };
+        let mut diff = self.declared_drift;
+        let mut judged = self.judged;
+        judged.sort_by_key(rank);
+        diff.extend(judged);
+        diff
     }
 }
 
+/// The actor: the joined audit record's identity (with the field manager
+/// the write claimed), else the managedFields claim, else unknown.
 fn actor_of(input: &Input<'_>, changed: &[FieldPath]) -> Actor {
-    if let Some(actor) = input.actor {
-        return actor.clone();
-    }
     let event = input.event;
+    let claimed = || match actor_from_managed_fields(&event.managed_fields, changed) {
+        Actor::ManagedFields { manager, .. } => Some(manager),
+        _ => None,
+    };
+    if let Some(actor) = input.actor {
+        let mut actor = actor.clone();
+        if let Actor::Audit { manager, .. } = &mut actor
+            && manager.is_none()
+            && event.kind != ChangeKind::Deleted
+        {
+            *manager = claimed();
+        }
+        return actor;
+    }
     match event.kind {
         ChangeKind::Deleted => Actor::Unknown {
             reason: DELETED_UNATTRIBUTED.to_owned(),
@@ -230,44 +424,6 @@ fn is_rollback_to(input: &Input<'_>, head: &Value, older: &Value, diff: &[FieldC
             .find(|change| change.path == drifted.path)
             .is_some_and(|change| same_opt(change.to.as_ref(), drifted.to.as_ref()))
     })
-}
-
-/// Declared fields equal HEAD: authorized when the change brought them there,
-/// else judged by what changed outside them and who changed it.
-fn agreement(
-    input: &Input<'_>,
-    head: &DesiredEntry,
-    changes: Option<Changes>,
-    actor: &Actor,
-) -> (Verdict, Vec<FieldChange>) {
-    let authorized = || Verdict::Authorized {
-        commit: head.commit.id.clone(),
-    };
-    let Some(changes) = changes else {
-        return match input.event.kind {
-            ChangeKind::Resync => (Verdict::InSync, Vec::new()),
-            _ => (authorized(), Vec::new()),
-        };
-    };
-    if input.event.kind == ChangeKind::Added
-        || changes
-            .declared
-            .iter()
-            .any(|change| !input.is_ignored(&change.path))
-    {
-        return (authorized(), changes.into_all());
-    }
-    let out_of_band: Vec<&FieldChange> = changes
-        .undeclared
-        .iter()
-        .filter(|change| !input.is_ignored(&change.path))
-        .collect();
-    if out_of_band.is_empty() || input.trust.trusts(actor) {
-        return (Verdict::InSync, changes.into_all());
-    }
-    let diff: Vec<FieldChange> = out_of_band.into_iter().cloned().collect();
-    let paths = diff.iter().map(|change| change.path.clone()).collect();
-    (drift(DriftKind::OutOfBand { paths }), diff)
 }
 
 /// Amends an earlier drift when `new_head`'s manifest declares exactly the
@@ -335,7 +491,7 @@ mod tests {
 
     fn manager_of(actor: &Actor) -> &str {
         match actor {
-            Actor::Manager { manager, .. } => manager,
+            Actor::ManagedFields { manager, .. } => manager,
             other => panic!("expected a field manager, got {other:?}"),
         }
     }
@@ -556,7 +712,11 @@ mod tests {
         let judgement = Scenario::new()
             .git(git().commit("c1", &web))
             .previously(&web.clone().served())
-            .trusting(Trust::default().manager("kube-controller-manager"))
+            .trusting(
+                Trust::default()
+                    .manager("kube-controller-manager")
+                    .accepting_unverified_managers(),
+            )
             .judge(
                 &modified(&web.replicas(4).served())
                     .by("kube-controller-manager", &["spec.replicas"]),
@@ -572,7 +732,11 @@ mod tests {
         let judgement = Scenario::new()
             .git(git().commit("c1", &web))
             .previously(&web.clone().served())
-            .trusting(Trust::default().manager("istio-*"))
+            .trusting(
+                Trust::default()
+                    .manager("istio-*")
+                    .accepting_unverified_managers(),
+            )
             .judge(
                 &modified(
                     &web.annotation("sidecar.istio.io/status", "injected")
@@ -793,6 +957,187 @@ mod tests {
         let other = entry("c3", Some(&deployment("web").replicas(3)));
         assert_eq!(adoption(live.json(), &other, 7, &lists), None);
         assert_eq!(adoption(live.json(), &entry("c4", None), 7, &lists), None);
+    }
+
+    const LABEL: &str = "metadata.labels.team";
+
+    fn judged(judgement: &Judgement, verdict: PathVerdict) -> Vec<String> {
+        judgement
+            .paths_judged(verdict)
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_trusted_manager_name_without_an_identity_is_out_of_band() {
+        let web = deployment("web");
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &web))
+            .previously_good(&web.clone().served())
+            .trusting(Trust::default().manager("kube-controller-manager"))
+            .judge(
+                &modified(&web.label("team", "x").served()).by("kube-controller-manager", &[LABEL]),
+            );
+        assert_eq!(drift_paths(&judgement.verdict), [LABEL]);
+    }
+
+    #[test]
+    fn a_spoofed_manager_is_out_of_band_and_names_the_real_user() {
+        let web = deployment("web");
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &web))
+            .previously_good(&web.clone().served())
+            .trusting(
+                Trust::default()
+                    .manager_for_user("kube-controller-manager", "system:kube-controller-manager"),
+            )
+            .audited_as("mallory")
+            .judge(
+                &modified(&web.label("team", "x").served()).by("kube-controller-manager", &[LABEL]),
+            );
+        assert_eq!(drift_paths(&judgement.verdict), [LABEL]);
+        assert!(matches!(
+            &judgement.actor,
+            Actor::Audit { user, manager: Some(m), .. }
+                if user == "mallory" && m == "kube-controller-manager"
+        ));
+    }
+
+    #[test]
+    fn the_bound_identity_behind_a_manager_is_trusted() {
+        let web = deployment("web");
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &web))
+            .previously_good(&web.clone().served())
+            .trusting(
+                Trust::default()
+                    .manager_for_user("kube-controller-manager", "system:kube-controller-manager"),
+            )
+            .audited_as("system:kube-controller-manager")
+            .judge(
+                &modified(&web.label("team", "x").served()).by("kube-controller-manager", &[LABEL]),
+            );
+        assert_eq!(judgement.verdict, Verdict::InSync);
+        assert_eq!(judged(&judgement, PathVerdict::Trusted), [LABEL]);
+    }
+
+    #[test]
+    fn restoring_replicas_does_not_launder_a_label_added_in_the_same_write() {
+        let web = deployment("web");
+        let scaled = web.clone().replicas(5);
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &web))
+            .previously(&scaled.served())
+            .known_good(&web.clone().served())
+            .judge(&modified(&web.label("team", "x").served()));
+        assert_eq!(drift_paths(&judgement.verdict), [LABEL]);
+        assert_eq!(
+            judged(&judgement, PathVerdict::Authorized),
+            ["spec.replicas"]
+        );
+        assert_eq!(judged(&judgement, PathVerdict::OutOfBand), [LABEL]);
+    }
+
+    #[test]
+    fn a_label_added_while_replicas_drift_is_recorded_too() {
+        let web = deployment("web");
+        let scaled = web.clone().replicas(5);
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &web))
+            .previously(&scaled.clone().served())
+            .known_good(&web.clone().served())
+            .judge(&modified(&scaled.label("team", "x").served()));
+        assert_eq!(drift_paths(&judgement.verdict), ["spec.replicas"]);
+        assert_eq!(judged(&judgement, PathVerdict::Drift), ["spec.replicas"]);
+        assert_eq!(judged(&judgement, PathVerdict::OutOfBand), [LABEL]);
+    }
+
+    #[test]
+    fn an_open_out_of_band_path_stays_open_until_put_back() {
+        let web = deployment("web");
+        let labelled = web.clone().label("team", "x");
+        let scenario = Scenario::new()
+            .git(git().commit("c1", &web))
+            .previously(&labelled.clone().served())
+            .known_good(&web.clone().served())
+            .open(&[LABEL]);
+        let annotated = scenario.judge(&modified(
+            &labelled.clone().annotation("note", "hi").served(),
+        ));
+        assert_eq!(
+            drift_paths(&annotated.verdict),
+            ["metadata.annotations.note", LABEL]
+        );
+        let restored = scenario.judge(&modified(&web.clone().served()));
+        assert_eq!(restored.verdict, authorized("c1"));
+        assert_eq!(judged(&restored, PathVerdict::Authorized), [LABEL]);
+    }
+
+    #[test]
+    fn a_trusted_change_does_not_close_an_open_out_of_band_path() {
+        let web = deployment("web");
+        let labelled = web.clone().label("team", "x");
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &web))
+            .previously(&labelled.clone().served())
+            .known_good(&web.clone().served())
+            .open(&[LABEL])
+            .trusting(Trust::default().user("admin"))
+            .audited_as("admin")
+            .judge(&modified(&labelled.annotation("note", "hi").served()));
+        assert_eq!(drift_paths(&judgement.verdict), [LABEL]);
+        assert_eq!(
+            judged(&judgement, PathVerdict::Trusted),
+            ["metadata.annotations.note"]
+        );
+    }
+
+    #[test]
+    fn a_re_create_with_a_sidecar_is_out_of_band_against_the_last_good_state() {
+        let web = deployment("web");
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &web))
+            .known_good(&web.clone().served())
+            .judge(&added(&web.sidecar("miner", "evil:1").served()));
+        assert_eq!(
+            drift_paths(&judgement.verdict),
+            ["spec.template.spec.containers[name=miner]"]
+        );
+    }
+
+    #[test]
+    fn a_re_create_as_git_says_is_authorized() {
+        let web = deployment("web");
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &web))
+            .known_good(&web.clone().served())
+            .judge(&added(&web.served()));
+        assert_eq!(judgement.verdict, authorized("c1"));
+    }
+
+    #[test]
+    fn only_undeclared_changes_without_declared_drift_wait_for_identity() {
+        let web = deployment("web");
+        let scenario = Scenario::new()
+            .git(git().commit("c1", &web))
+            .previously_good(&web.clone().served());
+        assert!(
+            scenario
+                .outcome(&modified(&web.clone().label("team", "x").served()))
+                .identity_matters
+        );
+        assert!(
+            !scenario
+                .outcome(&modified(
+                    &web.clone().replicas(7).label("team", "x").served()
+                ))
+                .identity_matters
+        );
+        assert!(
+            !scenario
+                .outcome(&modified(&web.clone().replicas(7).served()))
+                .identity_matters
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use model::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::{Input, ListSemantics, Trust, classify};
+use crate::{Input, ListSemantics, Outcome, Trust, judge_change};
 
 fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a valid test time")
@@ -332,6 +332,8 @@ impl Change {
 pub(crate) struct Scenario {
     git: Option<DesiredHistory>,
     previous: Option<Value>,
+    last_good: Option<Value>,
+    open: Vec<FieldPath>,
     trust: Trust,
     lists: ListSemantics,
     ignored: Vec<FieldPath>,
@@ -343,6 +345,8 @@ impl Scenario {
         Self {
             git: None,
             previous: None,
+            last_good: None,
+            open: Vec::new(),
             trust: Trust::default(),
             lists: ListSemantics::builtin(),
             ignored: Vec::new(),
@@ -357,6 +361,25 @@ impl Scenario {
 
     pub(crate) fn previously(mut self, object: &Object) -> Self {
         self.previous = Some(object.json().clone());
+        self
+    }
+
+    /// The previous state, also the last known-good one.
+    pub(crate) fn previously_good(self, object: &Object) -> Self {
+        self.previously(object).known_good(object)
+    }
+
+    pub(crate) fn known_good(mut self, object: &Object) -> Self {
+        self.last_good = Some(object.json().clone());
+        self
+    }
+
+    /// Out-of-band paths open before the change.
+    pub(crate) fn open(mut self, paths: &[&str]) -> Self {
+        self.open = paths
+            .iter()
+            .map(|p| p.parse().expect("fixture paths are well formed"))
+            .collect();
         self
     }
 
@@ -375,16 +398,27 @@ impl Scenario {
         self.actor = Some(Actor::Audit {
             user: user.to_owned(),
             groups: vec!["system:authenticated".to_owned()],
+            service_account: None,
+            impersonated_by: None,
             user_agent: "kubectl/v1.35.0".to_owned(),
             source_ips: vec!["127.0.0.1".to_owned()],
             audit_id: "audit-1".to_owned(),
+            manager: None,
         });
         self
     }
 
     pub(crate) fn judge(&self, change: &Change) -> Judgement {
-        let mut input =
-            Input::new(change.event(), &self.trust, &self.lists).ignoring(&self.ignored);
+        self.outcome(change).judgement
+    }
+
+    pub(crate) fn outcome(&self, change: &Change) -> Outcome {
+        let mut input = Input::new(change.event(), &self.trust, &self.lists)
+            .ignoring(&self.ignored)
+            .open_out_of_band(&self.open);
+        if let Some(good) = &self.last_good {
+            input = input.last_good(good);
+        }
         if let Some(previous) = &self.previous {
             input = input.previous(previous);
         }
@@ -394,6 +428,6 @@ impl Scenario {
         if let Some(actor) = &self.actor {
             input = input.actor(actor);
         }
-        classify(&input)
+        judge_change(&input)
     }
 }

@@ -13,7 +13,9 @@
 //! - [`changed_fields`] / [`changed_undeclared`]: what changed between two
 //!   live states, split by whether git declares it.
 //! - [`actor_from_managed_fields`]: who changed it, without an audit record.
-//! - [`classify`]: the verdict; [`adoption`]: a later commit adopting a drift.
+//! - [`classify`] / [`judge_change`]: the verdict, path by path;
+//!   [`adoption`]: a later commit adopting a drift.
+//! - [`AuditJoin`]: audit records waiting for the change they caused.
 //!
 //! The benchmark `benches/classify.rs` reports the classification rate as
 //! [`events_per_second`]: the median rate over the samples criterion timed.
@@ -21,6 +23,7 @@
 mod actor;
 mod changes;
 mod classify;
+pub mod join;
 pub mod lists;
 mod normalize;
 mod paths;
@@ -33,10 +36,12 @@ mod fixtures;
 pub use actor::actor_from_managed_fields;
 pub use changes::{Changes, changed_fields, changed_undeclared};
 pub use classify::{
-    DELETED_UNATTRIBUTED, Input, UNOBSERVED, adoption, classify, events_per_second,
+    DELETED_UNATTRIBUTED, Input, Outcome, UNOBSERVED, adoption, classify, events_per_second,
+    judge_change,
 };
+pub use join::{AuditJoin, JoinKey};
 pub use lists::{ListSemantics, ListType, MapKey};
 pub use normalize::{Quantity, scalars_equal};
 pub use paths::is_within;
 pub use project::project;
-pub use trust::Trust;
+pub use trust::{ManagerBinding, Trust};

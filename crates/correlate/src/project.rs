@@ -50,11 +50,11 @@ impl<'a> Projector<'a> {
     }
 
     fn differs(&mut self, desired: &Value, live: Option<&Value>) {
-        self.out.push(FieldChange {
-            path: self.trail.to_path(),
-            from: Some(desired.clone()),
-            to: live.filter(|v| !v.is_null()).cloned(),
-        });
+        self.out.push(FieldChange::new(
+            self.trail.to_path(),
+            Some(desired.clone()),
+            live.filter(|v| !v.is_null()).cloned(),
+        ));
     }
 
     fn value(&mut self, desired: &'a Value, live: Option<&'a Value>) {

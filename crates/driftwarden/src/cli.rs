@@ -49,7 +49,9 @@ pub enum Command {
         /// (`group/Kind/namespace/name`).
         #[arg(long)]
         object: Option<String>,
-        /// The object's labels, for `--object`: `app=web,tier=front`.
+        /// With `--object`: the last known-good labels of an object git does
+        /// not declare (`app=web,tier=front`); for a declared object the
+        /// labels git declares decide, as when running.
         #[arg(long, requires = "object", value_delimiter = ',')]
         labels: Vec<String>,
     },
@@ -201,6 +203,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                             .ok_or_else(|| anyhow::anyhow!("label `{pair}` is not key=value"))
                     })
                     .collect::<anyhow::Result<_>>()?;
+                // The scope comes from git's labels, as when running; the
+                // labels given stand for the last known-good ones of an
+                // object git does not declare.
+                let (desired, _, _) = crate::desired::open_sources(&config).await?;
+                let declared = desired
+                    .history(&key)
+                    .and_then(|h| h.entries.iter().rev().find_map(|e| e.manifest.as_ref()));
+                let labels = match declared {
+                    Some(manifest) => {
+                        let _ = writeln!(text, "{key}: scope from the labels git declares");
+                        crate::correlator::labels_of(manifest)
+                    }
+                    None => labels,
+                };
                 let governing = config.policy_index(&key.namespace, &key.kind, &labels);
                 let _ = match governing.map(|i| &config.policies[i]) {
                     Some(p) => writeln!(
@@ -445,14 +461,40 @@ fn describe(config: &Config) -> String {
         let _ = writeln!(w, "  only objects matching labels `{selector}`");
     }
     let trust = &config.trust;
+    let managers: Vec<String> = trust
+        .managers
+        .iter()
+        .map(|b| {
+            let bound: Vec<&str> = b
+                .users
+                .iter()
+                .chain(&b.groups)
+                .chain(&b.service_accounts)
+                .map(String::as_str)
+                .collect();
+            format!("{} ⇐ {{{}}}", b.name, bound.join(", "))
+        })
+        .collect();
     let _ = writeln!(
         w,
-        "trusted for undeclared fields: managers [{}], users [{}], groups [{}], service accounts [{}]",
-        trust.managers.join(", "),
+        "trusted for undeclared fields: users [{}], groups [{}], service accounts [{}], managers [{}]",
         trust.users.join(", "),
         trust.groups.join(", "),
-        trust.service_accounts.join(", ")
+        trust.service_accounts.join(", "),
+        managers.join(", ")
     );
+    if trust.accept_unverified_managers {
+        let _ = writeln!(
+            w,
+            "warning: trust.accept_unverified_managers is on: any client can claim a trusted manager name; use it only where the apiserver cannot send audit events"
+        );
+    }
+    for name in trust.unbound_managers() {
+        let _ = writeln!(
+            w,
+            "warning: trusted manager `{name}` is bound to no user, group or service account: it never counts (bind it, or accept unverified managers)"
+        );
+    }
     if config.policies.is_empty() {
         let _ = writeln!(w, "policies: none (everything in audit mode)");
     }

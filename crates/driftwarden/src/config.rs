@@ -17,6 +17,10 @@ use serde::{Deserialize, Deserializer};
 /// The configuration version this build reads.
 pub const VERSION: u32 = 1;
 
+/// How long a verdict that depends on identity waits for its audit record
+/// unless `audit_webhook.join_wait` says otherwise.
+pub const DEFAULT_JOIN_WAIT: Duration = Duration::from_secs(2);
+
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -93,13 +97,20 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enforcement {
-    /// Reverts of one object within `flap_window` after which Driftwarden
-    /// stops reverting it and reports a revert war.
+    /// Reverts of one object within `flap_window` that make a revert war:
+    /// against an automated writer Driftwarden then stops reverting it;
+    /// against a person it goes on with a backoff of up to `backoff_cap`.
+    /// Either way it reports the war.
     #[serde(default = "default_flap_limit")]
     pub flap_limit: u32,
     /// The window of `flap_limit`, e.g. `5m`.
     #[serde(default = "default_flap_window", deserialize_with = "duration")]
     pub flap_window: Duration,
+    /// The longest wait between two reverts of one object in a revert war
+    /// against a person, e.g. `30s`: waits double from 1 s up to this.
+    /// Keep it shorter than `flap_window`.
+    #[serde(default = "default_backoff_cap", deserialize_with = "duration")]
+    pub backoff_cap: Duration,
     /// Drifts cluster-wide within `breaker_window` that pause enforcement.
     #[serde(default = "default_breaker_limit")]
     pub breaker_limit: u32,
@@ -116,6 +127,7 @@ impl Default for Enforcement {
         Self {
             flap_limit: default_flap_limit(),
             flap_window: default_flap_window(),
+            backoff_cap: default_backoff_cap(),
             breaker_limit: default_breaker_limit(),
             breaker_window: default_breaker_window(),
             breaker_pause: default_breaker_pause(),
@@ -129,6 +141,10 @@ fn default_flap_limit() -> u32 {
 
 fn default_flap_window() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_backoff_cap() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_breaker_limit() -> u32 {
@@ -286,23 +302,10 @@ pub struct Watch {
     pub record_derived: bool,
 }
 
-/// Actors trusted to change fields git does not declare.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trust {
-    /// Field managers, e.g. `kube-controller-manager`; `*` at the end matches a prefix.
-    #[serde(default)]
-    pub managers: Vec<String>,
-    /// User names.
-    #[serde(default)]
-    pub users: Vec<String>,
-    /// Groups.
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Service accounts, `namespace:name`; `*` at the end matches a prefix.
-    #[serde(default)]
-    pub service_accounts: Vec<String>,
-}
+/// Identities trusted to change fields git does not declare (see
+/// [`correlate::trust`]): users, groups and service accounts, and field
+/// managers bound to the identities that may write under their names.
+pub use correlate::Trust;
 
 pub use model::Mode;
 
@@ -362,21 +365,126 @@ pub struct Api {
     pub token_file: PathBuf,
 }
 
-/// The audit webhook receiver.
+/// The receiver of kube-apiserver audit webhook batches: HTTPS only, every
+/// request authenticated by one method.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditWebhook {
-    /// Listen address, e.g. `127.0.0.1:8443`.
+    /// Listen address, e.g. `0.0.0.0:8443`; the `server` of the apiserver's
+    /// `--audit-webhook-config-file` points here.
     pub listen: SocketAddr,
+    /// The certificate and key the server presents.
+    pub tls: AuditWebhookTls,
+    /// How the apiserver authenticates: `type: bearer_token` or
+    /// `type: client_certificate`.
+    pub auth: AuditWebhookAuth,
+    /// How long a verdict that depends on identity waits for its audit
+    /// record before it is judged without it, e.g. `2s` (the default); at
+    /// most `1m`.
+    #[serde(default = "default_join_wait", deserialize_with = "duration")]
+    pub join_wait: Duration,
 }
 
-impl Trust {
-    /// Whether no actor is named.
-    pub fn is_empty(&self) -> bool {
-        self.managers.is_empty()
-            && self.users.is_empty()
-            && self.groups.is_empty()
-            && self.service_accounts.is_empty()
+/// The audit webhook's server certificate and key, PEM files read at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditWebhookTls {
+    /// PEM certificate chain, the server's certificate first. Its issuer is
+    /// the `certificate-authority` of the apiserver's webhook kubeconfig.
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// How the audit webhook authenticates the apiserver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuditWebhookAuth {
+    /// `Authorization: Bearer <token>`: the `token` of the webhook
+    /// kubeconfig's user.
+    BearerToken {
+        /// File of accepted tokens, one per line, each at least 16
+        /// characters; blank lines and `#` comments are ignored. Several
+        /// lines let a token be rotated.
+        token_file: PathBuf,
+    },
+    /// A client certificate (the webhook kubeconfig's
+    /// `client-certificate`), checked in the TLS handshake.
+    ClientCertificate {
+        /// PEM file of the CA certificates client certificates must chain to.
+        ca_file: PathBuf,
+    },
+}
+
+fn default_join_wait() -> Duration {
+    DEFAULT_JOIN_WAIT
+}
+
+/// The longest `audit_webhook.join_wait`: every verdict that depends on
+/// identity may wait this long.
+const MAX_JOIN_WAIT: Duration = Duration::from_secs(60);
+
+impl AuditWebhook {
+    /// The settings of the webhook server.
+    pub fn server_settings(&self) -> watch::WebhookServer {
+        watch::WebhookServer {
+            listen: self.listen,
+            tls: watch::TlsFiles {
+                cert_file: self.tls.cert_file.clone(),
+                key_file: self.tls.key_file.clone(),
+            },
+            auth: match &self.auth {
+                AuditWebhookAuth::BearerToken { token_file } => watch::WebhookAuth::BearerToken {
+                    token_file: token_file.clone(),
+                },
+                AuditWebhookAuth::ClientCertificate { ca_file } => {
+                    watch::WebhookAuth::ClientCertificate {
+                        ca_file: ca_file.clone(),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Checks the values and reads the files as the server will; the error
+    /// is the key and the message.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.listen.port() == 0 {
+            return Err((
+                "audit_webhook.listen".into(),
+                "port 0 picks a port the apiserver cannot know: give one, e.g. `0.0.0.0:8443`"
+                    .into(),
+            ));
+        }
+        if self.join_wait > MAX_JOIN_WAIT {
+            return Err((
+                "audit_webhook.join_wait".into(),
+                format!(
+                    "`{}` is too long: verdicts that depend on identity wait this long; \
+                     use at most `1m` (the default is `2s`)",
+                    humantime::format_duration(self.join_wait)
+                ),
+            ));
+        }
+        self.server_settings().check().map_err(|err| {
+            let at = match err.file() {
+                Some(watch::WebhookFile::Certificate) => "audit_webhook.tls.cert_file",
+                Some(watch::WebhookFile::Key) => "audit_webhook.tls.key_file",
+                Some(watch::WebhookFile::Tokens) => "audit_webhook.auth.token_file",
+                Some(watch::WebhookFile::ClientCa) => "audit_webhook.auth.ca_file",
+                None => "audit_webhook",
+            };
+            let mut message = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            if matches!(err, watch::server::Error::Read { .. }) {
+                message.push_str(": check the path and that Driftwarden may read the file");
+            }
+            (at.to_owned(), message)
+        })
     }
 }
 
@@ -484,14 +592,32 @@ impl Config {
                 ));
             }
         }
+        self.trust
+            .validate()
+            .map_err(|err| invalid("trust".into(), err.to_string()))?;
         for (i, policy) in self.policies.iter().enumerate() {
             for (j, pointer) in policy.ignored_paths.iter().enumerate() {
                 FieldPath::from_json_pointer(pointer).map_err(|err| {
                     invalid(format!("policies[{i}].ignored_paths[{j}]"), err.to_string())
                 })?;
             }
+            policy
+                .trust
+                .validate()
+                .map_err(|err| invalid(format!("policies[{i}].trust"), err.to_string()))?;
+        }
+        if let Some(webhook) = &self.audit_webhook {
+            webhook
+                .validate()
+                .map_err(|(at, message)| invalid(at, message))?;
         }
         Ok(())
+    }
+
+    /// How long a verdict that depends on identity waits for its audit
+    /// record; `None` when no audit source is configured.
+    pub fn join_wait(&self) -> Option<Duration> {
+        self.audit_webhook.as_ref().map(|webhook| webhook.join_wait)
     }
 
     /// The position of the policy rule governing an object: the matching
@@ -614,6 +740,312 @@ sources:
             err.contains("bus") && err.contains("carrier_pigeon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn backoff_cap_defaults_to_30s_and_is_a_duration() {
+        let config = parse(MINIMAL).expect("minimal config loads");
+        assert_eq!(config.enforcement.backoff_cap, Duration::from_secs(30));
+        let config =
+            parse(&format!("{MINIMAL}enforcement:\n  backoff_cap: 1m\n")).expect("config loads");
+        assert_eq!(config.enforcement.backoff_cap, Duration::from_secs(60));
+        let err = error_of(&format!("{MINIMAL}enforcement:\n  backoff_cap: later\n"));
+        assert!(
+            err.contains("enforcement.backoff_cap") && err.contains("10s"),
+            "{err}"
+        );
+    }
+
+    /// A self-signed test certificate (its own CA) and its key, made for
+    /// these tests only.
+    const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBsTCCAVegAwIBAgIUUSsp3VoHng9wHbgWBpLquTMcNH8wCgYIKoZIzj0EAwIw
+IjEgMB4GA1UEAwwXZHJpZnR3YXJkZW4gY29uZmlnIHRlc3QwIBcNMjYxMjAyMDM0
+MjQ0WhgPMjEyNjExMDgwMzQyNDRaMCIxIDAeBgNVBAMMF2RyaWZ0d2FyZGVuIGNv
+bmZpZyB0ZXN0MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE+dP7dEKmbAuckiDC
+od6V4ooFvGswQNLIOejpc1ixsyW1Co9+QKvg07ta7DtXi/gzbt0ZFm0tRacoOkgs
+MZ+J46NpMGcwHQYDVR0OBBYEFGGBqVMoam5BbIkTs3XhqFer2sgeMB8GA1UdIwQY
+MBaAFGGBqVMoam5BbIkTs3XhqFer2sgeMA8GA1UdEwEB/wQFMAMBAf8wFAYDVR0R
+BA0wC4IJbG9jYWxob3N0MAoGCCqGSM49BAMCA0gAMEUCIQCaEQ91A7oMdUSyiGHE
+SBiYDf2akHmWZNlzhMPQNPs30QIgVCMhWWUIGZC8Z7usliiSUpp1hJo97qwTRHsz
+nNIvf2k=
+-----END CERTIFICATE-----
+";
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg2P7WGoei52EPp1nw
+SIDdQ3nbYr3hjfzuK7pWCIggL+ehRANCAAT50/t0QqZsC5ySIMKh3pXiigW8azBA
+0sg56OlzWLGzJbUKj35Aq+DTu1rsO1eL+DNu3RkWbS1Fpyg6SCwxn4nj
+-----END PRIVATE KEY-----
+";
+
+    /// Files of an audit webhook: `cert.pem`, `key.pem`, `ca.pem`, `tokens`.
+    struct WebhookFiles(tempfile::TempDir);
+
+    impl WebhookFiles {
+        fn new() -> Self {
+            let files = Self(tempfile::tempdir().expect("temp dir"));
+            files.write("cert.pem", TEST_CERT);
+            files.write("key.pem", TEST_KEY);
+            files.write("ca.pem", TEST_CERT);
+            files.write("tokens", "# apiserver\n0123456789abcdef0123456789abcdef\n");
+            files
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.0.path().join(name).display().to_string()
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.path().join(name), text).expect("file written");
+        }
+
+        /// A config whose `audit_webhook` has `auth` and `extra` lines.
+        fn config(&self, auth: &str, extra: &str) -> String {
+            format!(
+                "{MINIMAL}audit_webhook:
+  listen: 0.0.0.0:8443
+  tls: {{ cert_file: '{}', key_file: '{}' }}
+  auth: {auth}
+{extra}",
+                self.path("cert.pem"),
+                self.path("key.pem"),
+            )
+        }
+
+        fn bearer(&self) -> String {
+            format!(
+                "{{ type: bearer_token, token_file: '{}' }}",
+                self.path("tokens")
+            )
+        }
+
+        fn client_certificate(&self) -> String {
+            format!(
+                "{{ type: client_certificate, ca_file: '{}' }}",
+                self.path("ca.pem")
+            )
+        }
+    }
+
+    #[test]
+    fn audit_webhook_with_a_bearer_token_loads_and_converts() {
+        let files = WebhookFiles::new();
+        let config = parse(&files.config(&files.bearer(), "")).expect("config loads");
+        let webhook = config.audit_webhook.as_ref().expect("audit webhook");
+        assert_eq!(webhook.join_wait, DEFAULT_JOIN_WAIT);
+        assert_eq!(config.join_wait(), Some(Duration::from_secs(2)));
+        let settings = webhook.server_settings();
+        assert_eq!(settings.listen, "0.0.0.0:8443".parse().expect("address"));
+        assert_eq!(settings.tls.cert_file, Path::new(&files.path("cert.pem")));
+        assert_eq!(settings.tls.key_file, Path::new(&files.path("key.pem")));
+        assert_eq!(
+            settings.auth,
+            watch::WebhookAuth::BearerToken {
+                token_file: files.path("tokens").into()
+            }
+        );
+    }
+
+    #[test]
+    fn audit_webhook_with_client_certificates_and_a_join_wait_loads() {
+        let files = WebhookFiles::new();
+        let text = files.config(&files.client_certificate(), "  join_wait: 500ms\n");
+        let config = parse(&text).expect("config loads");
+        assert_eq!(config.join_wait(), Some(Duration::from_millis(500)));
+        let settings = config
+            .audit_webhook
+            .expect("audit webhook")
+            .server_settings();
+        assert_eq!(
+            settings.auth,
+            watch::WebhookAuth::ClientCertificate {
+                ca_file: files.path("ca.pem").into()
+            }
+        );
+    }
+
+    #[test]
+    fn audit_webhook_shape_errors_name_the_key() {
+        let files = WebhookFiles::new();
+        let cases = [
+            (
+                format!("{MINIMAL}audit_webhook:\n  listen: 0.0.0.0:8443\n"),
+                "audit_webhook: missing field `tls`",
+            ),
+            (
+                files.config("{ type: password, token_file: x }", ""),
+                "password",
+            ),
+            (
+                files.config(
+                    &format!(
+                        "{{ type: bearer_token, token: '{}' }}",
+                        files.path("tokens")
+                    ),
+                    "",
+                ),
+                "audit_webhook.auth",
+            ),
+            (
+                files.config(&files.bearer(), "  auth_type: bearer\n"),
+                "auth_type",
+            ),
+            (
+                files.config(&files.bearer(), "  join_wait: soon\n"),
+                "audit_webhook.join_wait",
+            ),
+            (
+                files
+                    .config(&files.bearer(), "")
+                    .replace("key_file:", "keyfile:"),
+                "audit_webhook.tls",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = error_of(&text);
+            assert!(err.contains(expected), "{err} should say {expected}");
+        }
+    }
+
+    #[test]
+    fn audit_webhook_values_are_validated() {
+        let files = WebhookFiles::new();
+        let err = error_of(
+            &files
+                .config(&files.bearer(), "")
+                .replace("0.0.0.0:8443", "0.0.0.0:0"),
+        );
+        assert!(
+            err.contains("audit_webhook.listen") && err.contains("8443"),
+            "{err}"
+        );
+        let err = error_of(&files.config(&files.bearer(), "  join_wait: 5m\n"));
+        assert!(
+            err.contains("audit_webhook.join_wait") && err.contains("at most `1m`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_webhook_files_must_be_readable_and_parse() {
+        // (what to break, the file's new text or None to remove it, the key, the fix)
+        let cases: [(&str, Option<&str>, &str, &str); 8] = [
+            (
+                "cert.pem",
+                None,
+                "audit_webhook.tls.cert_file",
+                "check the path",
+            ),
+            (
+                "cert.pem",
+                Some("not a certificate"),
+                "audit_webhook.tls.cert_file",
+                "BEGIN CERTIFICATE",
+            ),
+            (
+                "cert.pem",
+                Some("-----BEGIN CERTIFICATE-----\nAAECAwQ=\n-----END CERTIFICATE-----\n"),
+                "audit_webhook.tls.cert_file",
+                "usable X.509 certificate",
+            ),
+            (
+                "key.pem",
+                None,
+                "audit_webhook.tls.key_file",
+                "check the path",
+            ),
+            (
+                "key.pem",
+                Some(TEST_CERT),
+                "audit_webhook.tls.key_file",
+                "BEGIN PRIVATE KEY",
+            ),
+            (
+                "tokens",
+                Some("# nothing yet\n\n"),
+                "audit_webhook.auth.token_file",
+                "holds no token",
+            ),
+            (
+                "tokens",
+                Some("secret\n"),
+                "audit_webhook.auth.token_file",
+                "openssl rand",
+            ),
+            (
+                "tokens",
+                None,
+                "audit_webhook.auth.token_file",
+                "check the path",
+            ),
+        ];
+        for (name, text, key, fix) in cases {
+            let files = WebhookFiles::new();
+            match text {
+                Some(text) => files.write(name, text),
+                None => std::fs::remove_file(files.path(name)).expect("file removed"),
+            }
+            let err = error_of(&files.config(&files.bearer(), ""));
+            assert!(
+                err.contains(key) && err.contains(fix),
+                "{name}: {err} should name {key} and say {fix}"
+            );
+            assert!(!err.contains("secret"), "{err} quotes a token");
+        }
+
+        let files = WebhookFiles::new();
+        files.write("ca.pem", "");
+        let err = error_of(&files.config(&files.client_certificate(), ""));
+        assert!(
+            err.contains("audit_webhook.auth.ca_file") && err.contains("BEGIN CERTIFICATE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_webhook_key_must_belong_to_the_certificate() {
+        let files = WebhookFiles::new();
+        files.write(
+            "key.pem",
+            "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgNH4TgPD+6cjALW0V
+jbEWL9KcGEhEBYyROjFQLcxpWoqhRANCAASOGTX7VXRQPAH0wYu3u32k/bTGk4bt
+g+HxHbSSx70IL5bvyM7SjHJgpDuYE888oVVd6JNVebI6BlE2fGRz37C0
+-----END PRIVATE KEY-----
+",
+        );
+        let err = error_of(&files.config(&files.bearer(), ""));
+        assert!(
+            err.contains("audit_webhook.tls.key_file") && err.contains("not the key of"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn trust_binds_managers_to_identities_and_names_bad_entries() {
+        let config = parse(&format!(
+            "{MINIMAL}trust:
+  managers:
+    - name: kube-controller-manager
+      users: [system:kube-controller-manager]
+"
+        ))
+        .expect("config loads");
+        assert_eq!(
+            config.trust.managers[0].users,
+            ["system:kube-controller-manager"]
+        );
+        assert!(!config.trust.accept_unverified_managers);
+        let err = error_of(&format!(
+            "{MINIMAL}trust:\n  managers: [kube-controller-manager]\n"
+        ));
+        assert!(err.contains("trust.managers[0]"), "{err}");
+        let err = error_of(&format!("{MINIMAL}trust:\n  users: [\"a*b\"]\n"));
+        assert!(err.contains("trust") && err.contains("a*b"), "{err}");
+        let err = error_of(&format!(
+            "{MINIMAL}policies:\n  - name: p\n    trust: {{ groups: [\"\"] }}\n"
+        ));
+        assert!(err.contains("policies[0].trust"), "{err}");
     }
 
     #[test]

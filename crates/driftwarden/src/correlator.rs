@@ -1,9 +1,20 @@
 //! The correlator role: bus batches and git updates in, ledger records out.
 //!
 //! ```text
-//! bus batch ──▶ judge (ledger state + desired + policy) ──▶ append + flush ──▶ commit offsets
+//! bus batch ──▶ audit records ──▶ join table ─────────────┐ (late: attribution / amendment)
+//!           └─▶ change events ──▶ judge (ledger state + desired + policy + joined actor)
+//!                                 ──▶ append + flush ──▶ commit offsets
 //! git update ──▶ sync / error records + adoption of open drifts ──▶ append + flush
 //! ```
+//!
+//! Attribution (design §4.2): a change whose verdict depends on identity
+//! (it set undeclared fields and no declared field drifts) waits up to
+//! `audit_webhook.join_wait` for its audit record before it is judged with
+//! the managedFields fallback; later changes of the same object wait behind
+//! it, and its offset is not committed while it waits. Every other change is
+//! judged at once. When an audit record arrives after its change was judged,
+//! an attribution record names the actor, or an amendment re-judges the
+//! change when the identity changes the verdict.
 //!
 //! One task owns all ledger writes, so records keep the order in which the
 //! correlator judged them. Offsets are committed only after the ledger has
@@ -11,23 +22,24 @@
 //! holds, so a crash anywhere loses nothing and duplicates nothing.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bus::{Consumer, Delivery, Message, Position};
-use correlate::{Input, ListSemantics, Trust};
+use bus::{Consumer, Message, Position};
+use chrono::{DateTime, Utc};
+use correlate::{AuditJoin, Input, JoinKey, ListSemantics, Outcome, Trust};
 use ledger::Ledger;
 use model::{
-    Actor, Amendment, ChangeEvent, ChangeKind, DesiredHistory, DriftKind, Exemption, FieldPath,
-    Judgement, ObjectKey, RecordBody, Verdict,
+    Actor, Amendment, Attribution, AuditRecord, ChangeEvent, ChangeKind, DesiredHistory, Exemption,
+    FieldPath, Judgement, ObjectKey, PathVerdict, RecordBody, Verdict,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::config::{self, Config, Policy};
+use crate::config::{Config, Policy};
 use crate::desired::{Desired, GitUpdate};
 use crate::enforcer::{self, Command, Job, OwnWrites};
 use crate::requests::{self, Request};
@@ -71,23 +83,152 @@ impl Policies {
         })
     }
 
-    /// The rule governing an object and its ignored paths.
-    pub fn governing(&self, key: &ObjectKey, object: &Value) -> Option<(&Policy, &[FieldPath])> {
-        let labels: BTreeMap<String, String> = object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .map(|labels| {
-                labels
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// The rule governing an object and its ignored paths, chosen by the
+    /// labels git declares for it, else its last known-good labels, never
+    /// by labels a judged change wrote: relabelling an object does not move
+    /// it out of an enforcing scope. An object with neither is matched
+    /// without labels.
+    pub fn governing(
+        &self,
+        key: &ObjectKey,
+        desired: Option<&DesiredHistory>,
+        last_good: Option<&Value>,
+    ) -> Option<(&Policy, &[FieldPath])> {
+        // Git's latest manifest of the key (also when a commit removed it).
+        let declared =
+            desired.and_then(|h| h.entries.iter().rev().find_map(|e| e.manifest.as_ref()));
+        let basis = declared.or(last_good);
+        let labels = basis.map(labels_of).unwrap_or_default();
         let i = self
             .config
             .policy_index(&key.namespace, &key.kind, &labels)?;
         Some((&self.config.policies[i], self.ignored[i].as_slice()))
     }
+}
+
+impl Policies {
+    /// Whether `actor` is an automated identity: a `system:` user or
+    /// service account, or an identity the global trust names (another
+    /// GitOps agent). A revert war with one is a misconfiguration.
+    pub fn is_automated(&self, actor: &Actor) -> bool {
+        actor.is_automated()
+            || (matches!(actor, Actor::Audit { .. }) && self.config.trust.trusts(actor))
+    }
+}
+
+/// The labels of an object or manifest.
+pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How long an audit record waits for the change it caused, and how long a
+/// judged change keeps waiting for its audit record (then an attribution).
+const AUDIT_RETENTION: Duration = Duration::from_secs(600);
+
+/// Most judged changes kept waiting for a late audit record.
+const MAX_UNATTRIBUTED: usize = 100_000;
+
+/// What the correlator knows of one object while judging: the ledger's
+/// state, moved on by the changes judged before in the same batch.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    /// The incarnation last seen.
+    uid: Option<String>,
+    /// The object as last seen; `None` when deleted or never seen.
+    latest: Option<Value>,
+    /// The last known-good state of the key (any incarnation).
+    last_good: Option<Value>,
+    /// Whether a drift is open.
+    drifting: bool,
+    /// Out-of-band paths open on the object.
+    open_out_of_band: Vec<FieldPath>,
+    /// The incarnation and version the ledger holds (a resync of exactly
+    /// that is nothing new).
+    stored_version: Option<(String, String)>,
+}
+
+impl Known {
+    /// The state after `event` was judged `judgement`, following the
+    /// ledger's rules (only good states become known good).
+    fn after(&mut self, event: &ChangeEvent, judgement: &Judgement) {
+        let verdict = &judgement.verdict;
+        let first = self.uid.is_none();
+        let resolves = matches!(
+            verdict,
+            Verdict::Authorized { .. } | Verdict::Adopted { .. }
+        );
+        let departs = verdict.is_drift() || matches!(verdict, Verdict::Allowed { .. });
+        let good = matches!(
+            verdict,
+            Verdict::Authorized { .. } | Verdict::InSync | Verdict::Adopted { .. }
+        );
+        let present = event.kind != ChangeKind::Deleted;
+        let still_drifting = self.drifting && !resolves;
+        if present && ((good && !still_drifting) || (first && !departs)) {
+            self.last_good = Some(event.object.clone());
+        } else if !present && good && !still_drifting {
+            self.last_good = None;
+        }
+        if departs {
+            self.drifting = true;
+        } else if resolves {
+            self.drifting = false;
+        }
+        self.open_out_of_band = judgement
+            .paths_judged(PathVerdict::OutOfBand)
+            .cloned()
+            .collect();
+        self.uid = Some(event.uid.clone());
+        self.latest = present.then(|| event.object.clone());
+    }
+}
+
+/// A change on the bus not yet judged.
+#[derive(Debug)]
+struct Pending {
+    event: ChangeEvent,
+    position: Option<Position>,
+    arrived: Instant,
+}
+
+/// A judged change whose audit record has not arrived.
+#[derive(Debug)]
+struct Unattributed {
+    /// Its ledger record.
+    seq: u64,
+    /// Which object.
+    key: ObjectKey,
+    /// Its judgement.
+    judgement: Judgement,
+    /// What to judge it again with once the identity is known, when the
+    /// identity decided its verdict.
+    replay: Option<(ChangeEvent, Known)>,
+}
+
+/// What one pass over the pending changes produced: the records, what to
+/// remember of each to attribute it later, and the positions done with.
+type PendingJudged = (
+    Vec<RecordBody>,
+    Vec<Option<(JoinKey, Unattributed)>>,
+    Vec<Position>,
+);
+
+/// One change judged.
+#[derive(Debug)]
+struct Judged {
+    judgement: Judgement,
+    /// `Some` when the actor is still to be learnt from a late audit
+    /// record, with what to judge again when the identity decided the verdict.
+    later: Option<Option<(ChangeEvent, Known)>>,
 }
 
 /// Judges changes and writes the ledger.
@@ -102,16 +243,24 @@ pub struct Correlator {
     requests: PathBuf,
     enforcer: Option<mpsc::Sender<Command>>,
     own_writes: OwnWrites,
+    /// How long a verdict that depends on identity waits for its audit
+    /// record; `None` without an audit source.
+    join_wait: Option<Duration>,
+    /// Namespaces watched (empty: all), for refused writes.
+    namespaces: Vec<String>,
+    join: AuditJoin,
+    pending: VecDeque<Pending>,
+    unattributed: HashMap<JoinKey, Unattributed>,
+    unattributed_order: VecDeque<(Instant, JoinKey)>,
 }
 
 impl Correlator {
     /// A correlator writing `ledger`, judging against `desired`.
     pub fn new(config: &Config, ledger: Arc<Ledger>, desired: Desired) -> anyhow::Result<Self> {
-        let mut trust = to_trust(&config.trust);
-        // Driftwarden's own reverts put back what was good.
-        trust.managers.push(FIELD_MANAGER.to_owned());
+        let trust = config.trust.clone();
         trust.validate().context("invalid `trust` in config")?;
         let exemptions = ledger.exemptions()?;
+        let retention = chrono::Duration::from_std(AUDIT_RETENTION)?;
         Ok(Self {
             ledger,
             desired,
@@ -122,6 +271,12 @@ impl Correlator {
             requests: requests::folder(config),
             enforcer: None,
             own_writes: OwnWrites::default(),
+            join_wait: config.join_wait(),
+            namespaces: config.watch.namespaces.clone(),
+            join: AuditJoin::new(retention),
+            pending: VecDeque::new(),
+            unattributed: HashMap::new(),
+            unattributed_order: VecDeque::new(),
         })
     }
 
@@ -151,99 +306,126 @@ impl Correlator {
         &self.policies
     }
 
-    /// Judges `events` in order. A resync of an object the ledger already
-    /// holds at the same version yields nothing: nothing happened.
-    pub fn judge(&self, events: &[ChangeEvent]) -> anyhow::Result<Vec<RecordBody>> {
-        // Later events of a batch see the state earlier ones left.
-        let mut seen: HashMap<&ObjectKey, (&str, Option<&Value>)> = HashMap::new();
+    /// What the ledger knows of `key`.
+    fn known(&self, key: &ObjectKey) -> anyhow::Result<Known> {
+        let Some(state) = self.ledger.object_state(key)? else {
+            return Ok(Known::default());
+        };
+        let open_out_of_band = match state.open_drift {
+            Some(seq) => match self.ledger.get(seq)?.map(|r| r.body) {
+                Some(RecordBody::Change { judgement, .. })
+                | Some(RecordBody::Amendment(Amendment { judgement, .. })) => judgement
+                    .paths_judged(PathVerdict::OutOfBand)
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        Ok(Known {
+            uid: Some(state.uid.clone()),
+            latest: state.latest,
+            last_good: state.last_good,
+            drifting: state.open_drift.is_some(),
+            open_out_of_band,
+            stored_version: Some((state.uid, state.resource_version)),
+        })
+    }
+
+    /// Judges `events` in order, as if none waited for an audit record (the
+    /// audit records already joined are used). A resync of an object the
+    /// ledger already holds at the same version yields nothing.
+    pub fn judge(&mut self, events: &[ChangeEvent]) -> anyhow::Result<Vec<RecordBody>> {
+        let mut known = HashMap::new();
         let mut bodies = Vec::with_capacity(events.len());
         for event in events {
-            let stored = self.ledger.object_state(&event.key)?;
-            let (uid, previous) = match seen.get(&event.key) {
-                Some(&(uid, latest)) => (Some(uid), latest.cloned()),
-                None => (
-                    stored.as_ref().map(|s| s.uid.as_str()),
-                    stored.as_ref().and_then(|s| s.latest.clone()),
-                ),
-            };
-            let unchanged = stored.as_ref().is_some_and(|s| {
-                s.uid == event.uid && s.resource_version == event.resource_version
-            });
-            if event.kind == ChangeKind::Resync && unchanged && !seen.contains_key(&event.key) {
-                continue;
+            if let Some(judged) = self.judge_one(event, &mut known, false)? {
+                bodies.push(RecordBody::Change {
+                    event: event.clone(),
+                    judgement: judged.judgement,
+                });
             }
-            // A new incarnation starts without a previous state.
-            let previous = previous.filter(|_| uid == Some(event.uid.as_str()));
-            let mut judgement = self.classify(event, previous.as_ref());
-            let last_good = stored
-                .as_ref()
-                .filter(|s| s.uid == event.uid)
-                .and_then(|s| s.last_good.as_ref());
-            self.restored(&mut judgement, event, last_good);
-            if matches!(judgement.verdict, Verdict::Authorized { .. })
-                && self.own_writes.claim(&event.uid, &event.resource_version)
-            {
-                judgement.actor = Actor::Manager {
-                    manager: FIELD_MANAGER.to_owned(),
-                    operation: "Update".to_owned(),
-                    time: None,
-                };
-            }
-            enforcer::exempt(
-                &mut judgement,
-                &self.exemptions,
-                &event.key,
-                event.observed_at,
-            );
-            tracing::info!(key = %event.key, verdict = %judgement.verdict, actor = %judgement.actor, "judged");
-            let latest = (event.kind != ChangeKind::Deleted).then_some(&event.object);
-            seen.insert(&event.key, (event.uid.as_str(), latest));
-            bodies.push(RecordBody::Change {
-                event: event.clone(),
-                judgement,
-            });
         }
         Ok(bodies)
     }
 
-    /// A change that puts undeclared fields back to the last known-good state
-    /// (a revert, by Driftwarden or by hand) leaves the object as git wants
-    /// it: `authorized` by the desired commit, whoever wrote it.
-    fn restored(&self, judgement: &mut Judgement, event: &ChangeEvent, last_good: Option<&Value>) {
-        let Verdict::Drift {
-            drift: DriftKind::OutOfBand { paths },
-        } = &judgement.verdict
-        else {
-            return;
+    /// Judges one event against `known` (filled from the ledger on first
+    /// use) and moves `known` on. `Ok(None)`: nothing new (a resync of the
+    /// stored version), or, with `may_wait`, the verdict depends on identity
+    /// and the audit record has not arrived: `known` is left as it was.
+    /// The flag says whether the actor is still to be learnt.
+    fn judge_one(
+        &mut self,
+        event: &ChangeEvent,
+        known: &mut HashMap<ObjectKey, Known>,
+        may_wait: bool,
+    ) -> anyhow::Result<Option<Judged>> {
+        if !known.contains_key(&event.key) {
+            let state = self.known(&event.key)?;
+            known.insert(event.key.clone(), state);
+        }
+        let Some(state) = known.get_mut(&event.key) else {
+            return Ok(None);
         };
-        let (Some(last_good), Some(head)) = (
-            last_good,
-            self.desired.history(&event.key).and_then(|h| h.head()),
-        ) else {
-            return;
-        };
-        let still_off = correlate::changed_undeclared(
-            last_good,
-            &event.object,
-            head.manifest.as_ref(),
-            &self.lists,
-        );
-        let restored = !still_off.iter().any(|change| {
-            paths.iter().any(|p| {
-                correlate::is_within(&change.path, p) || correlate::is_within(p, &change.path)
+        let stored = state.stored_version.take();
+        if event.kind == ChangeKind::Resync
+            && stored.as_ref().is_some_and(|(uid, version)| {
+                *uid == event.uid && *version == event.resource_version
             })
-        });
-        if restored {
-            judgement.verdict = Verdict::Authorized {
-                commit: head.commit.id.clone(),
+        {
+            return Ok(None);
+        }
+        let audit = self.join.take(event);
+        let actor = audit.as_ref().map(|record| Actor::from_audit(record, None));
+        let outcome = self.classify_known(event, state, actor.as_ref());
+        if may_wait && audit.is_none() && outcome.identity_matters && self.join_wait.is_some() {
+            state.stored_version = stored;
+            return Ok(None);
+        }
+        let mut judgement = outcome.judgement;
+        if audit.is_none()
+            && matches!(judgement.verdict, Verdict::Authorized { .. })
+            && self.own_writes.claim(&event.uid, &event.resource_version)
+        {
+            judgement.actor = Actor::ManagedFields {
+                manager: FIELD_MANAGER.to_owned(),
+                operation: "Update".to_owned(),
+                time: None,
             };
         }
+        enforcer::exempt(
+            &mut judgement,
+            &self.exemptions,
+            &event.key,
+            event.observed_at,
+        );
+        tracing::debug!(key = %event.key, verdict = %judgement.verdict, actor = %judgement.actor, "judged");
+        let later = (audit.is_none() && JoinKey::of_event(event).is_some()).then(|| {
+            outcome
+                .identity_matters
+                .then(|| (event.clone(), state.clone()))
+        });
+        state.after(event, &judgement);
+        Ok(Some(Judged { judgement, later }))
     }
 
-    /// Classifies one change under the policy governing its object, against
-    /// the current desired state.
-    fn classify(&self, event: &ChangeEvent, previous: Option<&Value>) -> Judgement {
-        self.classify_against(event, previous, self.desired.history(&event.key))
+    /// Classifies `event` with what is known of its object.
+    fn classify_known(&self, event: &ChangeEvent, known: &Known, actor: Option<&Actor>) -> Outcome {
+        let same_incarnation = known.uid.as_deref() == Some(event.uid.as_str());
+        let previous = known.latest.as_ref().filter(|_| same_incarnation);
+        let open = if same_incarnation {
+            known.open_out_of_band.as_slice()
+        } else {
+            &[]
+        };
+        self.outcome_against(
+            event,
+            previous,
+            known.last_good.as_ref(),
+            open,
+            self.desired.history(&event.key),
+            actor,
+        )
     }
 
     /// Classifies one change under the policy governing its object, against
@@ -254,11 +436,24 @@ impl Correlator {
         previous: Option<&Value>,
         desired: Option<&DesiredHistory>,
     ) -> Judgement {
-        let governing = self.policies.governing(&event.key, &event.object);
+        self.outcome_against(event, previous, previous, &[], desired, None)
+            .judgement
+    }
+
+    fn outcome_against(
+        &self,
+        event: &ChangeEvent,
+        previous: Option<&Value>,
+        last_good: Option<&Value>,
+        open_out_of_band: &[FieldPath],
+        desired: Option<&DesiredHistory>,
+        actor: Option<&Actor>,
+    ) -> Outcome {
+        let governing = self.policies.governing(&event.key, desired, last_good);
         let ignored = governing.map_or(&[][..], |(_, paths)| paths);
         let trust = match governing {
             Some((policy, _)) if !policy.trust.is_empty() => {
-                Cow::Owned(merge(&self.trust, &policy.trust))
+                Cow::Owned(self.trust.merged(&policy.trust))
             }
             _ => Cow::Borrowed(&self.trust),
         };
@@ -268,13 +463,15 @@ impl Correlator {
         let input = Input {
             event,
             previous,
+            last_good,
+            open_out_of_band,
             desired: redacted.as_ref().or(desired),
-            actor: None,
+            actor,
             trust: &trust,
             lists: &self.lists,
             ignored_paths: ignored,
         };
-        correlate::classify(&input)
+        correlate::judge_change(&input)
     }
 
     /// Drops expired exemptions and judges again what they allowed: objects
@@ -304,7 +501,8 @@ impl Correlator {
             ) else {
                 continue;
             };
-            let judgement = self.classify(&event, state.last_good.as_ref());
+            let known = self.known(&key)?;
+            let judgement = self.classify_known(&event, &known, None).judgement;
             if !matches!(
                 judgement.verdict,
                 Verdict::Drift { .. } | Verdict::Unmanaged
@@ -399,14 +597,15 @@ impl Correlator {
     }
 
     /// Writes `bodies` with the offsets they consumed, flushes, then hands
-    /// the drift among them to the enforcer.
+    /// the drift among them to the enforcer. Returns each body's sequence
+    /// number (`None` for a change the ledger already held).
     pub async fn write(
         &self,
         bodies: Vec<RecordBody>,
         offsets: &[(String, i64)],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Option<u64>>> {
         if bodies.is_empty() && offsets.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let candidates: Vec<(usize, Job)> = match &self.enforcer {
             Some(_) => bodies
@@ -431,9 +630,6 @@ impl Correlator {
                 "changes already in the ledger skipped"
             );
         }
-        if self.enforcer.is_none() {
-            return Ok(());
-        }
         // Sequence numbers follow the bodies, leaving out duplicates.
         let duplicates: HashSet<&String> = appended.duplicates.iter().collect();
         let mut seqs = appended.seqs.iter();
@@ -454,7 +650,138 @@ impl Correlator {
         if !jobs.is_empty() {
             self.tell(Command::Judged(jobs)).await?;
         }
-        Ok(())
+        Ok(seq_of)
+    }
+
+    /// Takes in audit records: refused writes in the watched namespaces
+    /// become records; the rest wait for their change, or name the actor
+    /// of a change judged before they came.
+    fn take_audits(&mut self, records: Vec<AuditRecord>, now: DateTime<Utc>) -> Vec<RecordBody> {
+        let mut bodies = Vec::new();
+        for record in records {
+            if record.response_code == 403 {
+                if self.is_watched(&record.object.namespace) {
+                    tracing::info!(user = %record.user.username, verb = %record.verb, resource = %record.object.resource, namespace = %record.object.namespace, name = %record.object.name, "write refused by the apiserver");
+                    bodies.push(RecordBody::Refused(record));
+                }
+                continue;
+            }
+            let Some(key) = JoinKey::of_audit(&record) else {
+                continue;
+            };
+            match self.unattributed.remove(&key) {
+                Some(judged) => bodies.push(self.attribute(judged, &record)),
+                None => {
+                    self.join.insert(record, now);
+                }
+            }
+        }
+        bodies
+    }
+
+    /// The record that names the actor of a change judged before its audit
+    /// record came: an amendment when the identity changes the verdict,
+    /// else an attribution.
+    fn attribute(&self, judged: Unattributed, record: &AuditRecord) -> RecordBody {
+        let claimed = match &judged.judgement.actor {
+            Actor::ManagedFields { manager, .. } => Some(manager.clone()),
+            _ => None,
+        };
+        let actor = Actor::from_audit(record, claimed);
+        if let Some((event, known)) = &judged.replay {
+            let mut again = self.classify_known(event, known, Some(&actor)).judgement;
+            enforcer::exempt(&mut again, &self.exemptions, &event.key, event.observed_at);
+            if again.verdict != judged.judgement.verdict {
+                tracing::info!(key = %judged.key, verdict = %again.verdict, actor = %again.actor, "verdict amended by its audit record");
+                return RecordBody::Amendment(Amendment {
+                    key: judged.key,
+                    amends: judged.seq,
+                    judgement: again,
+                });
+            }
+        }
+        tracing::debug!(key = %judged.key, %actor, seq = judged.seq, "actor learnt after the verdict");
+        RecordBody::Attribution(Attribution {
+            key: judged.key,
+            amends: judged.seq,
+            actor,
+        })
+    }
+
+    fn is_watched(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// Judges the pending changes in order. A change whose verdict depends
+    /// on identity waits for its audit record until `join_wait` has passed;
+    /// later changes of its object wait behind it. Returns the records and,
+    /// for each record, what to remember to attribute it later.
+    fn judge_pending(&mut self) -> anyhow::Result<PendingJudged> {
+        let mut known = HashMap::new();
+        let mut waiting_keys: HashSet<ObjectKey> = HashSet::new();
+        let mut still = VecDeque::new();
+        let mut bodies = Vec::new();
+        let mut later = Vec::new();
+        let mut done = Vec::new();
+        let wait = self.join_wait.unwrap_or_default();
+        while let Some(pending) = self.pending.pop_front() {
+            if waiting_keys.contains(&pending.event.key) {
+                still.push_back(pending);
+                continue;
+            }
+            let may_wait = pending.arrived.elapsed() < wait;
+            match self.judge_one(&pending.event, &mut known, may_wait)? {
+                Some(judged) => {
+                    let remember = judged.later.zip(JoinKey::of_event(&pending.event)).map(
+                        |(replay, join_key)| {
+                            let judged = Unattributed {
+                                seq: 0,
+                                key: pending.event.key.clone(),
+                                judgement: judged.judgement.clone(),
+                                replay,
+                            };
+                            (join_key, judged)
+                        },
+                    );
+                    bodies.push(RecordBody::Change {
+                        event: pending.event,
+                        judgement: judged.judgement,
+                    });
+                    later.push(remember);
+                    done.extend(pending.position);
+                }
+                None if may_wait => {
+                    waiting_keys.insert(pending.event.key.clone());
+                    still.push_back(pending);
+                }
+                None => done.extend(pending.position),
+            }
+        }
+        self.pending = still;
+        Ok((bodies, later, done))
+    }
+
+    /// Remembers judged changes whose audit record may still come.
+    fn remember(&mut self, later: Vec<Option<(JoinKey, Unattributed)>>, seqs: &[Option<u64>]) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.unattributed_order.front() {
+            if now.duration_since(*at) < AUDIT_RETENTION
+                && self.unattributed.len() < MAX_UNATTRIBUTED
+            {
+                break;
+            }
+            if let Some((_, key)) = self.unattributed_order.pop_front() {
+                self.unattributed.remove(&key);
+            }
+        }
+        for (remember, seq) in later.into_iter().zip(seqs) {
+            let (Some((key, mut judged)), Some(seq)) = (remember, seq) else {
+                continue;
+            };
+            judged.seq = *seq;
+            self.unattributed_order.push_back((now, key.clone()));
+            self.unattributed.insert(key, judged);
+        }
     }
 
     /// Records requests left by the command line (exemptions, resume).
@@ -514,14 +841,53 @@ impl Correlator {
                     continue;
                 }
             };
-            if deliveries.is_empty() {
+            if deliveries.is_empty() && self.pending.is_empty() {
                 continue;
             }
-            let (events, positions) = split(deliveries);
-            let bodies = self.judge(&events)?;
-            self.write(bodies, &offsets(&positions)).await?;
-            commit(&mut consumer, &positions).await;
+            let mut audits = Vec::new();
+            let mut consumed = Vec::new();
+            let arrived = Instant::now();
+            for delivery in deliveries {
+                match delivery.message {
+                    Message::Change(event) => self.pending.push_back(Pending {
+                        event,
+                        position: delivery.position,
+                        arrived,
+                    }),
+                    Message::Audit(record) => {
+                        consumed.extend(delivery.position);
+                        audits.push(record);
+                    }
+                }
+            }
+            let mut bodies = self.take_audits(audits, chrono::Utc::now());
+            let (judged, later, done) = self.judge_pending()?;
+            consumed.extend(done);
+            let before = bodies.len();
+            bodies.extend(judged);
+            let committable = self.committable(consumed);
+            let seqs = self.write(bodies, &offsets(&committable)).await?;
+            self.remember(later, seqs.get(before..).unwrap_or_default());
+            commit(&mut consumer, &committable).await;
         }
+    }
+
+    /// The consumed positions that may be committed: in each partition,
+    /// those before the first change still waiting for its audit record.
+    fn committable(&self, mut consumed: Vec<Position>) -> Vec<Position> {
+        let mut first_waiting: HashMap<(&str, i32), i64> = HashMap::new();
+        for position in self.pending.iter().filter_map(|p| p.position.as_ref()) {
+            let first = first_waiting
+                .entry((position.topic.as_str(), position.partition))
+                .or_insert(position.offset);
+            *first = (*first).min(position.offset);
+        }
+        consumed.retain(|p| {
+            first_waiting
+                .get(&(p.topic.as_str(), p.partition))
+                .is_none_or(|first| p.offset < *first)
+        });
+        consumed
     }
 }
 
@@ -534,20 +900,6 @@ async fn commit(consumer: &mut Consumer, positions: &[Position]) {
     }
 }
 
-/// The change events of a batch and the positions it consumed.
-fn split(deliveries: Vec<Delivery>) -> (Vec<ChangeEvent>, Vec<Position>) {
-    let mut events = Vec::with_capacity(deliveries.len());
-    let mut positions = Vec::new();
-    for delivery in deliveries {
-        positions.extend(delivery.position);
-        match delivery.message {
-            Message::Change(event) => events.push(event),
-            Message::Audit(_) => {}
-        }
-    }
-    (events, positions)
-}
-
 /// The highest offset per partition, for the ledger's offsets tree.
 fn offsets(positions: &[Position]) -> Vec<(String, i64)> {
     let mut highest: BTreeMap<String, i64> = BTreeMap::new();
@@ -556,27 +908,6 @@ fn offsets(positions: &[Position]) -> Vec<(String, i64)> {
         *entry = (*entry).max(p.offset);
     }
     highest.into_iter().collect()
-}
-
-/// The classifier's trust from the config's.
-fn to_trust(t: &config::Trust) -> Trust {
-    Trust {
-        managers: t.managers.clone(),
-        users: t.users.clone(),
-        groups: t.groups.clone(),
-        service_accounts: t.service_accounts.clone(),
-    }
-}
-
-/// Global trust plus a scope's own.
-fn merge(global: &Trust, scope: &config::Trust) -> Trust {
-    let mut trust = global.clone();
-    let extra = to_trust(scope);
-    trust.managers.extend(extra.managers);
-    trust.users.extend(extra.users);
-    trust.groups.extend(extra.groups);
-    trust.service_accounts.extend(extra.service_accounts);
-    trust
 }
 
 /// Whether `key` names a Secret, whose values are compared as digests.

@@ -101,6 +101,7 @@ impl Enforcer {
         let rails = Rails::new(RailsConfig {
             flap_limit: e.flap_limit,
             flap_window: chrono::Duration::from_std(e.flap_window)?,
+            backoff_cap: chrono::Duration::from_std(e.backoff_cap)?,
             breaker_limit: e.breaker_limit,
             breaker_window: chrono::Duration::from_std(e.breaker_window)?,
             breaker_pause: chrono::Duration::from_std(e.breaker_pause)?,
@@ -187,7 +188,12 @@ impl Enforcer {
             tracing::warn!(?control, "circuit breaker tripped: enforcement paused");
             records.push(RecordBody::Control(control));
         }
-        let Some((policy, _)) = self.policies.governing(&job.event.key, &job.event.object) else {
+        let key = &job.event.key;
+        let last_good = self.ledger.object_state(key)?.and_then(|s| s.last_good);
+        let governing = self
+            .policies
+            .governing(key, self.desired.history(key), last_good.as_ref());
+        let Some((policy, _)) = governing else {
             return Ok(records);
         };
         if policy.mode == Mode::Audit {
@@ -205,7 +211,7 @@ impl Enforcer {
     }
 
     /// Plans and (in enforce mode) performs the revert of one drift.
-    async fn act(&mut self, job: Job, now: DateTime<Utc>) -> anyhow::Result<Option<RecordBody>> {
+    async fn act(&mut self, job: Job, now: DateTime<Utc>) -> anyhow::Result<Vec<RecordBody>> {
         let key = &job.event.key;
         // A drift adopted or superseded since it was judged needs nothing.
         let state = self.ledger.object_state(key)?;
@@ -214,10 +220,14 @@ impl Enforcer {
                 || (job.judgement.verdict == Verdict::Unmanaged && s.latest_seq == job.seq)
         });
         if !current {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let Some((policy, _)) = self.policies.governing(key, &job.event.object) else {
-            return Ok(None);
+        let last_good = state.as_ref().and_then(|s| s.last_good.as_ref());
+        let Some((policy, _)) = self
+            .policies
+            .governing(key, self.desired.history(key), last_good)
+        else {
+            return Ok(Vec::new());
         };
         let (mode, policy_name, prune) = (policy.mode, policy.name.clone(), policy.prune);
         let history = self.desired.history(key);
@@ -230,7 +240,7 @@ impl Enforcer {
             prune,
         };
         let Some(action) = enforce::plan(&input) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let record = |outcome| {
             RecordBody::Enforcement(Enforcement {
@@ -243,25 +253,58 @@ impl Enforcer {
             })
         };
         if let Some(exemption) = enforce::exempted(&self.exemptions, key, now) {
-            return Ok(Some(record(Outcome::Held {
+            return Ok(vec![record(Outcome::Held {
                 reason: format!(
                     "break-glass exemption until {}: {}",
                     exemption.until, exemption.reason
                 ),
-            })));
+            })]);
         }
-        if let Err(held) = self.rails.admit(key, now) {
-            let reason = format!("{held}; other writer: {}", job.judgement.actor);
-            tracing::warn!(%key, %reason, "revert held");
-            return Ok(Some(record(Outcome::Held { reason })));
+        let name = match &job.judgement.actor {
+            model::Actor::Audit { user, .. } => user.clone(),
+            other => other.to_string(),
+        };
+        let writer = if self.policies.is_automated(&job.judgement.actor) {
+            enforce::Writer::automated(name)
+        } else {
+            enforce::Writer::person(name)
+        };
+        let mut records = Vec::new();
+        match self.rails.admit(key, &writer, now) {
+            Ok(None) => {}
+            Ok(Some(war)) => {
+                tracing::error!(%key, writer = %war.user, reverts = war.reverts, "critical revert war");
+                records.push(RecordBody::Control(model::Control::RevertWar {
+                    key: key.clone(),
+                    writer: war.user.clone(),
+                    reverts: war.reverts,
+                    window: war.window.clone(),
+                }));
+            }
+            Err(held) => {
+                if let Some(at) = held.retry_at() {
+                    // A person is reverted forever, with a capped backoff.
+                    tracing::info!(%key, %held, "revert delayed");
+                    self.grace
+                        .remove_where(|pending| pending.event.key == job.event.key);
+                    self.grace.push(at, job);
+                    return Ok(records);
+                }
+                let reason = held.to_string();
+                tracing::warn!(%key, %reason, "revert held");
+                records.push(record(Outcome::Held { reason }));
+                return Ok(records);
+            }
         }
         if mode == Mode::DryRun {
-            return Ok(Some(record(Outcome::WouldRevert)));
+            records.push(record(Outcome::WouldRevert));
+            return Ok(records);
         }
         let Some(executor) = &self.executor else {
-            return Ok(Some(record(Outcome::Held {
+            records.push(record(Outcome::Held {
                 reason: "no cluster access in this role".into(),
-            })));
+            }));
+            return Ok(records);
         };
         let manifest = match &action {
             RevertAction::Apply { commit } | RevertAction::Create { commit } => {
@@ -280,7 +323,8 @@ impl Enforcer {
             _ => self.own_writes.forget(&job.event.uid),
         }
         tracing::info!(%key, %action, ?outcome, "revert");
-        Ok(Some(record(outcome)))
+        records.push(record(outcome));
+        Ok(records)
     }
 }
 
@@ -297,15 +341,8 @@ impl Enforcer {
             return Ok(None);
         };
         let state = self.ledger.object_state(key)?;
-        // The scope is judged on what git declares, or on what was last seen.
-        let Some(basis) = head
-            .manifest
-            .as_ref()
-            .or_else(|| state.as_ref().and_then(|s| s.latest.as_ref()))
-        else {
-            return Ok(None);
-        };
-        let Some((policy, _)) = self.policies.governing(key, basis) else {
+        let last_good = state.as_ref().and_then(|s| s.last_good.as_ref());
+        let Some((policy, _)) = self.policies.governing(key, Some(history), last_good) else {
             return Ok(None);
         };
         if !policy.sync || policy.mode == Mode::Audit {

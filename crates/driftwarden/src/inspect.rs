@@ -1,10 +1,13 @@
 //! Reading the ledger for people: `history`, `diff` and `verify`.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use correlate::ListSemantics;
 use ledger::Ledger;
-use model::{FieldChange, Judgement, LedgerRecord, ObjectKey, Outcome, RecordBody};
+use model::{
+    Actor, FieldChange, Judgement, LedgerRecord, ObjectKey, Outcome, PathVerdict, RecordBody,
+};
 use serde_json::Value;
 
 use crate::desired::Desired;
@@ -34,6 +37,23 @@ pub fn history(records: &[LedgerRecord]) -> String {
                     out,
                     "#{:<6} {at}  amends #{}: {}",
                     record.seq, amendment.amends, amendment.judgement.verdict
+                );
+            }
+            RecordBody::Attribution(a) => {
+                let _ = writeln!(
+                    out,
+                    "#{:<6} {at}  actor of #{}: {} (source {})",
+                    record.seq,
+                    a.amends,
+                    a.actor,
+                    a.actor.source()
+                );
+            }
+            RecordBody::Refused(audit) => {
+                let _ = writeln!(
+                    out,
+                    "#{:<6} {at}  {} refused ({}) for {}",
+                    record.seq, audit.verb, audit.response_code, audit.user.username
                 );
             }
             RecordBody::Enforcement(e) => {
@@ -73,69 +93,254 @@ fn outcome(outcome: &Outcome) -> String {
 }
 
 fn write_diff(out: &mut String, judgement: &Judgement) {
-    for FieldChange { path, from, to } in &judgement.diff {
+    for FieldChange {
+        path,
+        from,
+        to,
+        judged,
+    } in &judgement.diff
+    {
         let show = |v: &Option<Value>| v.as_ref().map_or("(absent)".to_owned(), Value::to_string);
-        let _ = writeln!(out, "         {path}: {} -> {}", show(from), show(to));
+        let judged = judged.map_or(String::new(), |j| {
+            format!(
+                "  [{}]",
+                serde_json::to_value(j)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?")
+            )
+        });
+        let _ = writeln!(
+            out,
+            "         {path}: {} -> {}{judged}",
+            show(from),
+            show(to)
+        );
     }
 }
 
-/// Current drift: every declared object whose last observed state differs
-/// from git HEAD, and every declared object that is missing.
-pub fn drift(
-    ledger: &Ledger,
-    desired: &Desired,
-) -> anyhow::Result<Vec<(ObjectKey, Vec<FieldChange>)>> {
+/// What kind of departure an open drift is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftClass {
+    /// A declared field differs from git HEAD (`from` is git's value).
+    Declared,
+    /// An undeclared field set by an untrusted actor and not put back
+    /// (`from` is the last known-good value).
+    OutOfBand,
+    /// A declared object is missing from the cluster.
+    Missing,
+}
+
+/// One open drift of one object, as `diff` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpenDrift {
+    /// Which object.
+    pub key: ObjectKey,
+    /// What kind of departure.
+    pub class: DriftClass,
+    /// The field and its values (root for a missing object).
+    pub change: FieldChange,
+    /// The ledger record that opened it, if the ledger saw it open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opened_by_record: Option<u64>,
+    /// Who opened it, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+}
+
+/// Every open drift: declared fields of declared objects whose last
+/// observed state differs from git HEAD, declared objects that are missing,
+/// and out-of-band fields still open on any object; each with the record
+/// that opened it and its actor.
+pub fn drift(ledger: &Ledger, desired: &Desired) -> anyhow::Result<Vec<OpenDrift>> {
     let lists = ListSemantics::builtin();
     let mut out = Vec::new();
+    let mut declared_keys = HashSet::new();
     for key in desired.declared_keys() {
+        declared_keys.insert(key.clone());
         let Some(mut manifest) = desired.history(key).and_then(|h| h.current()).cloned() else {
             continue;
         };
         // Git's Secret values are compared as digests, never shown.
         model::redact::redact_secret(&mut manifest);
-        let live = ledger.object_state(key)?.and_then(|s| s.latest);
-        let diff = match &live {
-            Some(live) => correlate::project(&manifest, live, &lists),
-            None => vec![FieldChange {
-                path: model::FieldPath::root(),
-                from: Some(Value::String("declared".into())),
-                to: None,
-            }],
+        let state = ledger.object_state(key)?;
+        let Some(live) = state.as_ref().and_then(|s| s.latest.as_ref()) else {
+            let (opened_by_record, actor) = match &state {
+                Some(state) => (
+                    Some(state.latest_seq),
+                    deleter(ledger, key, state.latest_seq)?,
+                ),
+                None => (None, None),
+            };
+            out.push(OpenDrift {
+                key: key.clone(),
+                class: DriftClass::Missing,
+                change: FieldChange::new(
+                    model::FieldPath::root(),
+                    Some(Value::String("declared".into())),
+                    None,
+                ),
+                opened_by_record,
+                actor,
+            });
+            continue;
         };
-        if !diff.is_empty() {
-            out.push((key.clone(), diff));
+        let declared = correlate::project(&manifest, live, &lists);
+        let out_of_band = open_out_of_band(ledger, state.as_ref())?;
+        if declared.is_empty() && out_of_band.is_empty() {
+            continue;
+        }
+        let openers = openers(&ledger.history(key)?);
+        for (class, change) in declared
+            .into_iter()
+            .map(|c| (DriftClass::Declared, c))
+            .chain(out_of_band.into_iter().map(|c| (DriftClass::OutOfBand, c)))
+        {
+            let opener = openers.get(&change.path.to_string());
+            out.push(OpenDrift {
+                key: key.clone(),
+                class,
+                opened_by_record: opener.map(|(seq, _)| *seq),
+                actor: opener.map(|(_, actor)| actor.clone()),
+                change: FieldChange::new(change.path, change.from, change.to),
+            });
+        }
+    }
+    // Out-of-band fields on objects git does not declare (any more).
+    for entry in ledger.open_drifts() {
+        let (key, state) = entry?;
+        if declared_keys.contains(&key) {
+            continue;
+        }
+        let out_of_band = open_out_of_band(ledger, Some(&state))?;
+        if out_of_band.is_empty() {
+            continue;
+        }
+        let openers = openers(&ledger.history(&key)?);
+        for change in out_of_band {
+            let opener = openers.get(&change.path.to_string());
+            out.push(OpenDrift {
+                key: key.clone(),
+                class: DriftClass::OutOfBand,
+                opened_by_record: opener.map(|(seq, _)| *seq),
+                actor: opener.map(|(_, actor)| actor.clone()),
+                change: FieldChange::new(change.path, change.from, change.to),
+            });
         }
     }
     Ok(out)
 }
 
+/// The out-of-band paths the object's open drift record holds open.
+fn open_out_of_band(
+    ledger: &Ledger,
+    state: Option<&ledger::ObjectState>,
+) -> anyhow::Result<Vec<FieldChange>> {
+    let Some(seq) = state.and_then(|s| s.open_drift) else {
+        return Ok(Vec::new());
+    };
+    Ok(match ledger.get(seq)?.map(|r| r.body) {
+        Some(RecordBody::Change { judgement, .. })
+        | Some(RecordBody::Amendment(model::Amendment { judgement, .. })) => judgement
+            .diff
+            .into_iter()
+            .filter(|c| c.judged == Some(PathVerdict::OutOfBand))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// The actor who deleted a missing object: the deletion record's actor.
+fn deleter(ledger: &Ledger, key: &ObjectKey, seq: u64) -> anyhow::Result<Option<Actor>> {
+    let history = ledger.history(key)?;
+    let mut actor = None;
+    for record in &history {
+        match &record.body {
+            RecordBody::Change { judgement, .. } if record.seq == seq => {
+                actor = Some(judgement.actor.clone());
+            }
+            RecordBody::Attribution(a) if a.amends == seq => actor = Some(a.actor.clone()),
+            _ => {}
+        }
+    }
+    Ok(actor)
+}
+
+/// For each path open in the object's latest judgement, the record that
+/// opened it (the first of the unbroken run of records holding it open)
+/// and that record's actor (as later attributed, if it was).
+fn openers(history: &[LedgerRecord]) -> HashMap<String, (u64, Actor)> {
+    let mut open: HashMap<String, (u64, Actor)> = HashMap::new();
+    for record in history {
+        let judgement = match &record.body {
+            RecordBody::Change { judgement, .. } => judgement,
+            RecordBody::Amendment(amendment) => &amendment.judgement,
+            RecordBody::Attribution(a) => {
+                for (seq, actor) in open.values_mut() {
+                    if *seq == a.amends {
+                        *actor = a.actor.clone();
+                    }
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let now_open: HashSet<String> = judgement
+            .diff
+            .iter()
+            .filter(|c| c.judged.is_some_and(PathVerdict::is_open))
+            .map(|c| c.path.to_string())
+            .collect();
+        open.retain(|path, _| now_open.contains(path));
+        for path in now_open {
+            open.entry(path)
+                .or_insert_with(|| (record.seq, judgement.actor.clone()));
+        }
+    }
+    open
+}
+
 /// Human output of [`drift`].
-pub fn drift_text(drift: &[(ObjectKey, Vec<FieldChange>)], head_seq: u64) -> String {
+pub fn drift_text(drift: &[OpenDrift], head_seq: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "drift against git HEAD, as last observed (ledger record #{head_seq}):"
+        "open drift against git HEAD and the last known-good state, as last observed (ledger record #{head_seq}):"
     );
     if drift.is_empty() {
-        out.push_str("  none: every declared object matches git\n");
+        out.push_str("  none: every declared object matches git, and nothing was added by hand\n");
     }
-    for (key, diff) in drift {
-        let _ = writeln!(out, "{key}");
-        for change in diff {
-            if change.path.0.is_empty() {
-                let _ = writeln!(out, "  missing from the cluster");
-                continue;
-            }
-            let show =
-                |v: &Option<Value>| v.as_ref().map_or("(absent)".to_owned(), Value::to_string);
-            let _ = writeln!(
+    let mut last_key = None;
+    for item in drift {
+        if last_key != Some(&item.key) {
+            let _ = writeln!(out, "{}", item.key);
+            last_key = Some(&item.key);
+        }
+        let show = |v: &Option<Value>| v.as_ref().map_or("(absent)".to_owned(), Value::to_string);
+        let opened = match (&item.opened_by_record, &item.actor) {
+            (Some(seq), Some(actor)) => format!("  (record #{seq}, by {actor})"),
+            (Some(seq), None) => format!("  (record #{seq})"),
+            _ => String::new(),
+        };
+        let change = &item.change;
+        let _ = match item.class {
+            DriftClass::Missing => writeln!(out, "  missing from the cluster{opened}"),
+            DriftClass::Declared => writeln!(
                 out,
-                "  {}: git {} / live {}",
+                "  {}: git {} / live {}{opened}",
                 change.path,
                 show(&change.from),
                 show(&change.to)
-            );
-        }
+            ),
+            DriftClass::OutOfBand => writeln!(
+                out,
+                "  {}: out of band, known good {} / live {}{opened}",
+                change.path,
+                show(&change.from),
+                show(&change.to)
+            ),
+        };
     }
     out
 }

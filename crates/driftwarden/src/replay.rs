@@ -134,7 +134,11 @@ pub fn replay(
         if !matches!(replayed.verdict, Verdict::Drift { .. } | Verdict::Unmanaged) {
             continue;
         }
-        let Some((rule, _)) = correlator.policies().governing(&event.key, &event.object) else {
+        let Some((rule, _)) =
+            correlator
+                .policies()
+                .governing(&event.key, then.as_ref(), previous.as_ref())
+        else {
             continue;
         };
         if rule.mode == Mode::Audit {

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! role watch:     kube-apiserver ──watch──▶ publisher ──▶ bus
+//!                 kube-apiserver ──audit webhook──▶ publisher ──▶ bus
 //! role correlate: bus ──▶ correlator ──▶ ledger     git ──fetch──▶ correlator
 //! role all:       both, over the configured bus (the embedded bus needs `all`)
 //! ```
@@ -35,6 +36,10 @@ pub enum Role {
 /// How many publishes may be in flight at once; order per key is kept.
 const IN_FLIGHT: usize = 256;
 
+/// Audit records received and not yet published; a full buffer slows the
+/// webhook (and so the apiserver's batches) down, never drops a record.
+const AUDIT_BUFFER: usize = 10_000;
+
 /// A running Driftwarden: its ledger and its tasks.
 #[derive(Debug)]
 pub struct Running {
@@ -42,6 +47,8 @@ pub struct Running {
     pub ledger: Option<Arc<Ledger>>,
     /// Fetches every git source now (`notify_waiters`; SIGHUP does this).
     pub fetch_now: Arc<Notify>,
+    /// The audit webhook server, when configured (watch roles).
+    pub audit_webhook: Option<watch::RunningWebhook>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
@@ -56,6 +63,9 @@ impl Running {
 
     /// Stops every task.
     pub async fn stop(mut self) {
+        if let Some(webhook) = self.audit_webhook.take() {
+            webhook.shutdown().await;
+        }
         self.tasks.shutdown().await;
     }
 }
@@ -146,13 +156,28 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         }));
         ledger = Some(opened);
     }
+    let mut audit_webhook = None;
     if let Some(publisher) = publisher {
+        if let Some(webhook) = &config.audit_webhook {
+            let (records_tx, records_rx) = mpsc::channel(AUDIT_BUFFER);
+            let running = watch::serve_audit_webhook(
+                webhook.server_settings(),
+                config.cluster.name.clone(),
+                records_tx,
+            )
+            .await
+            .with_context(|| format!("cannot serve the audit webhook on {}", webhook.listen))?;
+            tracing::info!(listen = %running.local_addr(), "audit webhook listening");
+            tasks.spawn(publish_audits(records_rx, publisher.clone()));
+            audit_webhook = Some(running);
+        }
         let client = kube_client(&config).await?;
         tasks.spawn(watch_loop(config, client, publisher, kinds_rx, known));
     }
     Ok(Running {
         ledger,
         fetch_now,
+        audit_webhook,
         tasks,
     })
 }
@@ -289,4 +314,18 @@ async fn publish_changes(
         .try_for_each(|()| async { Ok(()) })
         .await
         .context("cannot publish to the bus")
+}
+
+/// Publishes every audit record the webhook receives, in order.
+async fn publish_audits(
+    mut records: mpsc::Receiver<model::AuditRecord>,
+    publisher: Publisher,
+) -> anyhow::Result<()> {
+    while let Some(record) = records.recv().await {
+        publisher
+            .publish(&Message::Audit(record))
+            .await
+            .context("cannot publish an audit record to the bus")?;
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use chrono::{DateTime, Duration};
 use criterion::{Criterion, criterion_group, criterion_main};
-use driftwarden_enforce::{PlanInput, Rails, RailsConfig, plan};
+use driftwarden_enforce::{PlanInput, Rails, RailsConfig, Writer, plan};
 use model::{ChangeEvent, ChangeKind, DriftKind, FieldPath, ObjectKey, Verdict};
 use serde_json::{Value, json};
 
@@ -81,6 +81,7 @@ fn bench_rails(c: &mut Criterion) {
     let mut rails = Rails::new(RailsConfig {
         flap_limit: 5,
         flap_window: Duration::minutes(5),
+        backoff_cap: Duration::seconds(30),
         breaker_limit: 1_000_000,
         breaker_window: Duration::minutes(1),
         breaker_pause: Duration::minutes(10),
@@ -89,6 +90,7 @@ fn bench_rails(c: &mut Criterion) {
         .map(|i| ObjectKey::new("prod", "", "ConfigMap", "team-a", format!("cfg-{i}")))
         .collect();
     let start = DateTime::from_timestamp(1_800_000_000, 0).expect("valid time");
+    let writer = Writer::automated("bench");
     let mut n: i64 = 0;
     c.bench_function("rails_drift_admit_revert", |b| {
         b.iter(|| {
@@ -96,7 +98,7 @@ fn bench_rails(c: &mut Criterion) {
             let now = start + Duration::milliseconds(n);
             let key = &keys[(n as usize) % keys.len()];
             black_box(rails.observe_drift(now));
-            if rails.admit(key, now).is_ok() {
+            if rails.admit(key, &writer, now).is_ok() {
                 rails.record_revert(key, now);
             }
         })

@@ -3,8 +3,8 @@
 //! ```text
 //! verdict + desired + last good ──▶ plan ──▶ RevertAction ──▶ Executor ──▶ kube-apiserver
 //!                                             ▲                  │
-//!                        Rails (flap limit, breaker), Grace,     └──▶ Outcome
-//!                        exemptions decide whether it runs
+//!               Rails (flap limit, backoff, breaker), Grace,     └──▶ Outcome
+//!               exemptions decide whether it runs
 //! ```
 //!
 //! Reverts unauthorized changes where a scope is in enforce mode:
@@ -16,7 +16,9 @@
 //!   never clobbering a newer write: such a revert is
 //!   [`Outcome::Superseded`].
 //! - [`Rails`], [`Grace`] and [`exempted`] are pure state over an explicit
-//!   `now`: the per-object flap limit, the global circuit breaker, the grace
+//!   `now`: the per-object flap limit (a revert war with an automated
+//!   [`Writer`] stops; one with a person goes on with a capped backoff and is
+//!   reported once as a [`WarReport`]), the global circuit breaker, the grace
 //!   queue and break-glass exemptions.
 //!
 //! Objects and manifests are never logged: Secrets travel through here.
@@ -33,4 +35,4 @@ pub mod rails;
 pub use execute::{Executor, FIELD_MANAGER};
 pub use grace::Grace;
 pub use plan::{PlanInput, desired_manifest, plan};
-pub use rails::{Held, Rails, RailsConfig, exempted};
+pub use rails::{BACKOFF_BASE, Held, Rails, RailsConfig, WarReport, Writer, exempted};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use model::{LedgerRecord, ObjectKey, RecordBody};
+use model::{Attribution, Enforcement, LedgerRecord, ObjectKey, RecordBody};
 use serde_json::Value;
 use sled::Transactional;
 use sled::transaction::TransactionError;
@@ -359,11 +359,10 @@ impl Ledger {
                         states.insert(index, state.amend(amendment, seq));
                     }
                 }
-                RecordBody::Enforcement(enforcement) => {
+                RecordBody::Enforcement(Enforcement { key, .. })
+                | RecordBody::Attribution(Attribution { key, .. }) => {
                     let seq = batch.next_seq()?;
-                    batch
-                        .by_object
-                        .push(object_key(&enforcement.key.index_bytes(), seq));
+                    batch.by_object.push(object_key(&key.index_bytes(), seq));
                 }
                 RecordBody::Exemption(_) => {
                     let seq = batch.next_seq()?;

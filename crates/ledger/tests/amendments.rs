@@ -30,7 +30,7 @@ fn change(rv: &str, replicas: u32, verdict: Verdict) -> RecordBody {
 fn judged(verdict: Verdict) -> Judgement {
     Judgement {
         verdict,
-        actor: Actor::Manager {
+        actor: Actor::ManagedFields {
             manager: "kubectl".into(),
             operation: "Update".into(),
             time: None,

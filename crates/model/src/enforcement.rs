@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Judgement, ObjectKey};
+use crate::{Actor, Judgement, ObjectKey};
 
 /// What Driftwarden does about drift in a scope.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -132,6 +132,19 @@ pub struct Amendment {
     pub judgement: Judgement,
 }
 
+/// The actor of an earlier change, learnt after it was judged: its audit
+/// record arrived later than the change. The verdict stands (when the
+/// identity changes the verdict, an [`Amendment`] is written instead).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    /// Which object.
+    pub key: ObjectKey,
+    /// Ledger sequence number of the change record attributed.
+    pub amends: u64,
+    /// Who made that change.
+    pub actor: Actor,
+}
+
 /// What an exemption covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "scope", rename_all = "snake_case")]
@@ -210,6 +223,18 @@ pub enum Control {
     Resumed {
         /// Why (by hand, or the pause timed out).
         reason: String,
+    },
+    /// A person (or an untrusted identity) keeps changing an object back:
+    /// a critical revert war. Reverts go on with a capped backoff.
+    RevertWar {
+        /// The object fought over.
+        key: ObjectKey,
+        /// Who keeps changing it.
+        writer: String,
+        /// Reverts within the flap window so far.
+        reverts: usize,
+        /// The flap window, for people (`5m`).
+        window: String,
     },
 }
 

@@ -24,12 +24,13 @@ pub use audit::{AuditObjectRef, AuditRecord, AuditUser};
 pub use change::{ChangeEvent, ChangeKind, ManagedField};
 pub use desired::{Commit, DesiredEntry, DesiredHistory};
 pub use enforcement::{
-    Amendment, Control, Enforcement, Exemption, ExemptionScope, Mode, Outcome, RevertAction,
+    Amendment, Attribution, Control, Enforcement, Exemption, ExemptionScope, Mode, Outcome,
+    RevertAction,
 };
 pub use key::{KeyError, ObjectKey};
 pub use path::{FieldPath, PathError, Segment};
 pub use record::{GitError, GitSync, LedgerRecord, RecordBody, Sealed, chain_hash};
-pub use verdict::{Actor, DriftKind, FieldChange, Judgement, Verdict};
+pub use verdict::{Actor, DriftKind, FieldChange, Judgement, PathVerdict, Verdict};
 
 /// The wire and storage schema version written by this build.
 pub const SCHEMA: u32 = 1;

@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Amendment, ChangeEvent, Commit, Control, Enforcement, Exemption, Judgement, SCHEMA};
+use crate::{
+    Amendment, Attribution, AuditRecord, ChangeEvent, Commit, Control, Enforcement, Exemption,
+    Judgement, SCHEMA,
+};
 
 /// Desired state moved to a new commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +60,11 @@ pub enum RecordBody {
     Exemption(Exemption),
     /// Enforcement was paused or resumed.
     Control(Control),
+    /// The actor of an earlier change, learnt later.
+    Attribution(Attribution),
+    /// A write the apiserver refused (e.g. RBAC), in a watched scope: the
+    /// attempt is kept although nothing changed.
+    Refused(AuditRecord),
 }
 
 /// One ledger entry before it is sealed into the chain.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::FieldPath;
+use crate::{AuditRecord, AuditUser, FieldPath};
 
 /// How a drift departs from git.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,24 +128,40 @@ impl fmt::Display for Verdict {
 }
 
 /// Who made a change.
+///
+/// `source` says where the answer comes from: `audit` (a kube-apiserver
+/// audit record joined to the change: an identity), `managed_fields` (the
+/// field manager named in the object: a claim any client can make) or
+/// `unknown`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum Actor {
     /// From a Kubernetes audit record joined to the change.
     Audit {
-        /// User name.
+        /// The user the request acted as (the impersonated user, if any).
         user: String,
-        /// The user's groups.
+        /// That user's groups.
         groups: Vec<String>,
+        /// `namespace:name` when the user is a service account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_account: Option<String>,
+        /// The authenticated user who impersonated `user`, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        impersonated_by: Option<AuditUser>,
         /// Client user agent (client-controlled).
         user_agent: String,
-        /// Client addresses (client-controlled).
+        /// Client addresses (client-controlled but the last).
         source_ips: Vec<String>,
         /// The apiserver's audit id.
         audit_id: String,
+        /// The field manager the write named in managedFields: a claim,
+        /// shown next to the identity behind it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manager: Option<String>,
     },
-    /// From `metadata.managedFields`: the manager that owns the changed fields.
-    Manager {
+    /// From `metadata.managedFields`: the manager that owns the changed
+    /// fields. A name the client chose, not an identity.
+    ManagedFields {
         /// Field manager name.
         manager: String,
         /// `Apply` or `Update`.
@@ -160,11 +176,82 @@ pub enum Actor {
     },
 }
 
+/// Prefix of service account user names.
+const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
+
+impl Actor {
+    /// The actor an audit record names; `manager` is the field manager the
+    /// write claimed, if known.
+    pub fn from_audit(record: &AuditRecord, manager: Option<String>) -> Actor {
+        let (user, impersonated_by) = match &record.impersonated {
+            Some(impersonated) => (impersonated.clone(), Some(record.user.clone())),
+            None => (record.user.clone(), None),
+        };
+        let service_account = user
+            .username
+            .strip_prefix(SERVICE_ACCOUNT_PREFIX)
+            .map(str::to_owned);
+        Actor::Audit {
+            user: user.username,
+            groups: user.groups,
+            service_account,
+            impersonated_by,
+            user_agent: record.user_agent.clone(),
+            source_ips: record.source_ips.clone(),
+            audit_id: record.audit_id.clone(),
+            manager,
+        }
+    }
+
+    /// Where the answer comes from: `audit`, `managed_fields` or `unknown`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Actor::Audit { .. } => "audit",
+            Actor::ManagedFields { .. } => "managed_fields",
+            Actor::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// Whether the actor is a machine: a service account, a `system:` user
+    /// (the control plane's components) or, without an identity, nobody
+    /// knows (`false`). Identities only: a manager name is a claim.
+    pub fn is_automated(&self) -> bool {
+        match self {
+            Actor::Audit {
+                user,
+                impersonated_by,
+                ..
+            } => {
+                let machine = |name: &str| name.starts_with("system:");
+                machine(user)
+                    && impersonated_by
+                        .as_ref()
+                        .is_none_or(|i| machine(&i.username))
+            }
+            Actor::ManagedFields { .. } | Actor::Unknown { .. } => false,
+        }
+    }
+}
+
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Actor::Audit { user, .. } => write!(f, "{user}"),
-            Actor::Manager { manager, .. } => write!(f, "manager {manager}"),
+            Actor::Audit {
+                user,
+                impersonated_by,
+                manager,
+                ..
+            } => {
+                write!(f, "{user}")?;
+                if let Some(by) = impersonated_by {
+                    write!(f, " (impersonated by {})", by.username)?;
+                }
+                if let Some(manager) = manager {
+                    write!(f, " as manager {manager}")?;
+                }
+                Ok(())
+            }
+            Actor::ManagedFields { manager, .. } => write!(f, "manager {manager} (unverified)"),
             Actor::Unknown { reason } => write!(f, "unknown ({reason})"),
         }
     }
@@ -181,6 +268,51 @@ pub struct FieldChange {
     /// Value after, absent when the field was removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<Value>,
+    /// How this path alone is judged, when the change is judged per path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged: Option<PathVerdict>,
+}
+
+impl FieldChange {
+    /// A change of `path` from `from` to `to`, not judged yet.
+    pub fn new(path: FieldPath, from: Option<Value>, to: Option<Value>) -> Self {
+        Self {
+            path,
+            from,
+            to,
+            judged: None,
+        }
+    }
+
+    /// This change, judged `verdict`.
+    pub fn judged(mut self, verdict: PathVerdict) -> Self {
+        self.judged = Some(verdict);
+        self
+    }
+}
+
+/// The verdict on one path of a change (design §4.5: judgement is per path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathVerdict {
+    /// A declared path brought to git's value, or an undeclared path put back
+    /// to the last known-good state.
+    Authorized,
+    /// A declared path that differs from git (`from` is git's value).
+    Drift,
+    /// An undeclared path set by an actor the policy does not trust and not
+    /// known good (`from` is the last known-good value). Stays open, change
+    /// after change, until it is put back or git adopts it.
+    OutOfBand,
+    /// An undeclared path changed by a trusted identity.
+    Trusted,
+}
+
+impl PathVerdict {
+    /// Whether the path departs from git or the known-good state.
+    pub fn is_open(self) -> bool {
+        matches!(self, PathVerdict::Drift | PathVerdict::OutOfBand)
+    }
 }
 
 /// The correlator's judgement of one change.
@@ -195,8 +327,20 @@ pub struct Judgement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_commit: Option<String>,
     /// What differs: from desired to live for drift, from previous to live otherwise.
+    /// Judged per path where the change was judged per path: the paths it
+    /// set, and every drift still open on the object after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diff: Vec<FieldChange>,
+}
+
+impl Judgement {
+    /// The paths of the diff judged `verdict`.
+    pub fn paths_judged(&self, verdict: PathVerdict) -> impl Iterator<Item = &FieldPath> {
+        self.diff
+            .iter()
+            .filter(move |change| change.judged == Some(verdict))
+            .map(|change| &change.path)
+    }
 }
 
 #[cfg(test)]
@@ -233,17 +377,20 @@ mod tests {
                     ],
                 },
             },
-            actor: Actor::Manager {
+            actor: Actor::ManagedFields {
                 manager: "kubectl-rollout".into(),
                 operation: "Update".into(),
                 time: None,
             },
             desired_commit: Some("fedcba".into()),
-            diff: vec![FieldChange {
-                path: "spec.replicas".parse().expect("path"),
-                from: Some(serde_json::json!(2)),
-                to: Some(serde_json::json!(5)),
-            }],
+            diff: vec![
+                FieldChange::new(
+                    "spec.replicas".parse().expect("path"),
+                    Some(serde_json::json!(2)),
+                    Some(serde_json::json!(5)),
+                )
+                .judged(PathVerdict::Drift),
+            ],
         };
         let text = serde_json::to_string(&judgement).expect("serializes");
         let back: Judgement = serde_json::from_str(&text).expect("deserializes");

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! kube-apiserver ──watch──▶ churn filter ──▶ secret redaction ──▶ change events
-//! kube-apiserver ──audit webhook──▶ audit records
+//! kube-apiserver ──audit webhook (TLS + token or client cert)──▶ audit records
 //! ```
 //!
 //! Secret values become digests here, before any event leaves the watcher.
@@ -13,7 +13,10 @@
 //!   listing no longer has, then `Added`/`Modified`/`Deleted` with churn
 //!   dropped and controller-owned objects skipped unless recorded.
 //! - [`audit_router`] receives audit webhook batches and forwards the
-//!   [`AuditRecord`]s of completed writes.
+//!   [`AuditRecord`]s of completed writes, refused ones included.
+//! - [`serve_audit_webhook`] serves it over TLS only, authenticating every
+//!   request by a bearer token or a client certificate, and counts refused
+//!   clients, accepted batches and records in [`WebhookCounters`].
 //! - The pure parts ([`redact_secret`], [`managed_fields_summary`],
 //!   [`is_churn`], [`is_derived`], [`to_change_event`], [`parse_audit_batch`])
 //!   do no I/O and are usable on their own.
@@ -26,6 +29,7 @@
 pub mod audit;
 pub mod event;
 pub mod managed;
+pub mod server;
 pub mod watcher;
 pub mod webhook;
 
@@ -34,5 +38,9 @@ pub use event::to_change_event;
 pub use managed::{managed_fields_summary, strip_managed_fields};
 pub use model::churn::{CHURN_ANNOTATIONS, content_digest, is_churn, is_derived};
 pub use model::redact::{LAST_APPLIED_ANNOTATION, redact_secret, secret_digest};
+pub use server::{
+    RunningWebhook, TlsFiles, WebhookAuth, WebhookCounters, WebhookFile, WebhookServer,
+    serve_audit_webhook,
+};
 pub use watcher::{KnownObject, WatchSpec, watch};
 pub use webhook::audit_router;

@@ -5,9 +5,11 @@
 //! kube-apiserver ──POST /audit (EventList)──▶ parse ──▶ mpsc::Sender<AuditRecord>
 //! ```
 //!
-//! The router is plain HTTP; the binary serves it over TLS behind its
-//! authentication. Records are forwarded with `send().await`, so a full
+//! The router is plain HTTP; [`serve_audit_webhook`] serves it over TLS
+//! behind authentication. Records are forwarded with `send().await`, so a full
 //! channel slows the apiserver's webhook down instead of dropping records.
+//!
+//! [`serve_audit_webhook`]: crate::serve_audit_webhook
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use model::AuditRecord;
 use tokio::sync::mpsc;
 
 use crate::audit::parse_audit_batch;
+use crate::server::WebhookCounters;
 
 /// The largest audit batch accepted, in bytes. The apiserver sends at most
 /// `--audit-webhook-batch-max-size` (default 400) events per batch; bodies
@@ -30,6 +33,7 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 struct Receiver {
     cluster: String,
     sink: mpsc::Sender<AuditRecord>,
+    counters: WebhookCounters,
 }
 
 /// The audit webhook routes: `POST /audit` and `POST /`.
@@ -38,9 +42,20 @@ struct Receiver {
 /// with the reason when the body is not an audit `EventList` (nothing of it is
 /// forwarded), and `503` when `sink` is closed.
 pub fn audit_router(cluster: impl Into<String>, sink: mpsc::Sender<AuditRecord>) -> Router {
+    counted_router(cluster.into(), sink, WebhookCounters::default())
+}
+
+/// [`audit_router`] counting accepted and rejected batches and forwarded
+/// records in `counters`.
+pub(crate) fn counted_router(
+    cluster: String,
+    sink: mpsc::Sender<AuditRecord>,
+    counters: WebhookCounters,
+) -> Router {
     let receiver = Arc::new(Receiver {
-        cluster: cluster.into(),
+        cluster,
         sink,
+        counters,
     });
     Router::new()
         .route("/audit", post(receive))
@@ -60,6 +75,7 @@ async fn receive(State(receiver): State<Arc<Receiver>>, body: Bytes) -> (StatusC
                 error = %reason,
                 "rejected audit webhook batch"
             );
+            receiver.counters.add_rejected_batch();
             return (StatusCode::BAD_REQUEST, reason);
         }
     };
@@ -72,7 +88,9 @@ async fn receive(State(receiver): State<Arc<Receiver>>, body: Bytes) -> (StatusC
                 "audit records cannot be forwarded: the receiving stage has stopped\n".into(),
             );
         }
+        receiver.counters.add_record();
     }
+    receiver.counters.add_accepted_batch();
     tracing::debug!(cluster = %receiver.cluster, records = count, "accepted audit webhook batch");
     (StatusCode::OK, format!("accepted {count} audit records\n"))
 }

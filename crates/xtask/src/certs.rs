@@ -1,6 +1,7 @@
-//! Certificates and keys for one run: a CA, kube-apiserver's serving
-//! certificate for 127.0.0.1/localhost, and the service-account signing key
-//! (ECDSA P-256).
+//! Certificates and keys for one run: a CA, serving certificates for
+//! 127.0.0.1/localhost signed by it (kube-apiserver's, the audit relay's,
+//! and one for the Driftwarden audit webhooks tests start), and the
+//! service-account signing key (ECDSA P-256).
 
 use std::path::{Path, PathBuf};
 
@@ -21,28 +22,72 @@ pub struct Certs {
     pub serving_cert: PathBuf,
     /// The apiserver's serving key (PEM).
     pub serving_key: PathBuf,
+    /// The audit relay's serving certificate (PEM).
+    pub relay_cert: PathBuf,
+    /// The audit relay's serving key (PEM).
+    pub relay_key: PathBuf,
+    /// A serving certificate for a Driftwarden audit webhook on loopback
+    /// (PEM), for the receivers tests register.
+    pub webhook_cert: PathBuf,
+    /// Its key (PEM).
+    pub webhook_key: PathBuf,
     /// The service-account signing key (PKCS#8 PEM).
     pub sa_key: PathBuf,
     /// The service-account verification key (PEM).
     pub sa_pub: PathBuf,
 }
 
+/// Names every loopback serving certificate is valid for.
+const LOOPBACK: [&str; 2] = ["127.0.0.1", "localhost"];
+
 impl Certs {
-    /// Generates every certificate and key into `dir`.
-    pub fn generate(dir: &Path) -> Result<Certs> {
-        let certs = Certs {
+    /// The paths of the files in `dir`, generated or not.
+    pub fn in_dir(dir: &Path) -> Certs {
+        Certs {
             ca_cert: dir.join("ca.crt"),
             serving_cert: dir.join("apiserver.crt"),
             serving_key: dir.join("apiserver.key"),
+            relay_cert: dir.join("audit-relay.crt"),
+            relay_key: dir.join("audit-relay.key"),
+            webhook_cert: dir.join("audit-webhook.crt"),
+            webhook_key: dir.join("audit-webhook.key"),
             sa_key: dir.join("sa.key"),
             sa_pub: dir.join("sa.pub"),
-        };
+        }
+    }
+
+    /// Generates every certificate and key into `dir`.
+    pub fn generate(dir: &Path) -> Result<Certs> {
+        let certs = Certs::in_dir(dir);
         let (ca_pem, ca) = certificate_authority()?;
         paths::write(&certs.ca_cert, ca_pem)?;
 
-        let (cert_pem, key_pem) = serving_certificate(&ca)?;
-        paths::write(&certs.serving_cert, cert_pem)?;
-        paths::write(&certs.serving_key, key_pem)?;
+        let apiserver = [&LOOPBACK[..], &["kubernetes", "kubernetes.default"]].concat();
+        let leaves = [
+            (
+                "kube-apiserver",
+                &apiserver[..],
+                &certs.serving_cert,
+                &certs.serving_key,
+            ),
+            (
+                "audit-relay",
+                &LOOPBACK[..],
+                &certs.relay_cert,
+                &certs.relay_key,
+            ),
+            (
+                "driftwarden-audit-webhook",
+                &LOOPBACK[..],
+                &certs.webhook_cert,
+                &certs.webhook_key,
+            ),
+        ];
+        for (name, names, cert, key) in leaves {
+            let (cert_pem, key_pem) = serving_certificate(&ca, name, names)?;
+            paths::write(cert, cert_pem)?;
+            paths::write(key, key_pem)?;
+        }
 
         let sa = KeyPair::generate().context("generating the service-account key")?;
         paths::write(&certs.sa_key, sa.serialize_pem())?;
@@ -68,14 +113,20 @@ fn certificate_authority() -> Result<(String, Issuer<'static, KeyPair>)> {
     Ok((cert.pem(), Issuer::new(params, key)))
 }
 
-/// A serving certificate for the apiserver on loopback: (cert PEM, key PEM).
-fn serving_certificate(ca: &Issuer<'static, KeyPair>) -> Result<(String, String)> {
-    let key = KeyPair::generate().context("generating the serving key")?;
-    let names = ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default"];
-    let mut params = CertificateParams::new(names.map(String::from).to_vec())?;
+/// A serving certificate named `common_name`, valid for `names` (IP
+/// addresses become IP subject alternative names): (cert PEM, key PEM).
+fn serving_certificate(
+    ca: &Issuer<'static, KeyPair>,
+    common_name: &str,
+    names: &[&str],
+) -> Result<(String, String)> {
+    let key =
+        KeyPair::generate().with_context(|| format!("generating the key of {common_name}"))?;
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
     params
         .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+        .push(DnType::CommonName, common_name);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -83,6 +134,6 @@ fn serving_certificate(ca: &Issuer<'static, KeyPair>) -> Result<(String, String)
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params
         .signed_by(&key, ca)
-        .context("signing the serving certificate")?;
+        .with_context(|| format!("signing the serving certificate of {common_name}"))?;
     Ok((cert.pem(), key.serialize_pem()))
 }

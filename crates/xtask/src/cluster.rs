@@ -1,5 +1,6 @@
 //! The Kubernetes side: users and tokens, kubeconfigs, the audit policy and
-//! webhook, RBAC, and the commands that run etcd, kube-apiserver and
+//! webhook (the files shipped in `config/`, see [`crate::audit_config`]),
+//! RBAC, and the commands that run etcd, kube-apiserver and
 //! kube-controller-manager.
 //!
 //! Users (static tokens, RBAC):
@@ -15,6 +16,7 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail};
 
+use crate::audit_config::{self, WebhookTarget};
 use crate::build::Toolset;
 use crate::certs::Certs;
 use crate::paths::{self, State};
@@ -68,10 +70,13 @@ pub struct ClusterFiles {
     pub certs: Certs,
     /// `--token-auth-file`.
     pub tokens: PathBuf,
-    /// `--audit-policy-file`.
+    /// `--audit-policy-file`: `config/audit-policy.yaml` as shipped.
     pub audit_policy: PathBuf,
-    /// `--audit-webhook-config-file`.
+    /// `--audit-webhook-config-file`: `config/audit-webhook.yaml` rendered
+    /// for the audit relay.
     pub audit_webhook: PathBuf,
+    /// The bearer token in `audit_webhook`, which the audit relay requires.
+    pub audit_token: PathBuf,
     /// RBAC objects and namespace team-a, applied once the apiserver is ready.
     pub rbac: PathBuf,
     /// kube-controller-manager's health probe (admin token, TLS unchecked:
@@ -79,7 +84,8 @@ pub struct ClusterFiles {
     pub controller_manager_probe: PathBuf,
 }
 
-/// Writes certificates, tokens, kubeconfigs and policies for one run.
+/// Writes certificates, tokens, kubeconfigs and policies for one run; the
+/// audit webhook points at `audit_webhook_url` with a new random token.
 pub fn write_files(state: &State, ports: &Ports, audit_webhook_url: &str) -> Result<ClusterFiles> {
     let certs = Certs::generate(&state.certs())?;
     let config = state.config();
@@ -102,12 +108,20 @@ pub fn write_files(state: &State, ports: &Ports, audit_webhook_url: &str) -> Res
         tokens: config.join("tokens.csv"),
         audit_policy: config.join("audit-policy.yaml"),
         audit_webhook: config.join("audit-webhook.yaml"),
+        audit_token: config.join("audit-webhook.token"),
         rbac: config.join("rbac.yaml"),
         controller_manager_probe: state.kubeconfig("controller-manager-probe"),
     };
     paths::write(&files.tokens, token_lines)?;
-    paths::write(&files.audit_policy, AUDIT_POLICY)?;
-    paths::write(&files.audit_webhook, webhook_kubeconfig(audit_webhook_url))?;
+    paths::write(&files.audit_policy, audit_config::shipped_policy()?)?;
+    let audit_token = random_token()?;
+    let webhook = audit_config::rendered_webhook(&WebhookTarget {
+        server: audit_webhook_url,
+        ca_file: &files.certs.ca_cert,
+        token: &audit_token,
+    })?;
+    paths::write(&files.audit_webhook, webhook)?;
+    paths::write(&files.audit_token, format!("{audit_token}\n"))?;
     paths::write(&files.rbac, RBAC)?;
     paths::write(
         &files.controller_manager_probe,
@@ -190,28 +204,6 @@ current-context: probe
     )
 }
 
-/// The webhook kubeconfig kube-apiserver posts audit batches with.
-fn webhook_kubeconfig(url: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: audit
-  cluster:
-    server: {url}
-users:
-- name: audit
-  user: {{}}
-contexts:
-- name: audit
-  context:
-    cluster: audit
-    user: audit
-current-context: audit
-"
-    )
-}
-
 /// Standard base64 with padding.
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -233,38 +225,6 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
-
-/// Audit policy: full request and response for writes (what attribution
-/// needs), metadata only for secrets, nothing for reads and noise.
-const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived"]
-omitManagedFields: true
-rules:
-  # Noise: events, leader-election leases, health checks.
-  - level: None
-    resources:
-      - group: ""
-        resources: ["events"]
-      - group: "events.k8s.io"
-        resources: ["events"]
-      - group: "coordination.k8s.io"
-        resources: ["leases"]
-  - level: None
-    nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/metrics", "/openapi*"]
-  # Reads.
-  - level: None
-    verbs: ["get", "list", "watch"]
-  # Secret values never reach the audit trail.
-  - level: Metadata
-    resources:
-      - group: ""
-        resources: ["secrets"]
-  # Writes: the result's resourceVersion is in responseObject.
-  - level: RequestResponse
-    verbs: ["create", "update", "patch", "delete", "deletecollection"]
-  - level: Metadata
-"#;
 
 /// RBAC for the users and namespace team-a.
 const RBAC: &str = r#"apiVersion: v1

@@ -4,9 +4,9 @@
 //! process group with its log in `target/testenv/logs/`:
 //!
 //! ```text
-//!   audit-relay ◄──audit webhook── kube-apiserver ──► etcd
-//!                                       ▲
-//!                      kube-controller-manager          kafka (KRaft)
+//!   audit-relay ◄──audit webhook (HTTPS)── kube-apiserver ──► etcd
+//!     │    └──► audit/events.jsonl               ▲
+//!     └──► receivers in audit/receivers/  kube-controller-manager     kafka (KRaft)
 //! ```
 //!
 //! and writes `target/testenv/env.sh` for tests and people.
@@ -16,14 +16,15 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::build::{self, Toolset};
-use crate::cluster::{self, USERS};
-use crate::kafka;
+use crate::certs::Certs;
+use crate::cluster::{self, ClusterFiles, USERS};
 use crate::paths::{self, State};
 use crate::procs::{self, Started};
+use crate::{kafka, relay};
 
 /// Components, in start order; `down` stops them in reverse.
 const COMPONENTS: [&str; 5] = [
@@ -43,24 +44,17 @@ struct Saved {
     cluster: cluster::Ports,
     /// Kafka ports.
     kafka: kafka::Ports,
-    /// Where kube-apiserver sends audit batches.
+    /// The audit relay's address (HTTPS), where kube-apiserver sends audit
+    /// batches.
     audit_webhook_addr: String,
-    /// Whether `up` started the audit relay (no `--audit-webhook`).
-    relay: bool,
 }
 
 /// Starts the environment, or reports that it already runs.
-pub fn up(audit_webhook: Option<String>) -> Result<()> {
+pub fn up() -> Result<()> {
     let state = State::of_workspace();
     if let Some(saved) = load_saved(&state) {
         let parts = check(&state, &saved);
         if parts.iter().all(|p| p.ok) {
-            if let Some(addr) = audit_webhook.filter(|a| *a != saved.audit_webhook_addr) {
-                bail!(
-                    "the test environment is up with audit webhook {}, not {addr}: run `cargo xtask env down` first",
-                    saved.audit_webhook_addr
-                );
-            }
             println!("test environment is already up");
             print_summary(&state, &saved);
             return Ok(());
@@ -80,7 +74,7 @@ pub fn up(audit_webhook: Option<String>) -> Result<()> {
         paths::show(&state.dir)
     );
     clear_run_state(&state)?;
-    let saved = plan(tools, audit_webhook)?;
+    let saved = plan(tools)?;
     if let Err(err) = start_all(&state, &saved) {
         eprintln!(
             "start failed: stopping what was started (logs in {})",
@@ -145,7 +139,7 @@ pub fn ensure_up() -> Result<bool> {
         println!("test environment is already up: it stays up afterwards");
         return Ok(false);
     }
-    up(None)?;
+    up()?;
     Ok(true)
 }
 
@@ -195,11 +189,9 @@ fn clear_run_state(state: &State) -> Result<()> {
     Ok(())
 }
 
-/// Picks free ports and the audit webhook address.
-fn plan(tools: Toolset, audit_webhook: Option<String>) -> Result<Saved> {
+/// Picks free ports.
+fn plan(tools: Toolset) -> Result<Saved> {
     let ports = procs::free_ports(7)?;
-    let relay = audit_webhook.is_none();
-    let audit_webhook_addr = audit_webhook.unwrap_or_else(|| format!("127.0.0.1:{}", ports[6]));
     Ok(Saved {
         tools,
         cluster: cluster::Ports {
@@ -212,18 +204,8 @@ fn plan(tools: Toolset, audit_webhook: Option<String>) -> Result<Saved> {
             broker: ports[4],
             controller: ports[5],
         },
-        audit_webhook_addr,
-        relay,
+        audit_webhook_addr: format!("127.0.0.1:{}", ports[6]),
     })
-}
-
-/// The webhook URL for an address given as host:port or as a URL.
-fn webhook_url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}/")
-    }
 }
 
 /// Starts every component and waits until each answers.
@@ -232,14 +214,11 @@ fn start_all(state: &State, saved: &Saved) -> Result<()> {
     let files = cluster::write_files(
         state,
         &saved.cluster,
-        &webhook_url(&saved.audit_webhook_addr),
+        &format!("https://{}/audit", saved.audit_webhook_addr),
     )?;
     let kafka_files = kafka::write_files(state, &saved.kafka)?;
 
-    let mut relay = saved
-        .relay
-        .then(|| start_relay(state, &saved.audit_webhook_addr))
-        .transpose()?;
+    let mut relay = start_relay(state, &files, &saved.audit_webhook_addr)?;
     let mut etcd = procs::spawn(
         state,
         "etcd",
@@ -282,14 +261,12 @@ fn start_all(state: &State, saved: &Saved) -> Result<()> {
             kafka::ready(&saved.kafka)
         })
     })?;
-    if let Some(relay) = relay.as_mut() {
-        let addr = &saved.audit_webhook_addr;
-        step("audit-relay", || {
-            procs::wait_ready(state, relay, Duration::from_secs(20), || {
-                procs::http_ok(addr, "/healthz", "ok")
-            })
-        })?;
-    }
+    let addr = &saved.audit_webhook_addr;
+    step("audit-relay", || {
+        procs::wait_ready(state, &mut relay, Duration::from_secs(20), || {
+            relay::healthy(addr, &files.certs.ca_cert)
+        })
+    })?;
     Ok(())
 }
 
@@ -301,15 +278,22 @@ fn step(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     Ok(())
 }
 
-/// Starts this program again as `audit-relay`.
-fn start_relay(state: &State, addr: &str) -> Result<Started> {
+/// Starts this program again as `audit-relay`, serving HTTPS on `addr`
+/// with the token of the rendered webhook config.
+fn start_relay(state: &State, files: &ClusterFiles, addr: &str) -> Result<Started> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("audit-relay")
-        .arg("--listen")
-        .arg(addr)
-        .arg("--out")
-        .arg(state.audit_log());
+    cmd.arg("audit-relay").arg("--listen").arg(addr);
+    for (flag, path) in [
+        ("--out", state.audit_log()),
+        ("--cert", files.certs.relay_cert.clone()),
+        ("--key", files.certs.relay_key.clone()),
+        ("--token-file", files.audit_token.clone()),
+        ("--receivers", state.audit_receivers()),
+        ("--ca", files.certs.ca_cert.clone()),
+    ] {
+        cmd.arg(flag).arg(path);
+    }
     procs::spawn(state, "audit-relay", cmd)
 }
 
@@ -363,23 +347,13 @@ fn check(state: &State, saved: &Saved) -> Vec<Part> {
             saved.kafka.bootstrap(),
         ),
     ];
-    if saved.relay {
-        let addr = &saved.audit_webhook_addr;
-        parts.push(part(
-            "audit-relay",
-            &|| procs::http_ok(addr, "/healthz", "ok"),
-            format!("{addr} → {}", paths::show(&state.audit_log())),
-        ));
-    } else {
-        parts.push(Part {
-            name: "audit-webhook",
-            ok: true,
-            detail: format!(
-                "external receiver {} (not checked)",
-                saved.audit_webhook_addr
-            ),
-        });
-    }
+    let addr = &saved.audit_webhook_addr;
+    let ca = Certs::in_dir(&state.certs()).ca_cert;
+    parts.push(part(
+        "audit-relay",
+        &|| relay::healthy(addr, &ca),
+        format!("https://{addr} → {}", paths::show(&state.audit_log())),
+    ));
     parts
 }
 
@@ -402,11 +376,7 @@ fn exports(state: &State, saved: &Saved) -> Vec<(String, String)> {
             show(state.kubeconfig(user.name)),
         ));
     }
-    let audit_log = if saved.relay {
-        show(state.audit_log())
-    } else {
-        String::new()
-    };
+    let certs = Certs::in_dir(&state.certs());
     vars.extend([
         ("DW_KUBECTL".to_string(), show(saved.tools.kubectl())),
         (
@@ -418,7 +388,14 @@ fn exports(state: &State, saved: &Saved) -> Vec<(String, String)> {
             "DW_AUDIT_WEBHOOK_ADDR".to_string(),
             saved.audit_webhook_addr.clone(),
         ),
-        ("DW_AUDIT_LOG".to_string(), audit_log),
+        ("DW_AUDIT_LOG".to_string(), show(state.audit_log())),
+        (
+            "DW_AUDIT_RECEIVERS".to_string(),
+            show(state.audit_receivers()),
+        ),
+        ("DW_CA_CERT".to_string(), show(certs.ca_cert)),
+        ("DW_WEBHOOK_CERT".to_string(), show(certs.webhook_cert)),
+        ("DW_WEBHOOK_KEY".to_string(), show(certs.webhook_key)),
     ]);
     vars
 }
@@ -440,15 +417,12 @@ fn print_summary(state: &State, saved: &Saved) {
         saved.cluster.apiserver
     );
     println!("  kafka           {}", saved.kafka.bootstrap());
-    if saved.relay {
-        println!(
-            "  audit webhook   {} → {}",
-            saved.audit_webhook_addr,
-            paths::show(&state.audit_log())
-        );
-    } else {
-        println!("  audit webhook   {} (external)", saved.audit_webhook_addr);
-    }
+    println!(
+        "  audit relay     https://{} → {} and {}/",
+        saved.audit_webhook_addr,
+        paths::show(&state.audit_log()),
+        paths::show(&state.audit_receivers())
+    );
     let users: Vec<_> = USERS.iter().map(|u| u.name).collect();
     println!(
         "  kubeconfigs     {} ({})",

@@ -12,6 +12,7 @@
 //!                          ──► target/bench/summary.json
 //! ```
 
+mod audit_config;
 mod bench;
 mod build;
 mod certs;
@@ -24,7 +25,6 @@ mod procs;
 mod relay;
 mod test;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -62,28 +62,17 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// Receive audit webhook batches and append their events to a JSON-lines
-    /// file (started by `env up`; not meant to be run by hand).
+    /// Receive audit webhook batches, append their events to a JSON-lines
+    /// file and forward them to the registered receivers (started by
+    /// `env up`; not meant to be run by hand).
     #[command(hide = true)]
-    AuditRelay {
-        /// Loopback address to listen on.
-        #[arg(long)]
-        listen: String,
-        /// JSON-lines file the events are appended to.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    AuditRelay(relay::Args),
 }
 
 #[derive(Debug, Subcommand)]
 enum EnvAction {
     /// Build what is missing, start every part and wait until all answer.
-    Up {
-        /// Send kube-apiserver's audit webhook to this address (host:port or
-        /// URL) instead of starting the audit relay.
-        #[arg(long, value_name = "ADDR")]
-        audit_webhook: Option<String>,
-    },
+    Up,
     /// Stop every process `up` started; logs are kept.
     Down,
     /// Show each part; exit 0 only when all of them answer.
@@ -104,15 +93,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Env { action } => match action {
-            EnvAction::Up { audit_webhook } => env::up(audit_webhook).map(|()| ExitCode::SUCCESS),
+            EnvAction::Up => env::up().map(|()| ExitCode::SUCCESS),
             EnvAction::Down => env::down().map(|()| ExitCode::SUCCESS),
             EnvAction::Status => env::status(),
         },
         Command::Test { args } => test::run(&args),
         Command::Demo => demo::run(),
         Command::Bench { quick } => bench::run(quick),
-        Command::AuditRelay { listen, out } => {
-            relay::run(&listen, &out).map(|()| ExitCode::SUCCESS)
-        }
+        Command::AuditRelay(args) => relay::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -57,7 +57,7 @@ impl State {
         self.dir.join("certs")
     }
 
-    /// Static token file, audit policy and webhook config of the apiserver.
+    /// Static token file, audit webhook config and token of the apiserver.
     pub fn config(&self) -> PathBuf {
         self.dir.join("config")
     }
@@ -80,6 +80,11 @@ impl State {
     /// The audit relay's JSON-lines file.
     pub fn audit_log(&self) -> PathBuf {
         self.dir.join("audit").join("events.jsonl")
+    }
+
+    /// The folder where tests register audit receivers, one JSON file each.
+    pub fn audit_receivers(&self) -> PathBuf {
+        self.dir.join("audit").join("receivers")
     }
 
     /// Every component's log (kept by `down`).

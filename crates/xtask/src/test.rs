@@ -38,7 +38,7 @@ async fn up_test_down(args: Vec<String>) -> Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
 
     let started = Instant::now();
-    tokio::task::spawn_blocking(|| env::up(None))
+    tokio::task::spawn_blocking(env::up)
         .await
         .context("env up panicked")??;
     println!("xtask test: env up {:.1}s", started.elapsed().as_secs_f64());

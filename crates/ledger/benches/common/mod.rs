@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use model::{
-    Actor, ChangeEvent, ChangeKind, DriftKind, FieldChange, Judgement, ManagedField, ObjectKey,
+    Actor, ChangeEvent, ChangeKind, DriftKind, FieldChange, PathVerdict, Judgement, ManagedField, ObjectKey,
     RecordBody, Verdict,
 };
 use serde_json::{Value, json};
@@ -127,16 +127,22 @@ fn judgement(revision: u64) -> Judgement {
         actor: Actor::Audit {
             user: "alice@example.com".into(),
             groups: vec!["system:authenticated".into(), "sre".into()],
+            service_account: None,
+            impersonated_by: None,
+            manager: Some("kubectl-scale".into()),
             user_agent: "kubectl/v1.35.0 (linux/amd64) kubernetes/abcdef".into(),
             source_ips: vec!["10.0.12.7".into()],
             audit_id: format!("9c7e-{revision}"),
         },
         desired_commit: Some("4f1c2a9e8b7d6c5b4a39281706f5e4d3c2b1a098".into()),
-        diff: vec![FieldChange {
-            path: "spec.replicas".parse().expect("valid path"),
-            from: Some(json!(2)),
-            to: Some(json!(2 + revision % 4)),
-        }],
+        diff: vec![
+            FieldChange::new(
+                "spec.replicas".parse().expect("valid path"),
+                Some(json!(2)),
+                Some(json!(2 + revision % 4)),
+            )
+            .judged(PathVerdict::Drift),
+        ],
     }
 }
 
