@@ -393,7 +393,10 @@ async fn a_late_audit_record_amends_the_fallback_verdict(bus: Bus) -> Result<()>
     // Now the webhook comes back: the apiserver's batch arrives.
     let events = audit_log
         .wait_for(PATIENCE, |event| {
-            event["user"]["username"] == "mallory" && event["verb"] == "patch"
+            event["user"]["username"] == "mallory"
+                && event["verb"] == "patch"
+                && event["objectRef"]["namespace"] == ns.as_str()
+                && event["objectRef"]["name"] == "web"
         })
         .await?;
     let webhook = s.settings.audit_webhook.clone().context("webhook on")?;
@@ -424,17 +427,20 @@ async fn a_late_audit_record_amends_the_fallback_verdict(bus: Bus) -> Result<()>
 on_both_buses! {
     alice_scales_and_the_ledger_names_her => alice_scales_embedded, alice_scales_kafka;
     mallory_adds_an_env_var_out_of_band => env_var_embedded, env_var_kafka;
+    mallory_deletes_and_is_named => delete_embedded, delete_kafka;
+    a_spoofed_controller_manager_is_out_of_band
+        => spoofed_controller_manager_embedded, spoofed_controller_manager_kafka;
+    a_spoofed_gitops_manager_is_out_of_band => spoofed_gitops_embedded, spoofed_gitops_kafka;
+    replace_force_with_a_sidecar_is_out_of_band => replace_force_embedded, replace_force_kafka;
     restoring_replicas_does_not_launder_a_label => bundled_patch_embedded, bundled_patch_kafka;
+    a_label_added_during_a_replicas_drift_is_recorded
+        => drift_behind_drift_embedded, drift_behind_drift_kafka;
+    diff_shows_an_out_of_band_sidecar_and_who_added_it => diff_sidecar_embedded, diff_sidecar_kafka;
+    the_ledger_keeps_writes_rbac_refused => rbac_refused_embedded, rbac_refused_kafka;
+    a_late_audit_record_amends_the_fallback_verdict => late_audit_embedded, late_audit_kafka;
 }
 
+// The webhook's authentication does not involve the bus.
 on_the_embedded_bus! {
-    mallory_deletes_and_is_named => delete_embedded;
-    a_spoofed_controller_manager_is_out_of_band => spoofed_controller_manager_embedded;
-    a_spoofed_gitops_manager_is_out_of_band => spoofed_gitops_embedded;
-    replace_force_with_a_sidecar_is_out_of_band => replace_force_embedded;
-    a_label_added_during_a_replicas_drift_is_recorded => drift_behind_drift_embedded;
-    diff_shows_an_out_of_band_sidecar_and_who_added_it => diff_sidecar_embedded;
     an_unauthenticated_post_to_the_webhook_is_refused => unauthenticated_post_embedded;
-    the_ledger_keeps_writes_rbac_refused => rbac_refused_embedded;
-    a_late_audit_record_amends_the_fallback_verdict => late_audit_embedded;
 }

@@ -13,9 +13,9 @@ use chrono::Utc;
 use driftwarden_bus::{Consumer, KafkaConfig, Message, Publisher, ensure_topics};
 use model::{ChangeEvent, ChangeKind, ObjectKey};
 use serde_json::json;
+use testenv::NOT_RUNNING;
 use tokio::task::JoinSet;
 
-use driftwarden_e2e::NOT_RUNNING;
 const WARMUP: usize = 20;
 /// Publishes in flight at once during the burst.
 const IN_FLIGHT: usize = 256;
@@ -158,5 +158,5 @@ fn report(bus: &str, latencies: &mut [Duration]) {
 /// The broker of the test environment; fails with the command to run when
 /// the environment is missing.
 fn brokers() -> String {
-    driftwarden_e2e::TestEnv::get().kafka_brokers.clone()
+    testenv::TestEnv::get().kafka_brokers.clone()
 }

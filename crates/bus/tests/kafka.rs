@@ -14,15 +14,15 @@ use driftwarden_bus::{
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use testenv::NOT_RUNNING;
 
-use driftwarden_e2e::NOT_RUNNING;
 const PARTITIONS: i32 = 3;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The broker of the test environment; fails with the command to run when
 /// the environment is missing.
 fn brokers() -> String {
-    driftwarden_e2e::TestEnv::get().kafka_brokers.clone()
+    testenv::TestEnv::get().kafka_brokers.clone()
 }
 
 /// An error with its causes, for a failure message.

@@ -37,9 +37,9 @@ use crate::actor::actor_from_managed_fields;
 use crate::changes::{Changes, changed_fields, changed_undeclared};
 use crate::lists::ListSemantics;
 use crate::normalize::same_opt;
-use crate::paths::{is_within, overlaps};
+use crate::paths::{declares, is_within, overlaps};
 use crate::project::{project, projects_equal};
-use crate::trust::Trust;
+use model::Trust;
 
 /// Reason given for the actor of a change found on a resync.
 pub const UNOBSERVED: &str = "changed while unobserved";
@@ -273,10 +273,9 @@ impl PathJudge {
             .last_good
             .map(|good| changed_undeclared(good, live, Some(manifest), input.lists));
         let differs_from_good = |path: &FieldPath| {
-            off_good.as_ref().is_none_or(|off| {
-                off.iter()
-                    .any(|change| overlaps(&change.path, path) || overlaps(path, &change.path))
-            })
+            off_good
+                .as_ref()
+                .is_none_or(|off| off.iter().any(|change| overlaps(&change.path, path)))
         };
         let trusted = input.trust.trusts(actor);
         let mut judged = Vec::new();
@@ -286,8 +285,21 @@ impl PathJudge {
             }
         }
         let mut set_undeclared = false;
+        // A field an older commit declared and HEAD no longer does, removed:
+        // the removal is git's (an apply of the commit that dropped it).
+        let git_removed = |change: &FieldChange| {
+            change.to.is_none()
+                && input.desired.is_some_and(|history| {
+                    history.older().any(|entry| {
+                        entry
+                            .manifest
+                            .as_ref()
+                            .is_some_and(|older| declares(older, &change.path))
+                    })
+                })
+        };
         for change in input.without_ignored(undeclared_set) {
-            let verdict = if !differs_from_good(&change.path) {
+            let verdict = if !differs_from_good(&change.path) || git_removed(&change) {
                 PathVerdict::Authorized
             } else if trusted {
                 PathVerdict::Trusted
@@ -299,16 +311,12 @@ impl PathJudge {
         }
         // Drift opened by earlier changes stays open until put back.
         for path in input.open_out_of_band {
-            if judged
-                .iter()
-                .any(|j| overlaps(&j.path, path) || overlaps(path, &j.path))
-            {
+            if judged.iter().any(|j| overlaps(&j.path, path)) {
                 continue;
             }
-            let still = off_good.as_ref().and_then(|off| {
-                off.iter()
-                    .find(|change| overlaps(&change.path, path) || overlaps(path, &change.path))
-            });
+            let still = off_good
+                .as_ref()
+                .and_then(|off| off.iter().find(|change| overlaps(&change.path, path)));
             let change = match (still, &off_good) {
                 (Some(still), _) => still.clone().judged(PathVerdict::OutOfBand),
                 (None, None) => {
@@ -1113,6 +1121,17 @@ mod tests {
             .known_good(&web.clone().served())
             .judge(&added(&web.served()));
         assert_eq!(judgement.verdict, authorized("c1"));
+    }
+
+    #[test]
+    fn applying_a_commit_that_drops_a_field_is_authorized() {
+        let with_debug = deployment("web").env("web", "DEBUG", "1");
+        let without = deployment("web");
+        let judgement = Scenario::new()
+            .git(git().commit("c1", &with_debug).commit("c2", &without))
+            .previously_good(&with_debug.clone().served())
+            .judge(&modified(&without.served()));
+        assert_eq!(judgement.verdict, authorized("c2"));
     }
 
     #[test]

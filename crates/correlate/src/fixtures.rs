@@ -222,6 +222,10 @@ pub(crate) fn entry(id: &str, object: Option<&Object>) -> DesiredEntry {
 
 impl Git {
     /// A commit declaring `object`.
+    pub(crate) fn history(&self) -> &DesiredHistory {
+        &self.0
+    }
+
     pub(crate) fn commit(mut self, id: &str, object: &Object) -> Self {
         self.0.entries.push(entry(id, Some(object)));
         self
@@ -313,6 +317,12 @@ impl Change {
             subresource: None,
             fields,
         });
+        self
+    }
+
+    /// Of another incarnation (a re-create).
+    pub(crate) fn incarnation(mut self, uid: &str) -> Self {
+        self.0.uid = uid.to_owned();
         self
     }
 

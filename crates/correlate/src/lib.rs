@@ -24,11 +24,11 @@ mod actor;
 mod changes;
 mod classify;
 pub mod join;
+mod known;
 pub mod lists;
 mod normalize;
 mod paths;
 mod project;
-pub mod trust;
 
 #[cfg(test)]
 mod fixtures;
@@ -40,8 +40,9 @@ pub use classify::{
     judge_change,
 };
 pub use join::{AuditJoin, JoinKey};
+pub use known::Known;
 pub use lists::{ListSemantics, ListType, MapKey};
+pub use model::trust::{self, ManagerBinding, Trust};
 pub use normalize::{Quantity, scalars_equal};
 pub use paths::is_within;
 pub use project::project;
-pub use trust::{ManagerBinding, Trust};

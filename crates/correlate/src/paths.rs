@@ -102,6 +102,36 @@ pub(crate) fn overlaps(a: &FieldPath, b: &FieldPath) -> bool {
     is_within(a, b) || is_within(b, a)
 }
 
+/// Whether `manifest` has a value at `path` (list elements chosen by their
+/// merge keys, compared as text: `containerPort=8080` matches `8080`).
+pub(crate) fn declares(manifest: &Value, path: &FieldPath) -> bool {
+    let mut here = manifest;
+    for segment in &path.0 {
+        let next = match (segment, here) {
+            (Segment::Field(name), Value::Object(map)) => map.get(name),
+            (Segment::Index(i), Value::Array(items)) => items.get(*i),
+            (Segment::Key(keys), Value::Array(items)) => items.iter().find(|item| {
+                keys.iter().all(|(k, v)| {
+                    item.get(k).is_some_and(|value| match value {
+                        Value::String(text) => text == v,
+                        Value::Number(number) => {
+                            v.parse::<serde_json::Number>().ok().as_ref() == Some(number)
+                        }
+                        Value::Bool(flag) => v.parse::<bool>().ok() == Some(*flag),
+                        _ => false,
+                    })
+                })
+            }),
+            _ => None,
+        };
+        match next {
+            Some(value) => here = value,
+            None => return false,
+        }
+    }
+    true
+}
+
 fn segments_match(a: &Segment, b: &Segment) -> bool {
     match (a, b) {
         (Segment::Key(x), Segment::Key(y)) => {
@@ -118,6 +148,25 @@ mod tests {
 
     fn path(text: &str) -> FieldPath {
         text.parse().expect("test paths are well formed")
+    }
+
+    #[test]
+    fn a_manifest_declares_paths_through_maps_and_merge_keys() {
+        let manifest = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "web", "env": [{"name": "DEBUG", "value": "1"}],
+             "ports": [{"containerPort": 8080, "protocol": "TCP"}]}
+        ]}}}});
+        let declared = |p: &str| declares(&manifest, &path(p));
+        assert!(declared(
+            "spec.template.spec.containers[name=web].env[name=DEBUG]"
+        ));
+        assert!(declared(
+            "spec.template.spec.containers[name=web].ports[containerPort=8080,protocol=TCP]"
+        ));
+        assert!(!declared(
+            "spec.template.spec.containers[name=web].env[name=OTHER]"
+        ));
+        assert!(!declared("spec.replicas"));
     }
 
     #[test]

@@ -213,7 +213,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 let labels = match declared {
                     Some(manifest) => {
                         let _ = writeln!(text, "{key}: scope from the labels git declares");
-                        crate::correlator::labels_of(manifest)
+                        enforce::labels_of(manifest)
                     }
                     None => labels,
                 };

@@ -303,57 +303,15 @@ pub struct Watch {
 }
 
 /// Identities trusted to change fields git does not declare (see
-/// [`correlate::trust`]): users, groups and service accounts, and field
+/// [`model::trust`]): users, groups and service accounts, and field
 /// managers bound to the identities that may write under their names.
-pub use correlate::Trust;
+pub use model::Trust;
 
 pub use model::Mode;
 
-/// Which objects a policy rule governs. Empty lists match everything.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Match {
-    /// Namespaces.
-    #[serde(default)]
-    pub namespaces: Vec<String>,
-    /// Kinds, e.g. `Deployment`.
-    #[serde(default)]
-    pub kinds: Vec<String>,
-    /// Labels the object must carry.
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-}
-
-/// A policy rule for a scope.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    /// Name shown in verdicts and reports.
-    pub name: String,
-    /// The scope.
-    #[serde(default, rename = "match")]
-    pub matches: Match,
-    /// What to do about drift.
-    #[serde(default)]
-    pub mode: Mode,
-    /// Fields never judged, as JSON pointers, e.g. `/spec/replicas`.
-    #[serde(default)]
-    pub ignored_paths: Vec<String>,
-    /// Actors trusted in this scope, on top of the global `trust`.
-    #[serde(default)]
-    pub trust: Trust,
-    /// Delete objects git does not declare (enforce mode only).
-    #[serde(default)]
-    pub prune: bool,
-    /// How long a drift may wait for a commit that adopts it before it is
-    /// reverted, e.g. `5m`; `0s` reverts at once.
-    #[serde(default, deserialize_with = "duration")]
-    pub grace: Duration,
-    /// Apply new commits in this scope (and, with `prune`, delete what a
-    /// commit removed): Driftwarden acts as the GitOps agent.
-    #[serde(default)]
-    pub sync: bool,
-}
+/// Policy rules: which objects they govern and what they do (see
+/// [`enforce::policy`]).
+pub use enforce::{Match, Policies, Policy};
 
 /// The read-only HTTP API.
 #[derive(Debug, Clone, Deserialize)]
@@ -620,42 +578,21 @@ impl Config {
         self.audit_webhook.as_ref().map(|webhook| webhook.join_wait)
     }
 
-    /// The position of the policy rule governing an object: the matching
-    /// rule with the most specific scope, the first of equals; `None` when
-    /// no rule matches.
+    /// The position of the policy rule governing an object with `labels`
+    /// (see [`enforce::policy_index`]).
     pub fn policy_index(
         &self,
         namespace: &str,
         kind: &str,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> Option<usize> {
-        // `max_by_key` keeps the last of equals; reversed, that is the first.
-        self.policies
-            .iter()
-            .enumerate()
-            .rev()
-            .filter(|(_, p)| p.matches.covers(namespace, kind, labels))
-            .max_by_key(|(_, p)| p.matches.specificity())
-            .map(|(i, _)| i)
-    }
-}
-
-impl Match {
-    fn covers(
-        &self,
-        namespace: &str,
-        kind: &str,
-        labels: &std::collections::BTreeMap<String, String>,
-    ) -> bool {
-        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
-            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
-            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        enforce::policy_index(&self.policies, namespace, kind, labels)
     }
 
-    fn specificity(&self) -> usize {
-        usize::from(!self.namespaces.is_empty())
-            + usize::from(!self.kinds.is_empty())
-            + self.labels.len()
+    /// The policy rules under the global trust.
+    pub fn rules(&self) -> Policies {
+        // `validate` checked every ignored path.
+        Policies::new(self.trust.clone(), self.policies.clone()).unwrap_or_default()
     }
 }
 

@@ -21,7 +21,6 @@
 //! flushed the records they produced; the ledger ignores a change it already
 //! holds, so a crash anywhere loses nothing and duplicates nothing.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,19 +29,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bus::{Consumer, Message, Position};
 use chrono::{DateTime, Utc};
-use correlate::{AuditJoin, Input, JoinKey, ListSemantics, Outcome, Trust};
+use correlate::{AuditJoin, JoinKey, Known, ListSemantics, Outcome};
 use ledger::Ledger;
 use model::{
     Actor, Amendment, Attribution, AuditRecord, ChangeEvent, ChangeKind, DesiredHistory, Exemption,
-    FieldPath, Judgement, ObjectKey, PathVerdict, RecordBody, Verdict,
+    Judgement, ObjectKey, PathVerdict, RecordBody, Verdict,
 };
-use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, Policy};
+use crate::config::{Config, Policies};
 use crate::desired::{Desired, GitUpdate};
-use crate::enforcer::{self, Command, Job, OwnWrites};
+use crate::enforcer::{Command, Job};
 use crate::requests::{self, Request};
+use enforce::OwnWrites;
 
 /// Most events judged and written in one ledger transaction.
 pub const BATCH: usize = 1_000;
@@ -56,80 +55,6 @@ const REQUESTS_EVERY: Duration = Duration::from_secs(1);
 /// Field manager of Driftwarden's own writes.
 pub const FIELD_MANAGER: &str = "driftwarden";
 
-/// Policy rules with their ignored paths parsed once.
-#[derive(Debug, Clone)]
-pub struct Policies {
-    config: Config,
-    ignored: Vec<Vec<FieldPath>>,
-}
-
-impl Policies {
-    /// The rules of `config` (which validated the paths already).
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let ignored = config
-            .policies
-            .iter()
-            .map(|policy| {
-                policy
-                    .ignored_paths
-                    .iter()
-                    .map(|p| FieldPath::from_json_pointer(p))
-                    .collect::<Result<_, _>>()
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            config: config.clone(),
-            ignored,
-        })
-    }
-
-    /// The rule governing an object and its ignored paths, chosen by the
-    /// labels git declares for it, else its last known-good labels, never
-    /// by labels a judged change wrote: relabelling an object does not move
-    /// it out of an enforcing scope. An object with neither is matched
-    /// without labels.
-    pub fn governing(
-        &self,
-        key: &ObjectKey,
-        desired: Option<&DesiredHistory>,
-        last_good: Option<&Value>,
-    ) -> Option<(&Policy, &[FieldPath])> {
-        // Git's latest manifest of the key (also when a commit removed it).
-        let declared =
-            desired.and_then(|h| h.entries.iter().rev().find_map(|e| e.manifest.as_ref()));
-        let basis = declared.or(last_good);
-        let labels = basis.map(labels_of).unwrap_or_default();
-        let i = self
-            .config
-            .policy_index(&key.namespace, &key.kind, &labels)?;
-        Some((&self.config.policies[i], self.ignored[i].as_slice()))
-    }
-}
-
-impl Policies {
-    /// Whether `actor` is an automated identity: a `system:` user or
-    /// service account, or an identity the global trust names (another
-    /// GitOps agent). A revert war with one is a misconfiguration.
-    pub fn is_automated(&self, actor: &Actor) -> bool {
-        actor.is_automated()
-            || (matches!(actor, Actor::Audit { .. }) && self.config.trust.trusts(actor))
-    }
-}
-
-/// The labels of an object or manifest.
-pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
-    object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// How long an audit record waits for the change it caused, and how long a
 /// judged change keeps waiting for its audit record (then an attribution).
 const AUDIT_RETENTION: Duration = Duration::from_secs(600);
@@ -137,59 +62,12 @@ const AUDIT_RETENTION: Duration = Duration::from_secs(600);
 /// Most judged changes kept waiting for a late audit record.
 const MAX_UNATTRIBUTED: usize = 100_000;
 
-/// What the correlator knows of one object while judging: the ledger's
-/// state, moved on by the changes judged before in the same batch.
+/// What the correlator knows of one object while judging a batch, and the
+/// version the ledger holds (a resync of exactly that is nothing new).
 #[derive(Debug, Clone, Default)]
-struct Known {
-    /// The incarnation last seen.
-    uid: Option<String>,
-    /// The object as last seen; `None` when deleted or never seen.
-    latest: Option<Value>,
-    /// The last known-good state of the key (any incarnation).
-    last_good: Option<Value>,
-    /// Whether a drift is open.
-    drifting: bool,
-    /// Out-of-band paths open on the object.
-    open_out_of_band: Vec<FieldPath>,
-    /// The incarnation and version the ledger holds (a resync of exactly
-    /// that is nothing new).
+struct Tracked {
+    known: Known,
     stored_version: Option<(String, String)>,
-}
-
-impl Known {
-    /// The state after `event` was judged `judgement`, following the
-    /// ledger's rules (only good states become known good).
-    fn after(&mut self, event: &ChangeEvent, judgement: &Judgement) {
-        let verdict = &judgement.verdict;
-        let first = self.uid.is_none();
-        let resolves = matches!(
-            verdict,
-            Verdict::Authorized { .. } | Verdict::Adopted { .. }
-        );
-        let departs = verdict.is_drift() || matches!(verdict, Verdict::Allowed { .. });
-        let good = matches!(
-            verdict,
-            Verdict::Authorized { .. } | Verdict::InSync | Verdict::Adopted { .. }
-        );
-        let present = event.kind != ChangeKind::Deleted;
-        let still_drifting = self.drifting && !resolves;
-        if present && ((good && !still_drifting) || (first && !departs)) {
-            self.last_good = Some(event.object.clone());
-        } else if !present && good && !still_drifting {
-            self.last_good = None;
-        }
-        if departs {
-            self.drifting = true;
-        } else if resolves {
-            self.drifting = false;
-        }
-        self.open_out_of_band = judgement
-            .paths_judged(PathVerdict::OutOfBand)
-            .cloned()
-            .collect();
-        self.uid = Some(event.uid.clone());
-        self.latest = present.then(|| event.object.clone());
-    }
 }
 
 /// A change on the bus not yet judged.
@@ -236,7 +114,6 @@ struct Judged {
 pub struct Correlator {
     ledger: Arc<Ledger>,
     desired: Desired,
-    trust: Trust,
     lists: ListSemantics,
     policies: Policies,
     exemptions: Vec<Exemption>,
@@ -257,16 +134,13 @@ pub struct Correlator {
 impl Correlator {
     /// A correlator writing `ledger`, judging against `desired`.
     pub fn new(config: &Config, ledger: Arc<Ledger>, desired: Desired) -> anyhow::Result<Self> {
-        let trust = config.trust.clone();
-        trust.validate().context("invalid `trust` in config")?;
         let exemptions = ledger.exemptions()?;
         let retention = chrono::Duration::from_std(AUDIT_RETENTION)?;
         Ok(Self {
             ledger,
             desired,
-            trust,
             lists: ListSemantics::builtin(),
-            policies: Policies::new(config)?,
+            policies: config.rules(),
             exemptions,
             requests: requests::folder(config),
             enforcer: None,
@@ -307,9 +181,9 @@ impl Correlator {
     }
 
     /// What the ledger knows of `key`.
-    fn known(&self, key: &ObjectKey) -> anyhow::Result<Known> {
+    fn tracked(&self, key: &ObjectKey) -> anyhow::Result<Tracked> {
         let Some(state) = self.ledger.object_state(key)? else {
-            return Ok(Known::default());
+            return Ok(Tracked::default());
         };
         let open_out_of_band = match state.open_drift {
             Some(seq) => match self.ledger.get(seq)?.map(|r| r.body) {
@@ -322,12 +196,14 @@ impl Correlator {
             },
             None => Vec::new(),
         };
-        Ok(Known {
-            uid: Some(state.uid.clone()),
-            latest: state.latest,
-            last_good: state.last_good,
-            drifting: state.open_drift.is_some(),
-            open_out_of_band,
+        Ok(Tracked {
+            known: Known {
+                uid: Some(state.uid.clone()),
+                latest: state.latest,
+                last_good: state.last_good,
+                drifting: state.open_drift.is_some(),
+                open_out_of_band,
+            },
             stored_version: Some((state.uid, state.resource_version)),
         })
     }
@@ -357,12 +233,12 @@ impl Correlator {
     fn judge_one(
         &mut self,
         event: &ChangeEvent,
-        known: &mut HashMap<ObjectKey, Known>,
+        known: &mut HashMap<ObjectKey, Tracked>,
         may_wait: bool,
     ) -> anyhow::Result<Option<Judged>> {
         if !known.contains_key(&event.key) {
-            let state = self.known(&event.key)?;
-            known.insert(event.key.clone(), state);
+            let tracked = self.tracked(&event.key)?;
+            known.insert(event.key.clone(), tracked);
         }
         let Some(state) = known.get_mut(&event.key) else {
             return Ok(None);
@@ -377,7 +253,7 @@ impl Correlator {
         }
         let audit = self.join.take(event);
         let actor = audit.as_ref().map(|record| Actor::from_audit(record, None));
-        let outcome = self.classify_known(event, state, actor.as_ref());
+        let outcome = self.classify_known(event, &state.known, actor.as_ref());
         if may_wait && audit.is_none() && outcome.identity_matters && self.join_wait.is_some() {
             state.stored_version = stored;
             return Ok(None);
@@ -393,7 +269,7 @@ impl Correlator {
                 time: None,
             };
         }
-        enforcer::exempt(
+        enforce::exempt(
             &mut judgement,
             &self.exemptions,
             &event.key,
@@ -403,74 +279,45 @@ impl Correlator {
         let later = (audit.is_none() && JoinKey::of_event(event).is_some()).then(|| {
             outcome
                 .identity_matters
-                .then(|| (event.clone(), state.clone()))
+                .then(|| (event.clone(), state.known.clone()))
         });
-        state.after(event, &judgement);
+        state.known.after(event, &judgement);
         Ok(Some(Judged { judgement, later }))
     }
 
-    /// Classifies `event` with what is known of its object.
+    /// Classifies `event` with what is known of its object, against the
+    /// current desired state.
     fn classify_known(&self, event: &ChangeEvent, known: &Known, actor: Option<&Actor>) -> Outcome {
-        let same_incarnation = known.uid.as_deref() == Some(event.uid.as_str());
-        let previous = known.latest.as_ref().filter(|_| same_incarnation);
-        let open = if same_incarnation {
-            known.open_out_of_band.as_slice()
-        } else {
-            &[]
-        };
-        self.outcome_against(
-            event,
-            previous,
-            known.last_good.as_ref(),
-            open,
-            self.desired.history(&event.key),
-            actor,
-        )
+        self.classify_against(event, known, self.desired.history(&event.key), actor)
     }
 
-    /// Classifies one change under the policy governing its object, against
-    /// the given desired history (`replay` passes git as it was then).
+    /// Classifies one change under the policy governing its object (chosen
+    /// by git's labels, or the last known-good ones), against the given
+    /// desired history (`replay` passes git as it was then).
     pub fn classify_against(
         &self,
         event: &ChangeEvent,
-        previous: Option<&Value>,
-        desired: Option<&DesiredHistory>,
-    ) -> Judgement {
-        self.outcome_against(event, previous, previous, &[], desired, None)
-            .judgement
-    }
-
-    fn outcome_against(
-        &self,
-        event: &ChangeEvent,
-        previous: Option<&Value>,
-        last_good: Option<&Value>,
-        open_out_of_band: &[FieldPath],
+        known: &Known,
         desired: Option<&DesiredHistory>,
         actor: Option<&Actor>,
     ) -> Outcome {
-        let governing = self.policies.governing(&event.key, desired, last_good);
+        let governing = self
+            .policies
+            .governing(&event.key, desired, known.last_good.as_ref());
         let ignored = governing.map_or(&[][..], |(_, paths)| paths);
-        let trust = match governing {
-            Some((policy, _)) if !policy.trust.is_empty() => {
-                Cow::Owned(self.trust.merged(&policy.trust))
-            }
-            _ => Cow::Borrowed(&self.trust),
-        };
+        let trust = self
+            .policies
+            .trust_under(governing.map(|(policy, _)| policy));
         let redacted = desired
-            .filter(|_| is_secret(&event.key))
-            .map(redact_history);
-        let input = Input {
-            event,
-            previous,
-            last_good,
-            open_out_of_band,
-            desired: redacted.as_ref().or(desired),
-            actor,
-            trust: &trust,
-            lists: &self.lists,
-            ignored_paths: ignored,
-        };
+            .filter(|_| event.key.is_secret())
+            .map(model::redact::redact_history);
+        let mut input = known.input(event, &trust, &self.lists).ignoring(ignored);
+        if let Some(desired) = redacted.as_ref().or(desired) {
+            input = input.desired(desired);
+        }
+        if let Some(actor) = actor {
+            input = input.actor(actor);
+        }
         correlate::judge_change(&input)
     }
 
@@ -479,10 +326,7 @@ impl Correlator {
     /// their scope's mode from then on.
     async fn expire_exemptions(&mut self) -> anyhow::Result<()> {
         let now = chrono::Utc::now();
-        let (expired, active): (Vec<Exemption>, Vec<Exemption>) =
-            std::mem::take(&mut self.exemptions)
-                .into_iter()
-                .partition(|e| e.until <= now);
+        let (expired, active) = enforce::expire(std::mem::take(&mut self.exemptions), now);
         self.exemptions = active;
         if expired.is_empty() {
             return Ok(());
@@ -501,8 +345,8 @@ impl Correlator {
             ) else {
                 continue;
             };
-            let known = self.known(&key)?;
-            let judgement = self.classify_known(&event, &known, None).judgement;
+            let tracked = self.tracked(&key)?;
+            let judgement = self.classify_known(&event, &tracked.known, None).judgement;
             if !matches!(
                 judgement.verdict,
                 Verdict::Drift { .. } | Verdict::Unmanaged
@@ -607,14 +451,26 @@ impl Correlator {
         if bodies.is_empty() && offsets.is_empty() {
             return Ok(Vec::new());
         }
-        let candidates: Vec<(usize, Job)> = match &self.enforcer {
-            Some(_) => bodies
-                .iter()
-                .enumerate()
-                .filter_map(|(i, b)| Some((i, Job::of(b)?)))
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut candidates: Vec<(usize, Job)> = Vec::new();
+        if self.enforcer.is_some() {
+            for (i, body) in bodies.iter().enumerate() {
+                let job = match body {
+                    // A late audit record showed an untrusted identity.
+                    RecordBody::Amendment(amendment) if amendment.judgement.verdict.is_drift() => {
+                        match self.ledger.get(amendment.amends)?.map(|r| r.body) {
+                            Some(RecordBody::Change { event, .. }) => Some(Job {
+                                event,
+                                judgement: amendment.judgement.clone(),
+                                seq: 0,
+                            }),
+                            _ => None,
+                        }
+                    }
+                    body => Job::of(body),
+                };
+                candidates.extend(job.map(|job| (i, job)));
+            }
+        }
         let dedup: Vec<Option<String>> = bodies
             .iter()
             .map(|b| match b {
@@ -690,7 +546,7 @@ impl Correlator {
         let actor = Actor::from_audit(record, claimed);
         if let Some((event, known)) = &judged.replay {
             let mut again = self.classify_known(event, known, Some(&actor)).judgement;
-            enforcer::exempt(&mut again, &self.exemptions, &event.key, event.observed_at);
+            enforce::exempt(&mut again, &self.exemptions, &event.key, event.observed_at);
             if again.verdict != judged.judgement.verdict {
                 tracing::info!(key = %judged.key, verdict = %again.verdict, actor = %again.actor, "verdict amended by its audit record");
                 return RecordBody::Amendment(Amendment {
@@ -908,23 +764,4 @@ fn offsets(positions: &[Position]) -> Vec<(String, i64)> {
         *entry = (*entry).max(p.offset);
     }
     highest.into_iter().collect()
-}
-
-/// Whether `key` names a Secret, whose values are compared as digests.
-pub fn is_secret(key: &ObjectKey) -> bool {
-    key.group.is_empty() && key.kind == "Secret"
-}
-
-/// A desired history whose Secret values are digests, as the live side's
-/// are: git's plaintext is compared, never recorded.
-pub fn redact_history(history: &DesiredHistory) -> DesiredHistory {
-    let mut history = history.clone();
-    for manifest in history
-        .entries
-        .iter_mut()
-        .filter_map(|e| e.manifest.as_mut())
-    {
-        model::redact::redact_secret(manifest);
-    }
-    history
 }

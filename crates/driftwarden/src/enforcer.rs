@@ -9,11 +9,10 @@
 //! linked to the drift it answers. Driftwarden's own writes come back as
 //! change events and are judged like anyone else's.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use enforce::{Executor, Grace, PlanInput, Rails, RailsConfig};
+use enforce::{Executor, Grace, OwnWrites, PlanInput, Rails, RailsConfig};
 use ledger::Ledger;
 use model::{
     ChangeEvent, Enforcement, Exemption, Judgement, Mode, ObjectKey, Outcome, RecordBody,
@@ -21,8 +20,7 @@ use model::{
 };
 use tokio::sync::mpsc;
 
-use crate::config::Config;
-use crate::correlator::Policies;
+use crate::config::{Config, Policies};
 use crate::desired::Desired;
 
 /// A judged change the enforcer may act on.
@@ -111,7 +109,7 @@ impl Enforcer {
             ledger,
             executor,
             own_writes,
-            policies: Policies::new(config)?,
+            policies: config.rules(),
             desired,
             rails,
             grace: Grace::default(),
@@ -404,68 +402,4 @@ fn sync_event(key: &ObjectKey, object: &serde_json::Value) -> ChangeEvent {
         Utc::now(),
         object.clone(),
     )
-}
-
-/// Reverts in flight or just done, by object uid, so the correlator can
-/// name Driftwarden as the actor of a write that leaves no trace in
-/// managedFields (a removed field has no owner).
-#[derive(Debug, Clone, Default)]
-pub struct OwnWrites(Arc<Mutex<HashMap<String, Option<String>>>>);
-
-impl OwnWrites {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A revert of `uid` is being written.
-    fn begin(&self, uid: &str) {
-        self.lock().insert(uid.to_owned(), None);
-    }
-
-    /// The revert of `uid` produced `resource_version`.
-    fn done(&self, uid: &str, resource_version: Option<String>) {
-        self.lock().insert(uid.to_owned(), resource_version);
-    }
-
-    /// The revert of `uid` wrote nothing.
-    fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
-    }
-
-    /// Whether the change of `uid` to `resource_version` is (very likely)
-    /// Driftwarden's own revert: the one it reported, or one still in flight.
-    /// The entry is consumed once matched.
-    pub fn claim(&self, uid: &str, resource_version: &str) -> bool {
-        let mut writes = self.lock();
-        match writes.get(uid) {
-            Some(Some(version)) if version == resource_version => {
-                writes.remove(uid);
-                true
-            }
-            Some(None) => true,
-            _ => false,
-        }
-    }
-}
-
-/// The verdict for a change inside an active exemption.
-pub fn exempt(
-    judgement: &mut Judgement,
-    exemptions: &[Exemption],
-    key: &ObjectKey,
-    at: DateTime<Utc>,
-) {
-    if !matches!(
-        judgement.verdict,
-        Verdict::Drift { .. } | Verdict::Unmanaged
-    ) {
-        return;
-    }
-    if let Some(exemption) = enforce::exempted(exemptions, key, at) {
-        judgement.verdict = Verdict::Allowed {
-            rule: format!("exemption: {}", exemption.reason),
-        };
-    }
 }

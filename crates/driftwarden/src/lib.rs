@@ -10,6 +10,7 @@ pub mod correlator;
 pub mod desired;
 pub mod enforcer;
 pub mod inspect;
+pub mod kinds;
 pub mod replay;
 pub mod requests;
 pub mod run;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use model::{DesiredHistory, Mode, ObjectKey, RecordBody, Verdict};
+use correlate::Known;
+use model::{Actor, DesiredHistory, Mode, ObjectKey, RecordBody, Verdict};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::config::{Config, Policy, Trust};
 use crate::correlator::Correlator;
@@ -100,25 +100,40 @@ pub fn replay(
     other.validate(Path::new("policy file"))?;
     let correlator = Correlator::new(&other, ledger.clone(), desired.clone())?;
     let mut report = Report::default();
-    let mut latest: HashMap<ObjectKey, (String, Value)> = HashMap::new();
+    // What is known of each object, moved on by the replayed judgements.
+    let mut known: HashMap<ObjectKey, Known> = HashMap::new();
+    // The audit actors learnt after their change was recorded.
+    let mut attributed: HashMap<u64, Actor> = HashMap::new();
+    let records: Vec<_> = ledger
+        .since(DateTime::<Utc>::UNIX_EPOCH)
+        .collect::<Result<_, _>>()?;
+    for record in &records {
+        if let RecordBody::Attribution(a) = &record.body {
+            attributed.insert(a.amends, a.actor.clone());
+        }
+    }
     // From the start, so every change has the state before it.
-    for record in ledger.since(DateTime::<Utc>::UNIX_EPOCH) {
-        let record = record?;
+    for record in records {
         let RecordBody::Change { event, judgement } = record.body else {
             continue;
         };
-        let previous = latest
-            .get(&event.key)
-            .filter(|(uid, _)| *uid == event.uid)
-            .map(|(_, object)| object.clone());
-        latest.insert(event.key.clone(), (event.uid.clone(), event.object.clone()));
-        if record.at < since {
-            continue;
-        }
         let then = desired
             .history(&event.key)
             .map(|h| as_of(h, event.observed_at));
-        let replayed = correlator.classify_against(&event, previous.as_ref(), then.as_ref());
+        // The identity recorded for the change, never a claim.
+        let actor = Some(&judgement.actor)
+            .filter(|a| matches!(a, Actor::Audit { .. }))
+            .or_else(|| attributed.get(&record.seq))
+            .cloned();
+        let state = known.entry(event.key.clone()).or_default();
+        let before = state.clone();
+        let replayed = correlator
+            .classify_against(&event, &before, then.as_ref(), actor.as_ref())
+            .judgement;
+        state.after(&event, &replayed);
+        if record.at < since {
+            continue;
+        }
         report.changes += 1;
         *report
             .recorded
@@ -137,7 +152,7 @@ pub fn replay(
         let Some((rule, _)) =
             correlator
                 .policies()
-                .governing(&event.key, then.as_ref(), previous.as_ref())
+                .governing(&event.key, then.as_ref(), before.last_good.as_ref())
         else {
             continue;
         };
@@ -148,7 +163,7 @@ pub fn replay(
             event: &event,
             verdict: &replayed.verdict,
             desired: then.as_ref(),
-            last_good: previous.as_ref(),
+            last_good: before.last_good.as_ref(),
             prune: rule.prune,
         };
         let Some(action) = enforce::plan(&input) else {

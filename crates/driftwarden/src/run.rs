@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 use crate::config::{Bus, Config, Mode};
 use crate::correlator::Correlator;
 use crate::desired::{self, Desired};
-use crate::enforcer::{Enforcer, OwnWrites};
+use crate::enforcer::Enforcer;
+use crate::kinds;
+use enforce::OwnWrites;
 
 /// Which parts of Driftwarden a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -120,7 +122,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             .iter()
             .any(|p| p.mode == Mode::Enforce || p.sync)
         {
-            Some(enforce::Executor::new(kube_client(&config).await?))
+            Some(kinds::executor(kube_client(&config).await?))
         } else {
             None
         };

@@ -8,18 +8,21 @@
 //! Delete ──▶ delete with a uid precondition; another incarnation ──▶ superseded
 //! ```
 //!
+//! The executor does no discovery of its own: whoever builds it gives it a
+//! [`ResolveKind`] that finds a kind's API resource (the binary resolves
+//! through the watch crate's discovery, each kind once). A kind that does not
+//! resolve fails the revert with the resolver's error, which names the kind
+//! and says what to do.
+//!
 //! A newer write is never clobbered: it is judged on its own. Errors carry
 //! the apiserver's message only (for Secrets not even that, as it may quote
 //! values); objects and manifests are never logged.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
 
-use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-    Preconditions,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::discovery::{ApiResource, Scope};
 use model::{ChangeEvent, Outcome, RevertAction};
 use serde::Serialize;
@@ -47,31 +50,10 @@ const PATCH_ATTEMPTS: u32 = 3;
 /// Why a revert could not be performed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The `apiVersion` is not `group/version` or `version`.
-    #[error(
-        "apiVersion `{api_version}` of kind `{kind}` is malformed: expected `group/version` \
-         or `version`"
-    )]
-    ApiVersion {
-        /// The apiVersion as given.
-        api_version: String,
-        /// The kind.
-        kind: String,
-    },
-    /// Discovery does not know the kind.
-    #[error(
-        "cannot resolve kind `{kind}` of `{api_version}` through discovery; is the CRD \
-         installed and the apiVersion served?"
-    )]
-    Discovery {
-        /// The apiVersion.
-        api_version: String,
-        /// The kind.
-        kind: String,
-        /// What discovery said.
-        #[source]
-        source: kube::Error,
-    },
+    /// The kind does not resolve to an API resource; the resolver's error
+    /// names the kind and says what to do.
+    #[error(transparent)]
+    Kind(ResolveError),
     /// The kind is namespaced but the key has no namespace.
     #[error("{key} is of a namespaced kind but its key has no namespace")]
     NoNamespace {
@@ -130,30 +112,47 @@ pub enum Error {
 /// The result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A resolved resource: its URL parts and whether it is namespaced.
-type Resolved = (ApiResource, Scope);
+/// A resolved kind: the API resource serving it and whether it is
+/// namespaced.
+pub type Resolved = (ApiResource, Scope);
 
-/// Performs reverts through a kube client; caches discovery per kind.
+/// Why a kind does not resolve: the resolver's own error, its message naming
+/// the kind and saying what to do.
+pub type ResolveError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What [`ResolveKind::resolve`] returns.
+pub type Resolving<'a> = Pin<Box<dyn Future<Output = Result<Resolved, ResolveError>> + Send + 'a>>;
+
+/// Finds the API resource of a kind for the [`Executor`]. Called for every
+/// revert: an implementation that asks the apiserver keeps its answers.
+pub trait ResolveKind: Send + Sync {
+    /// The resource serving `kind` of `api_version` (e.g. `apps/v1`,
+    /// `Deployment`) and its scope.
+    fn resolve<'a>(&'a self, api_version: &'a str, kind: &'a str) -> Resolving<'a>;
+}
+
+/// Performs reverts through a kube client, finding each kind's API resource
+/// through a [`ResolveKind`].
 pub struct Executor {
     client: kube::Client,
-    resources: Mutex<HashMap<(String, String), Resolved>>,
+    kinds: Box<dyn ResolveKind>,
 }
 
 impl fmt::Debug for Executor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Executor")
             .field("field_manager", &FIELD_MANAGER)
-            .field("kinds_resolved", &self.cache().len())
             .finish_non_exhaustive()
     }
 }
 
 impl Executor {
-    /// An executor writing through `client` as field manager `driftwarden`.
-    pub fn new(client: kube::Client) -> Self {
+    /// An executor writing through `client` as field manager `driftwarden`,
+    /// resolving kinds through `kinds`.
+    pub fn new(client: kube::Client, kinds: impl ResolveKind + 'static) -> Self {
         Self {
             client,
-            resources: Mutex::new(HashMap::new()),
+            kinds: Box::new(kinds),
         }
     }
 
@@ -347,7 +346,11 @@ impl Executor {
         api_version: &str,
         kind: &str,
     ) -> Result<Api<DynamicObject>> {
-        let (resource, scope) = self.resolve(api_version, kind).await?;
+        let (resource, scope) = self
+            .kinds
+            .resolve(api_version, kind)
+            .await
+            .map_err(Error::Kind)?;
         let client = self.client.clone();
         match scope {
             Scope::Cluster => Ok(Api::all_with(client, &resource)),
@@ -360,41 +363,6 @@ impl Executor {
                 &resource,
             )),
         }
-    }
-
-    /// The resource of a kind, from the cache or discovery.
-    async fn resolve(&self, api_version: &str, kind: &str) -> Result<Resolved> {
-        let cache_key = (api_version.to_owned(), kind.to_owned());
-        if let Some(hit) = self.cache().get(&cache_key) {
-            return Ok(hit.clone());
-        }
-        let (group, version) = match api_version.split_once('/') {
-            None if !api_version.is_empty() => ("", api_version),
-            Some((group, version)) if !group.is_empty() && !version.is_empty() => (group, version),
-            _ => {
-                return Err(Error::ApiVersion {
-                    api_version: api_version.to_owned(),
-                    kind: kind.to_owned(),
-                });
-            }
-        };
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .map_err(|source| Error::Discovery {
-                api_version: api_version.to_owned(),
-                kind: kind.to_owned(),
-                source,
-            })?;
-        let resolved = (resource, capabilities.scope);
-        self.cache().insert(cache_key, resolved.clone());
-        Ok(resolved)
-    }
-
-    fn cache(&self) -> MutexGuard<'_, HashMap<(String, String), Resolved>> {
-        self.resources
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -551,5 +519,45 @@ mod tests {
             ])
         );
         assert!(guarded(&json!({"op": "remove"}), "41").is_err());
+    }
+
+    /// A resolver that knows no kind.
+    struct NoKinds;
+
+    impl ResolveKind for NoKinds {
+        fn resolve<'a>(&'a self, api_version: &'a str, kind: &'a str) -> Resolving<'a> {
+            let err = format!("kind `{kind}` of `{api_version}` is not served; install its CRD");
+            Box::pin(std::future::ready(Err(err.into())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kind_that_does_not_resolve_fails_the_revert_with_the_resolvers_error() {
+        // Nothing listens there: the revert must fail before any request.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        let executor = Executor::new(client, NoKinds);
+        let event = ChangeEvent::new(
+            model::ObjectKey::new("c", "example.invalid", "Widget", "ns", "w"),
+            "example.invalid/v1",
+            "uid-1",
+            "7",
+            model::ChangeKind::Modified,
+            chrono::Utc::now(),
+            json!({}),
+        );
+        let action = RevertAction::Delete {
+            uid: "uid-1".to_owned(),
+        };
+
+        let outcome = executor.execute(&event, &action, None).await;
+
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                error: "kind `Widget` of `example.invalid/v1` is not served; install its CRD"
+                    .to_owned()
+            }
+        );
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! verdict + desired + last good ──▶ plan ──▶ RevertAction ──▶ Executor ──▶ kube-apiserver
-//!                                             ▲                  │
-//!               Rails (flap limit, backoff, breaker), Grace,     └──▶ Outcome
-//!               exemptions decide whether it runs
+//!                                             ▲                  │  ▲
+//!               Rails (flap limit, backoff, breaker), Grace,     │  └── ResolveKind, given by the caller
+//!               exemptions decide whether it runs                └──▶ Outcome
 //! ```
 //!
 //! Reverts unauthorized changes where a scope is in enforce mode:
@@ -14,7 +14,8 @@
 //!   unmanaged one where `prune` is on.
 //! - [`Executor`] performs the action with field manager `driftwarden`,
 //!   never clobbering a newer write: such a revert is
-//!   [`Outcome::Superseded`].
+//!   [`Outcome::Superseded`]. It finds a kind's API resource through the
+//!   [`ResolveKind`] its caller gives it, and does no discovery itself.
 //! - [`Rails`], [`Grace`] and [`exempted`] are pure state over an explicit
 //!   `now`: the per-object flap limit (a revert war with an automated
 //!   [`Writer`] stops; one with a person goes on with a capped backoff and is
@@ -29,10 +30,16 @@
 pub mod execute;
 pub mod grace;
 mod inverse;
+mod own_writes;
 pub mod plan;
+pub mod policy;
 pub mod rails;
 
-pub use execute::{Executor, FIELD_MANAGER};
+pub use execute::{Executor, FIELD_MANAGER, ResolveKind, Resolving};
 pub use grace::Grace;
+pub use own_writes::OwnWrites;
 pub use plan::{PlanInput, desired_manifest, plan};
-pub use rails::{BACKOFF_BASE, Held, Rails, RailsConfig, WarReport, Writer, exempted};
+pub use policy::{Match, Policies, Policy, labels_of, policy_index};
+pub use rails::{
+    BACKOFF_BASE, Held, Rails, RailsConfig, WarReport, Writer, exempt, exempted, expire,
+};

@@ -458,6 +458,33 @@ pub fn exempted<'a>(
         .max_by_key(|exemption| exemption.until)
 }
 
+/// The verdict of a change made inside an active exemption: drift and
+/// unmanaged objects are `allowed` (the object stays departing from git and
+/// is judged again when the exemption ends); other verdicts stand.
+pub fn exempt(
+    judgement: &mut model::Judgement,
+    exemptions: &[Exemption],
+    key: &ObjectKey,
+    at: DateTime<Utc>,
+) {
+    if !matches!(
+        judgement.verdict,
+        model::Verdict::Drift { .. } | model::Verdict::Unmanaged
+    ) {
+        return;
+    }
+    if let Some(exemption) = exempted(exemptions, key, at) {
+        judgement.verdict = model::Verdict::Allowed {
+            rule: format!("exemption: {}", exemption.reason),
+        };
+    }
+}
+
+/// Splits `exemptions` into those expired by `now` and those still active.
+pub fn expire(exemptions: Vec<Exemption>, now: DateTime<Utc>) -> (Vec<Exemption>, Vec<Exemption>) {
+    exemptions.into_iter().partition(|e| e.until <= now)
+}
+
 #[cfg(test)]
 mod tests {
     use model::ExemptionScope;
@@ -997,5 +1024,49 @@ mod tests {
         assert_eq!(exempted(&all, &web, t(200)), None);
         assert_eq!(exempted(&all, &web, t(-1)), None);
         assert_eq!(exempted(&all, &key("other"), t(50)), None);
+    }
+
+    #[test]
+    fn drift_inside_an_exemption_is_allowed_and_other_verdicts_stand() {
+        let key = ObjectKey::new("c", "apps", "Deployment", "team-a", "web");
+        let exemption = Exemption {
+            scope: ExemptionScope::Object { key: key.clone() },
+            from: t(0),
+            until: t(60),
+            reason: "incident 42".into(),
+            granted_by: "oncall".into(),
+        };
+        let judged = |verdict: model::Verdict, at: i64| {
+            let mut judgement = model::Judgement {
+                verdict,
+                actor: model::Actor::Unknown {
+                    reason: "test".into(),
+                },
+                desired_commit: None,
+                diff: Vec::new(),
+            };
+            exempt(
+                &mut judgement,
+                std::slice::from_ref(&exemption),
+                &key,
+                t(at),
+            );
+            judgement.verdict
+        };
+        let drift = model::Verdict::Drift {
+            drift: model::DriftKind::Deleted,
+        };
+        assert_eq!(
+            judged(drift.clone(), 10),
+            model::Verdict::Allowed {
+                rule: "exemption: incident 42".into()
+            }
+        );
+        assert_eq!(judged(drift.clone(), 60), drift, "expired at its end");
+        assert_eq!(judged(model::Verdict::InSync, 10), model::Verdict::InSync);
+        let (expired, active) = expire(vec![exemption.clone()], t(60));
+        assert_eq!((expired.len(), active.len()), (1, 0));
+        let (expired, active) = expire(vec![exemption], t(59));
+        assert_eq!((expired.len(), active.len()), (0, 1));
     }
 }

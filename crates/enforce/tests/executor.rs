@@ -1,15 +1,16 @@
 //! The executor against the real test apiserver (`cargo xtask env up`).
 //! Each test works in its own namespace; the people who change objects are
 //! played by the built kubectl with their own credentials, Driftwarden by
-//! the executor with the admin client.
+//! the executor with the admin client. Kinds resolve from a fixed table
+//! ([`KnownKinds`]): discovery itself is the watch crate's, tested there.
 
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
-use driftwarden_e2e::{TestEnv, TestNamespace, User, deployment};
-use driftwarden_enforce::{Executor, PlanInput, plan};
+use driftwarden_enforce::{Executor, PlanInput, ResolveKind, Resolving, plan};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, Patch, PatchParams, PostParams};
+use kube::discovery::Scope;
 use kube::{Resource, ResourceExt};
 use model::{
     ChangeEvent, ChangeKind, DriftKind, FieldPath, ObjectKey, Outcome, RevertAction, Verdict,
@@ -17,8 +18,30 @@ use model::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use testenv::{TestEnv, TestNamespace, User, deployment};
 
 const CLUSTER: &str = "e2e";
+
+/// The kinds these tests write, as discovery resolves them; any other kind
+/// fails the way the watch crate's discovery says so.
+struct KnownKinds;
+
+impl ResolveKind for KnownKinds {
+    fn resolve<'a>(&'a self, api_version: &'a str, kind: &'a str) -> Resolving<'a> {
+        let resolved = match (api_version, kind) {
+            ("v1", "ConfigMap") => Ok((ApiResource::erase::<ConfigMap>(&()), Scope::Namespaced)),
+            ("apps/v1", "Deployment") => {
+                Ok((ApiResource::erase::<Deployment>(&()), Scope::Namespaced))
+            }
+            _ => Err(format!(
+                "cannot resolve kind `{kind}` of `{api_version}` through discovery; check the \
+                 spelling, and for a custom resource that its CRD is installed"
+            )
+            .into()),
+        };
+        Box::pin(std::future::ready(resolved))
+    }
+}
 
 /// A test's namespace, the executor and typed APIs in it.
 struct Fixture {
@@ -34,7 +57,7 @@ impl Fixture {
         let ns = env.fresh_namespace(prefix).await?;
         let client = env.client(User::Admin).await?;
         Ok(Self {
-            executor: Executor::new(client.clone()),
+            executor: Executor::new(client.clone(), KnownKinds),
             config_maps: Api::namespaced(client.clone(), &ns.name),
             deployments: Api::namespaced(client, &ns.name),
             ns,
@@ -383,6 +406,10 @@ async fn an_unknown_kind_fails_with_a_clear_error() -> Result<()> {
     ensure!(
         error.contains("Widget") && error.contains("discovery"),
         "{error}"
+    );
+    ensure!(
+        f.config_maps.get_opt("cfg").await?.is_some(),
+        "the ConfigMap of the same name is untouched"
     );
     Ok(())
 }

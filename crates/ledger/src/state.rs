@@ -82,13 +82,13 @@ impl StoredState {
         let mut open_drift = previous.as_ref().and_then(|p| p.open_drift);
         // A trusted change to undeclared fields does not make a drifted
         // object good: only git agreeing again (authorized, adopted) does.
-        let drifting = open_drift.is_some() && !resolves_drift(verdict);
-        if (is_good(verdict) && !drifting) || (first && !departs(verdict)) {
+        let drifting = open_drift.is_some() && !verdict.resolves_drift();
+        if (verdict.is_good() && !drifting) || (first && !verdict.departs()) {
             last_good = Some(latest);
         }
-        if departs(verdict) {
+        if verdict.departs() {
             open_drift = Some(seq);
-        } else if resolves_drift(verdict) {
+        } else if verdict.resolves_drift() {
             open_drift = None;
         }
         StoredState {
@@ -111,9 +111,9 @@ impl StoredState {
         if verdict.is_drift() {
             self.open_drift = Some(seq);
             self.verdict = verdict.name().to_owned();
-        } else if self.open_drift == Some(amendment.amends) && resolves_drift(verdict) {
+        } else if self.open_drift == Some(amendment.amends) && verdict.resolves_drift() {
             self.open_drift = None;
-            if is_good(verdict) && self.latest.present {
+            if verdict.is_good() && self.latest.present {
                 self.last_good = Some(self.latest);
             }
             self.verdict = verdict.name().to_owned();
@@ -152,28 +152,6 @@ impl StoredState {
             verdict: self.verdict,
         })
     }
-}
-
-/// Verdicts after which the object is in a known-good state.
-fn is_good(verdict: &Verdict) -> bool {
-    matches!(
-        verdict,
-        Verdict::Authorized { .. } | Verdict::InSync | Verdict::Adopted { .. }
-    )
-}
-
-/// Verdicts that leave the object departing from git: drift, and drift a
-/// policy or exemption allows for now (judged again when that ends).
-fn departs(verdict: &Verdict) -> bool {
-    verdict.is_drift() || matches!(verdict, Verdict::Allowed { .. })
-}
-
-/// Verdicts that close an open drift.
-fn resolves_drift(verdict: &Verdict) -> bool {
-    matches!(
-        verdict,
-        Verdict::Authorized { .. } | Verdict::Adopted { .. }
-    )
 }
 
 #[cfg(test)]

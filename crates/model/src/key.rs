@@ -44,6 +44,12 @@ pub enum KeyError {
 }
 
 impl ObjectKey {
+    /// Whether the key names a core Secret, whose values are compared and
+    /// stored only as digests.
+    pub fn is_secret(&self) -> bool {
+        self.group.is_empty() && self.kind == "Secret"
+    }
+
     /// Builds a key; `group` is the API group (`""` or `"core"` for core).
     pub fn new(
         cluster: impl Into<String>,

@@ -18,6 +18,7 @@ mod key;
 mod path;
 mod record;
 pub mod redact;
+pub mod trust;
 mod verdict;
 
 pub use audit::{AuditObjectRef, AuditRecord, AuditUser};
@@ -30,6 +31,7 @@ pub use enforcement::{
 pub use key::{KeyError, ObjectKey};
 pub use path::{FieldPath, PathError, Segment};
 pub use record::{GitError, GitSync, LedgerRecord, RecordBody, Sealed, chain_hash};
+pub use trust::{ManagerBinding, Trust};
 pub use verdict::{Actor, DriftKind, FieldChange, Judgement, PathVerdict, Verdict};
 
 /// The wire and storage schema version written by this build.

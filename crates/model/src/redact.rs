@@ -81,6 +81,20 @@ fn digest_plain_value(value: &Value) -> String {
     }
 }
 
+/// A desired history whose Secret values are digests, as the live side's
+/// are: git's plaintext is compared, never recorded.
+pub fn redact_history(history: &crate::DesiredHistory) -> crate::DesiredHistory {
+    let mut history = history.clone();
+    for manifest in history
+        .entries
+        .iter_mut()
+        .filter_map(|e| e.manifest.as_mut())
+    {
+        redact_secret(manifest);
+    }
+    history
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,27 @@ impl Verdict {
         matches!(self, Verdict::Drift { .. })
     }
 
+    /// Whether the object is in a known-good state after it: authorized,
+    /// in sync or adopted (unless a drift stays open).
+    pub fn is_good(&self) -> bool {
+        matches!(
+            self,
+            Verdict::Authorized { .. } | Verdict::InSync | Verdict::Adopted { .. }
+        )
+    }
+
+    /// Whether the object departs from git after it: drift, and drift a
+    /// policy or exemption allows for now (judged again when that ends).
+    pub fn departs(&self) -> bool {
+        self.is_drift() || matches!(self, Verdict::Allowed { .. })
+    }
+
+    /// Whether it closes an open drift: git agreeing again (authorized,
+    /// adopted); a trusted change to undeclared fields does not.
+    pub fn resolves_drift(&self) -> bool {
+        matches!(self, Verdict::Authorized { .. } | Verdict::Adopted { .. })
+    }
+
     /// Short stable name, for metrics labels and filters.
     pub fn name(&self) -> &'static str {
         match self {

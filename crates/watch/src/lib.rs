@@ -1,12 +1,17 @@
 //! Watchers and the audit webhook receiver.
 //!
 //! ```text
+//! (apiVersion, kind) ──discovery──▶ (ApiResource, Scope) ──▶ watchers, the binary's executor
 //! kube-apiserver ──watch──▶ churn filter ──▶ secret redaction ──▶ change events
 //! kube-apiserver ──audit webhook (TLS + token or client cert)──▶ audit records
 //! ```
 //!
 //! Secret values become digests here, before any event leaves the watcher.
 //!
+//! - [`discovery::resolve`] turns an `(apiVersion, kind)` pair into the API
+//!   resource serving it and its scope, with an error that says what to do;
+//!   the watcher resolves its kinds there, and so does the binary for the
+//!   kinds it reverts.
 //! - [`watch`] resolves kinds through discovery, runs one kube-rs watcher per
 //!   (kind, namespace) and merges them into one stream of [`ChangeEvent`]s:
 //!   `Resync` for every object of a (re)listing, `Deleted` for known objects a
@@ -27,6 +32,7 @@
 //! [`AuditRecord`]: model::AuditRecord
 
 pub mod audit;
+pub mod discovery;
 pub mod event;
 pub mod managed;
 pub mod server;

@@ -2,9 +2,9 @@
 //! into one stream of [`ChangeEvent`]s.
 //!
 //! ```text
-//! discovery ──▶ watcher(kind, ns) ──▶ Tracker ──┐
-//!               watcher(kind, ns) ──▶ Tracker ──┼─▶ select_all ──▶ ChangeEvent
-//!               ...                             ┘
+//! discovery::resolve ──▶ watcher(kind, ns) ──▶ Tracker ──┐
+//!                        watcher(kind, ns) ──▶ Tracker ──┼─▶ select_all ──▶ ChangeEvent
+//!                        ...                             ┘
 //! ```
 //!
 //! A tracker turns one watcher's events into change events: a listing
@@ -20,13 +20,13 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as kube_watcher};
 use model::{ChangeEvent, ChangeKind, ObjectKey};
 use serde_json::{Value, json};
 
+use crate::discovery;
 use crate::event::to_change_event;
 #[cfg(doc)]
 use model::churn::is_derived;
@@ -51,30 +51,9 @@ pub enum Error {
         /// The spec's cluster.
         cluster: String,
     },
-    /// An `apiVersion` that is neither `v1` nor `group/version`.
-    #[error(
-        "apiVersion `{api_version}` of kind `{kind}` is malformed; write `v1` or `group/version`, e.g. `apps/v1`"
-    )]
-    ApiVersion {
-        /// The apiVersion as given.
-        api_version: String,
-        /// The kind it was given with.
-        kind: String,
-    },
-    /// Discovery does not know the kind.
-    #[error(
-        "cannot resolve kind `{kind}` of `{api_version}` through discovery; check the spelling, \
-         and for a custom resource that its CRD is installed"
-    )]
-    Discovery {
-        /// The apiVersion looked up.
-        api_version: String,
-        /// The kind looked up.
-        kind: String,
-        /// What the apiserver said.
-        #[source]
-        source: kube::Error,
-    },
+    /// A kind does not resolve through discovery; the error says what to do.
+    #[error(transparent)]
+    Kind(#[from] discovery::Error),
     /// A watcher failed; it retries with backoff.
     #[error("watching {scope} failed (retrying with backoff)")]
     Watch {
@@ -223,7 +202,7 @@ async fn scope_streams(
     }
     let mut streams = Vec::new();
     for (api_version, kind) in &spec.kinds {
-        match resolve(&client, api_version, kind).await {
+        match discovery::resolve(&client, api_version, kind).await {
             Ok((resource, scope)) => {
                 let namespaces: Vec<Option<&str>> =
                     if scope == Scope::Cluster || spec.namespaces.is_empty() {
@@ -235,7 +214,7 @@ async fn scope_streams(
                     streams.push(scope_stream(&client, &spec, &resource, namespace));
                 }
             }
-            Err(err) => streams.push(failed(err)),
+            Err(err) => streams.push(failed(err.into())),
         }
     }
     streams
@@ -243,33 +222,6 @@ async fn scope_streams(
 
 fn failed(err: Error) -> BoxStream<'static, Result<ChangeEvent>> {
     stream::once(async move { Err(err) }).boxed()
-}
-
-async fn resolve(
-    client: &kube::Client,
-    api_version: &str,
-    kind: &str,
-) -> Result<(ApiResource, Scope)> {
-    let (group, version) = match api_version.split('/').collect::<Vec<_>>().as_slice() {
-        [version] if !version.is_empty() => ("", *version),
-        [group, version] if !group.is_empty() && !version.is_empty() => (*group, *version),
-        _ => {
-            return Err(Error::ApiVersion {
-                api_version: api_version.to_owned(),
-                kind: kind.to_owned(),
-            });
-        }
-    };
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, capabilities) =
-        kube::discovery::pinned_kind(client, &gvk)
-            .await
-            .map_err(|source| Error::Discovery {
-                api_version: api_version.to_owned(),
-                kind: kind.to_owned(),
-                source,
-            })?;
-    Ok((resource, capabilities.scope))
 }
 
 fn scope_stream(

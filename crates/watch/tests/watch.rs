@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine as _;
-use driftwarden_e2e::{TestEnv, TestNamespace, User};
-use driftwarden_watch::{KnownObject, WatchSpec, parse_audit_batch, secret_digest, watch};
+use driftwarden_watch::{
+    KnownObject, WatchSpec, discovery, parse_audit_batch, secret_digest, watch,
+};
 use futures::StreamExt;
+use kube::discovery::Scope;
 use model::{ChangeEvent, ChangeKind};
 use serde_json::{Value, json};
+use testenv::{TestEnv, TestNamespace, User};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -308,7 +311,7 @@ async fn ownership_only_and_status_only_writes_yield_no_event() -> Result<()> {
     let (deployment, _) = watching.next_for("web").await?;
     assert_eq!(deployment.kind, ChangeKind::Added);
     let name = ns.name.clone();
-    driftwarden_e2e::eventually(
+    testenv::eventually(
         EVENT_TIMEOUT,
         "controller writes the deployment status",
         || {
@@ -342,7 +345,7 @@ async fn ownership_only_and_status_only_writes_yield_no_event() -> Result<()> {
 async fn secret_values_never_leave_the_watcher() -> Result<()> {
     let ns = namespace("watch-secret").await?;
     let mut watching = start_after_listing(&ns.name, false).await?;
-    let canary = format!("canary-{}", driftwarden_e2e::unique_suffix());
+    let canary = format!("canary-{}", testenv::unique_suffix());
     let encoded = base64::engine::general_purpose::STANDARD.encode(&canary);
 
     // Client-side apply stores the whole manifest, canary included, in the
@@ -540,6 +543,31 @@ async fn audit_record_of_a_patch_joins_the_watch_event() -> Result<()> {
         record.user_agent.starts_with("kubectl"),
         "{}",
         record.user_agent
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn kinds_resolve_through_discovery_and_an_unknown_one_says_what_to_do() -> Result<()> {
+    let client = TestEnv::get().client(User::Admin).await?;
+
+    let (deployments, scope) = discovery::resolve(&client, "apps/v1", "Deployment").await?;
+    ensure!(
+        deployments.plural == "deployments" && scope == Scope::Namespaced,
+        "{deployments:?} {scope:?}"
+    );
+    let (_, scope) = discovery::resolve(&client, "v1", "Namespace").await?;
+    ensure!(scope == Scope::Cluster, "{scope:?}");
+
+    let err = discovery::resolve(&client, "example.invalid/v1", "Widget")
+        .await
+        .err()
+        .context("Widget is not served")?;
+    ensure!(matches!(err, discovery::Error::Discovery { .. }), "{err:?}");
+    let text = err.to_string();
+    ensure!(
+        text.contains("`Widget`") && text.contains("discovery") && text.contains("CRD"),
+        "{text}"
     );
     Ok(())
 }

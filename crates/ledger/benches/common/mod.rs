@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use model::{
-    Actor, ChangeEvent, ChangeKind, DriftKind, FieldChange, PathVerdict, Judgement, ManagedField, ObjectKey,
-    RecordBody, Verdict,
+    Actor, ChangeEvent, ChangeKind, DriftKind, FieldChange, Judgement, ManagedField, ObjectKey,
+    PathVerdict, RecordBody, Verdict,
 };
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@
 //! or, on clusters without audit webhooks, where the policy accepts
 //! unverified managers.
 
-use model::Actor;
+use crate::Actor;
 use serde::{Deserialize, Serialize};
 
 /// A trust list that cannot be used.
@@ -260,7 +260,7 @@ fn glob(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::AuditUser;
+    use crate::AuditUser;
 
     fn person(user: &str, groups: &[&str]) -> Actor {
         writing_as(user, groups, None)
