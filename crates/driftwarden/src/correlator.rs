@@ -556,7 +556,7 @@ impl Correlator {
                 });
             }
         }
-        tracing::debug!(key = %judged.key, %actor, seq = judged.seq, "actor learnt after the verdict");
+        tracing::debug!(key = %judged.key, seq = judged.seq, %actor, "actor learnt after the verdict");
         RecordBody::Attribution(Attribution {
             key: judged.key,
             amends: judged.seq,

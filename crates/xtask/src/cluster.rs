@@ -147,7 +147,7 @@ fn token_line(token: &str, user: &User, uid: usize) -> String {
 }
 
 /// 32 random hex characters from the kernel.
-fn random_token() -> Result<String> {
+pub fn random_token() -> Result<String> {
     let mut bytes = [0u8; 16];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)
         .context("reading /dev/urandom")?;

@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::cluster;
 use crate::env;
 use crate::paths::{self, State, workspace_root};
 use crate::procs;
@@ -209,6 +210,8 @@ struct Demo {
     vars: BTreeMap<String, String>,
     /// The last step printed.
     step: usize,
+    /// Driftwarden's audit webhook, once configured.
+    webhook: Option<Webhook>,
 }
 
 impl Demo {
@@ -219,6 +222,7 @@ impl Demo {
             driftwarden: paths::cargo_target_dir().join("debug").join("driftwarden"),
             vars: BTreeMap::new(),
             step: 0,
+            webhook: None,
         }
     }
 
@@ -360,13 +364,28 @@ impl Demo {
             "Configure Driftwarden",
             "target/demo/driftwarden.yaml: the embedded bus (no broker), the repo \
              as the source of truth, namespace team-a, extra kinds so objects \
-             created outside git are seen, kube-controller-manager trusted for \
-             fields git does not declare. `driftwarden check` validates it.",
+             created outside git are seen, the audit webhook (TLS, a bearer \
+             token) so every change is tied to the person who made it, and \
+             kube-controller-manager trusted for fields git does not declare only \
+             when it is the controller manager's identity writing. `driftwarden \
+             check` validates it.",
         );
+        let token_file = self.dir.join("audit-webhook.token");
+        paths::write(&token_file, format!("{}\n", cluster::random_token()?))?;
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port for the audit webhook")?;
+        self.webhook = Some(Webhook {
+            listen,
+            cert: PathBuf::from(self.var("DW_WEBHOOK_CERT")?),
+            key: PathBuf::from(self.var("DW_WEBHOOK_KEY")?),
+            token_file,
+        });
         let config = demo_config(
             &self.dir.join("data"),
             &self.repo(),
             Path::new(self.var("DW_KUBECONFIG_ADMIN")?),
+            self.webhook.as_ref().context("webhook configured")?,
         );
         paths::write(&self.config(), config)?;
         println!("   $ driftwarden check -c {}", paths::show(&self.config()));
@@ -394,7 +413,8 @@ impl Demo {
             .arg("run")
             .arg("-c")
             .arg(self.config())
-            .env("RUST_LOG", "info")
+            // One line per verdict and per actor learnt from an audit event.
+            .env("RUST_LOG", "info,driftwarden::correlator=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -404,7 +424,9 @@ impl Demo {
         let mut running = Running {
             child: Some(child),
             log: LogReader::new(log_path),
+            receiver: None,
         };
+        running.receiver = Some(self.register_audit_receiver()?);
         println!(
             "   $ driftwarden run -c {}   (pid {})",
             paths::show(&self.config()),
@@ -438,6 +460,26 @@ impl Demo {
         Ok(running)
     }
 
+    /// Has the environment's audit relay post every batch kube-apiserver
+    /// sends to Driftwarden's webhook (as `--audit-webhook-config-file` would
+    /// on a real cluster); returns the registration file.
+    fn register_audit_receiver(&self) -> Result<PathBuf> {
+        let webhook = self.webhook.as_ref().context("webhook configured")?;
+        let token = std::fs::read_to_string(&webhook.token_file)?;
+        let registration = serde_json::json!({
+            "url": format!("https://{}/audit", webhook.listen),
+            "token": token.trim(),
+            "ca_file": self.var("DW_CA_CERT")?,
+        });
+        let dir = PathBuf::from(self.var("DW_AUDIT_RECEIVERS")?);
+        let path = dir.join("demo.json");
+        let partial = dir.join("demo.json.partial");
+        paths::write(&partial, registration.to_string())?;
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("registering the audit receiver {}", path.display()))?;
+        Ok(path)
+    }
+
     fn change_by_hand(&mut self, running: &mut Running) -> Result<()> {
         self.header(
             "People change things by hand",
@@ -446,8 +488,10 @@ impl Demo {
              deletes a declared one. Each change is judged within moments and, \
              as team-a is in enforce mode with prune on, put back: git's manifest \
              applied, the label patched away, the unmanaged ConfigMap deleted, the \
-             deleted one created again. The actor comes from managedFields here \
-             (the audit webhook names the user when Driftwarden receives it).",
+             deleted one created again. A verdict that does not depend on who \
+             made the change is recorded at once; the person is then named from \
+             the apiserver's audit event (↳), whatever field manager the client \
+             claimed.",
         );
         let changes: [(&str, &[&str], &str); 5] = [
             (
@@ -697,6 +741,8 @@ impl Demo {
 struct Running {
     child: Option<Child>,
     log: LogReader,
+    /// The registration with the environment's audit relay, removed on stop.
+    receiver: Option<PathBuf>,
 }
 
 impl Running {
@@ -744,6 +790,9 @@ impl Running {
 
     /// Stops driftwarden with SIGINT, as Ctrl-C would; SIGKILL after 15 s.
     fn stop(&mut self) -> Result<()> {
+        if let Some(receiver) = self.receiver.take() {
+            let _ = std::fs::remove_file(receiver);
+        }
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -814,8 +863,21 @@ struct Judged {
 }
 
 impl Judged {
-    /// Parses `... judged key=K verdict=V actor=A`.
+    /// Parses `... judged key=K verdict=V actor=A`, and `... actor learnt
+    /// after the verdict key=K seq=S actor=A` (the person named by the
+    /// audit event of a change recorded before it came).
     fn parse(line: &str) -> Option<Judged> {
+        if let Some((_, rest)) = line.split_once(" actor learnt after the verdict ") {
+            let rest = rest.strip_prefix("key=")?;
+            let (key, rest) = rest.split_once(" seq=")?;
+            let (seq, actor) = rest.split_once(" actor=")?;
+            let key = key.strip_prefix(&format!("{CLUSTER}/")).unwrap_or(key);
+            return Some(Judged {
+                key: key.to_owned(),
+                verdict: format!("↳ record #{} was made by", seq.trim()),
+                actor: actor.trim().to_owned(),
+            });
+        }
         let rest = line.split_once(" judged ")?.1;
         let rest = rest.strip_prefix("key=")?;
         let (key, rest) = rest.split_once(" verdict=")?;
@@ -831,6 +893,9 @@ impl Judged {
 
 impl std::fmt::Display for Judged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.verdict.starts_with('↳') {
+            return write!(f, "{:<34} {} {}", self.key, self.verdict, self.actor);
+        }
         write!(f, "{:<34} {}   by {}", self.key, self.verdict, self.actor)
     }
 }
@@ -840,8 +905,17 @@ fn web_yaml(replicas: u32) -> String {
     WEB_YAML.replace("__WEB_REPLICAS__", &replicas.to_string())
 }
 
+/// Where the demo's Driftwarden serves its audit webhook and with what.
+#[derive(Debug, Clone)]
+struct Webhook {
+    listen: std::net::SocketAddr,
+    cert: PathBuf,
+    key: PathBuf,
+    token_file: PathBuf,
+}
+
 /// The demo's Driftwarden config.
-fn demo_config(data_dir: &Path, repo: &Path, kubeconfig: &Path) -> String {
+fn demo_config(data_dir: &Path, repo: &Path, kubeconfig: &Path, webhook: &Webhook) -> String {
     format!(
         r#"# Written by `cargo xtask demo`.
 version: 1
@@ -861,8 +935,14 @@ sources:
 watch:
   extra_kinds: [v1/ConfigMap, v1/Secret, v1/Service, apps/v1/Deployment]
   namespaces: [{NAMESPACE}]
+audit_webhook:
+  listen: {listen}
+  tls: {{ cert_file: {cert}, key_file: {key} }}
+  auth: {{ type: bearer_token, token_file: {token} }}
 trust:
-  managers: [kube-controller-manager]
+  managers:
+    - name: kube-controller-manager
+      users: [system:kube-controller-manager]
 policies:
   - name: team-a
     match:
@@ -873,6 +953,10 @@ policies:
         kubeconfig = kubeconfig.display(),
         data_dir = data_dir.display(),
         repo = repo.display(),
+        listen = webhook.listen,
+        cert = webhook.cert.display(),
+        key = webhook.key.display(),
+        token = webhook.token_file.display(),
     )
 }
 
@@ -930,6 +1014,13 @@ mod tests {
         assert_eq!(judged.verdict, "drift(modified: spec.replicas)");
         assert_eq!(judged.actor, "manager kubectl-scale (Update)");
         assert_eq!(Judged::parse("INFO watching kinds=[]"), None);
+        let line = "2026-01-01T00:00:00.000Z DEBUG driftwarden::correlator: actor learnt \
+                    after the verdict key=demo/apps/Deployment/team-a/web seq=12 \
+                    actor=alice as manager kubectl-scale";
+        let learnt = Judged::parse(line).expect("an attribution line");
+        assert_eq!(learnt.key, "apps/Deployment/team-a/web");
+        assert_eq!(learnt.actor, "alice as manager kubectl-scale");
+        assert!(learnt.to_string().contains("record #12 was made by alice"));
     }
 
     #[test]
