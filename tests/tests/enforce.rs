@@ -73,6 +73,8 @@ struct Setup {
     second_namespace: bool,
     /// The safety rails.
     rails: Rails,
+    /// Driftwarden serves its audit webhook, so writers are identities.
+    audited: bool,
 }
 
 /// The enforce rule of the scenario's namespace.
@@ -139,6 +141,9 @@ async fn scenario(
     let namespaces = s.namespaces();
     declare(&s.repo, &namespaces, &setup)?;
     s.commit("web: first release (SHOP-1)")?;
+    if setup.audited {
+        s.with_audit_webhook()?;
+    }
     let mut enforcing = Enforcing::new(s.settings.clone());
     enforcing.also_watch = namespaces[1..].to_vec();
     enforcing.rules = rules(s.namespace());
@@ -745,6 +750,104 @@ async fn a_person_in_a_revert_war_is_reverted_in_the_end(bus: Bus) -> Result<()>
     Ok(())
 }
 
+/// A service account (a machine: another controller, a misconfigured
+/// agent) keeps scaling the Deployment: with its identity from the audit
+/// events, the flap limit holds, names it, and its last scale stands.
+async fn a_machine_in_a_revert_war_stops_at_the_flap_limit(bus: Bus) -> Result<()> {
+    let setup = Setup {
+        rails: Rails {
+            flap_limit: 3,
+            ..Rails::default()
+        },
+        audited: true,
+        ..Setup::default()
+    };
+    let s = scenario(bus, "flap-bot", setup, |ns| vec![team(ns)]).await?;
+    let ns = s.namespace().to_string();
+    s.env
+        .kubectl_ok(User::Admin, &["-n", &ns, "create", "serviceaccount", "bot"])?;
+    s.env.kubectl_ok(
+        User::Admin,
+        &[
+            "-n",
+            &ns,
+            "create",
+            "rolebinding",
+            "bot-edit",
+            "--clusterrole=edit",
+            &format!("--serviceaccount={ns}:bot"),
+        ],
+    )?;
+    let token = s
+        .env
+        .kubectl_ok(User::Admin, &["-n", &ns, "create", "token", "bot"])?
+        .trim()
+        .to_owned();
+    let bot = format!("system:serviceaccount:{ns}:bot");
+    let key = s.deployment();
+    let after = s.seq();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (env, ns, stop, token) = (s.env, ns.clone(), stop.clone(), token.clone());
+        std::thread::spawn(move || -> Result<Vec<i64>> {
+            let mut scaled = Vec::new();
+            for replicas in (3..=9).cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let replicas_flag = format!("--replicas={replicas}");
+                let token_flag = format!("--token={token}");
+                env.kubectl_ok(
+                    User::Mallory,
+                    &[
+                        "scale",
+                        "deployment/web",
+                        &replicas_flag,
+                        "-n",
+                        &ns,
+                        &token_flag,
+                    ],
+                )?;
+                scaled.push(replicas);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Ok(scaled)
+        })
+    };
+    let held = s
+        .enforcement(&key, after, "a held revert", |e| {
+            matches!(e.outcome, Outcome::Held { .. })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let scaled = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
+    let (_, held) = held?;
+    let Outcome::Held { reason } = &held.outcome else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("revert war") && reason.contains(&bot),
+        "the hold names the service account: {reason}"
+    );
+    let last = *scaled.last().context("scaled at least once")?;
+    // The machine's last scale stands: Driftwarden stepped back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let live = s.live("deployment", "web")?.context("web exists")?;
+    assert_eq!(live.pointer("/spec/replicas"), Some(&json!(last)));
+    let wars = records(s.ledger())?
+        .into_iter()
+        .filter(|r| matches!(r.body, RecordBody::Control(Control::RevertWar { .. })))
+        .count();
+    assert_eq!(
+        wars, 0,
+        "a war with a machine is a hold, not a critical war"
+    );
+    Ok(())
+}
+
 /// The enforce rule matches the label git declares; one patch changes the
 /// image and removes that label. The scope comes from git, not from the
 /// labels the patch left: the change is reverted, label included.
@@ -1212,6 +1315,9 @@ on_both_buses! {
         => drift_committed_within_the_grace_is_adopted_not_reverted_embedded, drift_committed_within_the_grace_is_adopted_not_reverted_kafka;
     sync_applies_a_new_commit_and_prunes_what_it_removed
         => sync_applies_a_new_commit_and_prunes_what_it_removed_embedded, sync_applies_a_new_commit_and_prunes_what_it_removed_kafka;
+    removing_the_label_an_enforce_rule_matches_does_not_escape
+        => removing_the_label_an_enforce_rule_matches_does_not_escape_embedded,
+           removing_the_label_an_enforce_rule_matches_does_not_escape_kafka;
 }
 
 on_the_embedded_bus! {
@@ -1221,8 +1327,8 @@ on_the_embedded_bus! {
         => drift_is_reverted_once_the_grace_is_over_embedded;
     a_person_in_a_revert_war_is_reverted_in_the_end
         => a_person_in_a_revert_war_is_reverted_in_the_end_embedded;
-    removing_the_label_an_enforce_rule_matches_does_not_escape
-        => removing_the_label_an_enforce_rule_matches_does_not_escape_embedded;
+    a_machine_in_a_revert_war_stops_at_the_flap_limit
+        => a_machine_in_a_revert_war_stops_at_the_flap_limit_embedded;
     circuit_breaker_pauses_a_mass_change_until_resumed
         => circuit_breaker_pauses_a_mass_change_until_resumed_embedded;
     exempted_scale_is_allowed_then_reverted_when_the_exemption_expires

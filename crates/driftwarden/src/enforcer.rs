@@ -82,6 +82,9 @@ pub struct Enforcer {
     desired: Desired,
     rails: Rails,
     grace: Grace<Job>,
+    /// How long an identity may take to arrive from the audit events;
+    /// `None` without an audit source.
+    join_wait: Option<std::time::Duration>,
     exemptions: Vec<Exemption>,
 }
 
@@ -113,6 +116,7 @@ impl Enforcer {
             desired,
             rails,
             grace: Grace::default(),
+            join_wait: config.join_wait(),
             exemptions,
         })
     }
@@ -258,11 +262,30 @@ impl Enforcer {
                 ),
             })]);
         }
-        let name = match &job.judgement.actor {
+        // Who the other writer is decides how a revert war ends: an
+        // identity from the audit events, which may still be on its way.
+        let mut actor = job.judgement.actor.clone();
+        if self.rails.at_flap_limit(key, now) && !matches!(actor, model::Actor::Audit { .. }) {
+            match attributed(&self.ledger, key, job.seq)? {
+                Some(learnt) => actor = learnt,
+                None => {
+                    if let Some(wait) = self.join_wait {
+                        let due = job.event.observed_at + chrono::Duration::from_std(wait)?;
+                        if now < due {
+                            self.grace
+                                .remove_where(|pending| pending.event.key == job.event.key);
+                            self.grace.push(due, job);
+                            return Ok(Vec::new());
+                        }
+                    }
+                }
+            }
+        }
+        let name = match &actor {
             model::Actor::Audit { user, .. } => user.clone(),
             other => other.to_string(),
         };
-        let writer = if self.policies.is_automated(&job.judgement.actor) {
+        let writer = if self.policies.is_automated(&actor) {
             enforce::Writer::automated(name)
         } else {
             enforce::Writer::person(name)
@@ -384,6 +407,20 @@ impl Enforcer {
             outcome,
         })))
     }
+}
+
+/// The actor of change record `seq` learnt from an audit record after it
+/// was judged, if any.
+fn attributed(ledger: &Ledger, key: &ObjectKey, seq: u64) -> anyhow::Result<Option<model::Actor>> {
+    Ok(ledger
+        .history(key)?
+        .into_iter()
+        .rev()
+        .find_map(|record| match record.body {
+            RecordBody::Attribution(a) if a.amends == seq => Some(a.actor),
+            RecordBody::Amendment(a) if a.amends == seq => Some(a.judgement.actor),
+            _ => None,
+        }))
 }
 
 /// The change event a sync acts on: the object as git (or the ledger)

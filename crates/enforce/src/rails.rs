@@ -267,6 +267,22 @@ impl Rails {
         Some(self.pause(reason, Some(now + self.config.breaker_pause)))
     }
 
+    /// Whether `key` has reached the flap limit at `now`: the next revert
+    /// decides between a hold (a machine) and a war (a person), so it is
+    /// worth knowing who the writer is first.
+    pub fn at_flap_limit(&self, key: &ObjectKey, now: DateTime<Utc>) -> bool {
+        let limit = self.config.flap_limit as usize;
+        limit > 0
+            && self.reverts.get(key).is_some_and(|flaps| {
+                flaps
+                    .times
+                    .iter()
+                    .filter(|t| now - **t < self.config.flap_window)
+                    .count()
+                    >= limit
+            })
+    }
+
     /// Whether a revert of `key`, undoing a change by `writer`, may go ahead
     /// at `now`.
     ///
@@ -1068,5 +1084,24 @@ mod tests {
         assert_eq!((expired.len(), active.len()), (1, 0));
         let (expired, active) = expire(vec![exemption], t(59));
         assert_eq!((expired.len(), active.len()), (0, 1));
+    }
+
+    #[test]
+    fn the_flap_limit_is_known_before_the_next_admission() {
+        let mut rails = Rails::new(RailsConfig {
+            flap_limit: 2,
+            flap_window: Duration::seconds(60),
+            backoff_cap: Duration::seconds(30),
+            breaker_limit: 0,
+            breaker_window: Duration::seconds(60),
+            breaker_pause: Duration::seconds(60),
+        });
+        let key = ObjectKey::new("c", "apps", "Deployment", "team-a", "web");
+        assert!(!rails.at_flap_limit(&key, t(0)));
+        rails.record_revert(&key, t(0));
+        assert!(!rails.at_flap_limit(&key, t(1)));
+        rails.record_revert(&key, t(1));
+        assert!(rails.at_flap_limit(&key, t(2)));
+        assert!(!rails.at_flap_limit(&key, t(61)), "the window moved on");
     }
 }
