@@ -18,7 +18,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 
+# The fuzz build is slow and the same for every clone: keep it per user.
+target_dir="${XDG_CACHE_HOME:-$HOME/.cache}/driftwarden/fuzz-target"
+
 mkdir -p corpus/audit_batch
-RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none audit_batch \
+RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --target-dir "$target_dir" audit_batch \
     corpus/audit_batch seeds/audit_batch -- \
     -dict=audit.dict -max_len=65536 -max_total_time="$seconds" -print_final_stats=1
