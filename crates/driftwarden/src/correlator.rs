@@ -92,21 +92,38 @@ struct Unattributed {
     replay: Option<(ChangeEvent, Known)>,
 }
 
-/// What one pass over the pending changes produced: the records, what to
-/// remember of each to attribute it later, and the positions done with.
-type PendingJudged = (
-    Vec<RecordBody>,
-    Vec<Option<(JoinKey, Unattributed)>>,
-    Vec<Position>,
-);
+/// What one pass over the pending changes produced.
+#[derive(Debug, Default)]
+struct PendingJudged {
+    /// The change records.
+    bodies: Vec<RecordBody>,
+    /// For each record, what to remember to attribute it when its audit
+    /// record comes later.
+    later: Vec<Option<(JoinKey, Unattributed)>>,
+    /// The bus positions done with.
+    done: Vec<Position>,
+}
 
 /// One change judged.
 #[derive(Debug)]
 struct Judged {
     judgement: Judgement,
-    /// `Some` when the actor is still to be learnt from a late audit
-    /// record, with what to judge again when the identity decided the verdict.
-    later: Option<Option<(ChangeEvent, Known)>>,
+    /// The actor is still to be learnt from a late audit record.
+    unattributed: bool,
+    /// What to judge again once the identity is known, when the identity
+    /// decided the verdict.
+    replay: Option<(ChangeEvent, Known)>,
+}
+
+/// What became of one change.
+#[derive(Debug)]
+enum Judging {
+    /// Judged.
+    Judged(Box<Judged>),
+    /// A resync of the version the ledger holds: nothing happened.
+    Unchanged,
+    /// Its verdict depends on identity and the audit record has not come.
+    Waiting,
 }
 
 /// Judges changes and writes the ledger.
@@ -215,7 +232,7 @@ impl Correlator {
         let mut known = HashMap::new();
         let mut bodies = Vec::with_capacity(events.len());
         for event in events {
-            if let Some(judged) = self.judge_one(event, &mut known, false)? {
+            if let Judging::Judged(judged) = self.judge_one(event, &mut known, false)? {
                 bodies.push(RecordBody::Change {
                     event: event.clone(),
                     judgement: judged.judgement,
@@ -235,13 +252,13 @@ impl Correlator {
         event: &ChangeEvent,
         known: &mut HashMap<ObjectKey, Tracked>,
         may_wait: bool,
-    ) -> anyhow::Result<Option<Judged>> {
+    ) -> anyhow::Result<Judging> {
         if !known.contains_key(&event.key) {
             let tracked = self.tracked(&event.key)?;
             known.insert(event.key.clone(), tracked);
         }
         let Some(state) = known.get_mut(&event.key) else {
-            return Ok(None);
+            return Ok(Judging::Unchanged);
         };
         let stored = state.stored_version.take();
         if event.kind == ChangeKind::Resync
@@ -249,14 +266,14 @@ impl Correlator {
                 *uid == event.uid && *version == event.resource_version
             })
         {
-            return Ok(None);
+            return Ok(Judging::Unchanged);
         }
         let audit = self.join.take(event);
         let actor = audit.as_ref().map(|record| Actor::from_audit(record, None));
         let outcome = self.classify_known(event, &state.known, actor.as_ref());
         if may_wait && audit.is_none() && outcome.identity_matters && self.join_wait.is_some() {
             state.stored_version = stored;
-            return Ok(None);
+            return Ok(Judging::Waiting);
         }
         let mut judgement = outcome.judgement;
         if audit.is_none()
@@ -276,13 +293,15 @@ impl Correlator {
             event.observed_at,
         );
         tracing::debug!(key = %event.key, verdict = %judgement.verdict, actor = %judgement.actor, "judged");
-        let later = (audit.is_none() && JoinKey::of_event(event).is_some()).then(|| {
-            outcome
-                .identity_matters
-                .then(|| (event.clone(), state.known.clone()))
-        });
+        let unattributed = audit.is_none() && JoinKey::of_event(event).is_some();
+        let replay = (unattributed && outcome.identity_matters)
+            .then(|| (event.clone(), state.known.clone()));
         state.known.after(event, &judgement);
-        Ok(Some(Judged { judgement, later }))
+        Ok(Judging::Judged(Box::new(Judged {
+            judgement,
+            unattributed,
+            replay,
+        })))
     }
 
     /// Classifies `event` with what is known of its object, against the
@@ -576,9 +595,7 @@ impl Correlator {
         let mut known = HashMap::new();
         let mut waiting_keys: HashSet<ObjectKey> = HashSet::new();
         let mut still = VecDeque::new();
-        let mut bodies = Vec::new();
-        let mut later = Vec::new();
-        let mut done = Vec::new();
+        let mut out = PendingJudged::default();
         let wait = self.join_wait.unwrap_or_default();
         while let Some(pending) = self.pending.pop_front() {
             if waiting_keys.contains(&pending.event.key) {
@@ -587,34 +604,39 @@ impl Correlator {
             }
             let may_wait = pending.arrived.elapsed() < wait;
             match self.judge_one(&pending.event, &mut known, may_wait)? {
-                Some(judged) => {
-                    let remember = judged.later.zip(JoinKey::of_event(&pending.event)).map(
-                        |(replay, join_key)| {
+                Judging::Judged(judged) => {
+                    let Judged {
+                        judgement,
+                        unattributed,
+                        replay,
+                    } = *judged;
+                    let remember = JoinKey::of_event(&pending.event)
+                        .filter(|_| unattributed)
+                        .map(|join_key| {
                             let judged = Unattributed {
                                 seq: 0,
                                 key: pending.event.key.clone(),
-                                judgement: judged.judgement.clone(),
+                                judgement: judgement.clone(),
                                 replay,
                             };
                             (join_key, judged)
-                        },
-                    );
-                    bodies.push(RecordBody::Change {
+                        });
+                    out.bodies.push(RecordBody::Change {
                         event: pending.event,
-                        judgement: judged.judgement,
+                        judgement,
                     });
-                    later.push(remember);
-                    done.extend(pending.position);
+                    out.later.push(remember);
+                    out.done.extend(pending.position);
                 }
-                None if may_wait => {
+                Judging::Waiting => {
                     waiting_keys.insert(pending.event.key.clone());
                     still.push_back(pending);
                 }
-                None => done.extend(pending.position),
+                Judging::Unchanged => out.done.extend(pending.position),
             }
         }
         self.pending = still;
-        Ok((bodies, later, done))
+        Ok(out)
     }
 
     /// Remembers judged changes whose audit record may still come.
@@ -717,13 +739,13 @@ impl Correlator {
                 }
             }
             let mut bodies = self.take_audits(audits, chrono::Utc::now());
-            let (judged, later, done) = self.judge_pending()?;
-            consumed.extend(done);
+            let judged = self.judge_pending()?;
+            consumed.extend(judged.done);
             let before = bodies.len();
-            bodies.extend(judged);
+            bodies.extend(judged.bodies);
             let committable = self.committable(consumed);
             let seqs = self.write(bodies, &offsets(&committable)).await?;
-            self.remember(later, seqs.get(before..).unwrap_or_default());
+            self.remember(judged.later, seqs.get(before..).unwrap_or_default());
             commit(&mut consumer, &committable).await;
         }
     }
