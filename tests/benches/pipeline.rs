@@ -570,7 +570,9 @@ impl Binary {
             .arg("run")
             .arg("-c")
             .arg(config)
-            .env("RUST_LOG", "info")
+            // The correlator logs each judgement at debug level: its
+            // `judged` lines are what `judged()` counts.
+            .env("RUST_LOG", "info,driftwarden=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

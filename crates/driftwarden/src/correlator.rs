@@ -146,6 +146,48 @@ pub struct Correlator {
     pending: VecDeque<Pending>,
     unattributed: HashMap<JoinKey, Unattributed>,
     unattributed_order: VecDeque<(Instant, JoinKey)>,
+    deferred: Deferred,
+}
+
+/// How long what audit records taught (attributions, amendments, refused
+/// writes) may wait to share a ledger write with the next changes: one
+/// flush less per change on a busy bus.
+const LEARNT_WAIT: Duration = Duration::from_millis(200);
+
+/// Records learnt from audit records, not written yet, and the bus positions
+/// of those audit records (committed only once the records are written).
+#[derive(Debug, Default)]
+struct Deferred {
+    bodies: Vec<RecordBody>,
+    positions: Vec<Position>,
+    since: Option<Instant>,
+}
+
+impl Deferred {
+    fn defer(&mut self, bodies: Vec<RecordBody>, positions: Vec<Position>) {
+        if self.since.is_none() && !(bodies.is_empty() && positions.is_empty()) {
+            self.since = Some(Instant::now());
+        }
+        self.bodies.extend(bodies);
+        self.positions.extend(positions);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.since.is_none()
+    }
+
+    fn is_due(&self) -> bool {
+        self.since
+            .is_some_and(|since| since.elapsed() >= LEARNT_WAIT)
+    }
+
+    fn take(&mut self) -> (Vec<RecordBody>, Vec<Position>) {
+        self.since = None;
+        (
+            std::mem::take(&mut self.bodies),
+            std::mem::take(&mut self.positions),
+        )
+    }
 }
 
 impl Correlator {
@@ -168,6 +210,7 @@ impl Correlator {
             pending: VecDeque::new(),
             unattributed: HashMap::new(),
             unattributed_order: VecDeque::new(),
+            deferred: Deferred::default(),
         })
     }
 
@@ -719,11 +762,12 @@ impl Correlator {
                     continue;
                 }
             };
-            if deliveries.is_empty() && self.pending.is_empty() {
+            if deliveries.is_empty() && self.pending.is_empty() && self.deferred.is_empty() {
                 continue;
             }
             let mut audits = Vec::new();
             let mut consumed = Vec::new();
+            let mut audit_positions = Vec::new();
             let arrived = Instant::now();
             for delivery in deliveries {
                 match delivery.message {
@@ -733,14 +777,23 @@ impl Correlator {
                         arrived,
                     }),
                     Message::Audit(record) => {
-                        consumed.extend(delivery.position);
+                        audit_positions.extend(delivery.position);
                         audits.push(record);
                     }
                 }
             }
-            let mut bodies = self.take_audits(audits, chrono::Utc::now());
+            let learnt = self.take_audits(audits, chrono::Utc::now());
+            self.deferred.defer(learnt, audit_positions);
             let judged = self.judge_pending()?;
             consumed.extend(judged.done);
+            // What audit records taught shares the ledger write of the next
+            // changes, or goes alone once it has waited long enough.
+            let mut bodies = Vec::new();
+            if !judged.bodies.is_empty() || self.deferred.is_due() {
+                let (learnt, positions) = self.deferred.take();
+                bodies = learnt;
+                consumed.extend(positions);
+            }
             let before = bodies.len();
             bodies.extend(judged.bodies);
             let committable = self.committable(consumed);

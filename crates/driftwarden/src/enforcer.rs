@@ -409,18 +409,39 @@ impl Enforcer {
     }
 }
 
-/// The actor of change record `seq` learnt from an audit record after it
-/// was judged, if any.
+/// The identity behind the drift of record `seq`: its audit actor learnt
+/// after it was judged, else the audit identity of the latest drift of the
+/// same object (the other side of a revert war is the same writer), if any.
 fn attributed(ledger: &Ledger, key: &ObjectKey, seq: u64) -> anyhow::Result<Option<model::Actor>> {
-    Ok(ledger
-        .history(key)?
-        .into_iter()
-        .rev()
-        .find_map(|record| match record.body {
-            RecordBody::Attribution(a) if a.amends == seq => Some(a.actor),
-            RecordBody::Amendment(a) if a.amends == seq => Some(a.judgement.actor),
-            _ => None,
-        }))
+    let history = ledger.history(key)?;
+    let drifts: std::collections::HashSet<u64> = history
+        .iter()
+        .filter(|r| matches!(&r.body, RecordBody::Change { judgement, .. } if judgement.verdict.is_drift()))
+        .map(|r| r.seq)
+        .collect();
+    let audited = |record: &model::LedgerRecord| match &record.body {
+        RecordBody::Attribution(a) if drifts.contains(&a.amends) => {
+            Some((a.amends, a.actor.clone()))
+        }
+        RecordBody::Amendment(a) if matches!(a.judgement.actor, model::Actor::Audit { .. }) => {
+            Some((a.amends, a.judgement.actor.clone()))
+        }
+        RecordBody::Change { judgement, .. }
+            if drifts.contains(&record.seq)
+                && matches!(judgement.actor, model::Actor::Audit { .. }) =>
+        {
+            Some((record.seq, judgement.actor.clone()))
+        }
+        _ => None,
+    };
+    let mut latest = None;
+    for (amends, actor) in history.iter().rev().filter_map(audited) {
+        if amends == seq {
+            return Ok(Some(actor));
+        }
+        latest.get_or_insert(actor);
+    }
+    Ok(latest)
 }
 
 /// The change event a sync acts on: the object as git (or the ledger)

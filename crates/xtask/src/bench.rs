@@ -3,16 +3,22 @@
 //!
 //! ```text
 //!   env up ──► cargo build --release -p driftwarden
-//!          ──► cargo bench -p driftwarden-correlate --bench classify   ─┐ `name=value`
-//!          ──► cargo bench -p driftwarden-ledger --bench ledger          │ lines of
-//!          ──► cargo bench -p driftwarden-ledger --bench ledger_1m       ├─ stdout ──► summary.json
+//!          ──► cargo bench -p driftwarden-correlate --bench classify   ─┐
+//!          ──► cargo bench -p driftwarden-ledger --bench ledger          │ `name=value`
+//!          ──► cargo bench -p driftwarden-ledger --bench ledger_1m       │ lines of
+//!          ──► cargo bench -p driftwarden-watch --bench audit_ingest     ├─ stdout ──► summary.json
 //!          ──► cargo bench -p driftwarden-bus --bench roundtrip          │             + table
 //!          ──► cargo bench -p driftwarden-e2e --bench pipeline           │
-//!          ──► cargo bench -p driftwarden-e2e --bench revert            ─┘
+//!          ──► cargo bench -p driftwarden-e2e --bench revert             │
+//!          ──► cargo bench -p driftwarden-e2e --bench attribution       ─┘
 //! ```
 //!
 //! Each bench's output is shown as it runs. A bench that fails is reported
-//! and the others still run; the exit code is then non-zero.
+//! and the others still run; the exit code is then non-zero. The table
+//! checks the design's targets and, for the audit webhook, that detect and
+//! revert p99 with it on stay within 10 % of off (`attribution` measures
+//! both side by side and measures a pair once more when it misses; the
+//! table shows that second ratio under the first, which stays as measured).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -37,7 +43,7 @@ struct Bench {
 }
 
 /// Every bench, cheapest first.
-const BENCHES: [Bench; 6] = [
+const BENCHES: [Bench; 8] = [
     Bench {
         package: "driftwarden-correlate",
         name: "classify",
@@ -51,6 +57,11 @@ const BENCHES: [Bench; 6] = [
     Bench {
         package: "driftwarden-ledger",
         name: "ledger_1m",
+        needs_env: false,
+    },
+    Bench {
+        package: "driftwarden-watch",
+        name: "audit_ingest",
         needs_env: false,
     },
     Bench {
@@ -68,10 +79,16 @@ const BENCHES: [Bench; 6] = [
         name: "revert",
         needs_env: true,
     },
+    Bench {
+        package: "driftwarden-e2e",
+        name: "attribution",
+        needs_env: true,
+    },
 ];
 
-/// A target of the design (§7): the number's name, the bound, and whether
-/// the bound is a maximum.
+/// A target: the number's name, the bound, and whether the bound is a
+/// maximum. The design's (§7), then the audit webhook's cost: with it on,
+/// detect and revert p99 within 10 % of off.
 #[derive(Debug)]
 struct Target {
     name: &'static str,
@@ -80,7 +97,7 @@ struct Target {
     what: &'static str,
 }
 
-const TARGETS: [Target; 12] = [
+const TARGETS: [Target; 16] = [
     Target {
         name: "revert_first_ms_kafka",
         bound: 1_000.0,
@@ -154,7 +171,37 @@ const TARGETS: [Target; 12] = [
         at_most: true,
         what: "memory per 10 000 watched objects",
     },
+    Target {
+        name: "detect_p99_on_off_ratio_embedded",
+        bound: WEBHOOK_COST,
+        at_most: true,
+        what: "detect p99, audit webhook on ÷ off, embedded",
+    },
+    Target {
+        name: "detect_p99_on_off_ratio_kafka",
+        bound: WEBHOOK_COST,
+        at_most: true,
+        what: "detect p99, audit webhook on ÷ off, Kafka",
+    },
+    Target {
+        name: "revert_p99_on_off_ratio_embedded",
+        bound: WEBHOOK_COST,
+        at_most: true,
+        what: "revert p99, audit webhook on ÷ off, embedded",
+    },
+    Target {
+        name: "revert_p99_on_off_ratio_kafka",
+        bound: WEBHOOK_COST,
+        at_most: true,
+        what: "revert p99, audit webhook on ÷ off, Kafka",
+    },
 ];
+
+/// The largest p99 ratio, audit webhook on ÷ off, of detect and revert.
+const WEBHOOK_COST: f64 = 1.10;
+
+/// The suffix of a figure measured once more after its first value missed.
+const REPEAT: &str = "_repeat";
 
 /// Runs every bench and writes the summary.
 pub fn run(quick: bool) -> Result<ExitCode> {
@@ -180,7 +227,8 @@ pub fn run(quick: bool) -> Result<ExitCode> {
         println!(
             "\n--quick: the ledger bench held 100 000 records (verify_1m_records_s is scaled \
              to 1 M, history_query_p99_ms is not), and the end-to-end bench used 100 changes, \
-             2 000 writes and 5 000 objects, the revert bench 100 changes"
+             2 000 writes and 5 000 objects, the revert and attribution benches 100 changes \
+             per bus (and side), the audit ingest bench 2 s per measurement"
         );
     }
     println!(
@@ -230,6 +278,8 @@ fn run_all(quick: bool) -> Result<(BTreeMap<String, f64>, Vec<String>)> {
                 ("DW_BENCH_WRITES", "2000"),
                 ("DW_BENCH_OBJECTS", "5000"),
                 ("REVERT_CHANGES", "100"),
+                ("ATTRIBUTION_CHANGES", "100"),
+                ("AUDIT_INGEST_SECONDS", "2"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
@@ -320,29 +370,27 @@ fn to_json(summary: &BTreeMap<String, f64>) -> Result<String> {
 fn print_table(summary: &BTreeMap<String, f64>) {
     println!(
         "\n{:<34} {:>12}  {:<12} verdict",
-        "target (design §7)", "measured", "bound"
+        "target", "measured", "bound"
     );
     for target in &TARGETS {
-        let (value, verdict) = match summary.get(target.name) {
-            Some(v) => {
-                let met = if target.at_most {
-                    *v <= target.bound
-                } else {
-                    *v >= target.bound
-                };
-                (show(*v), if met { "met" } else { "MISSED" })
-            }
-            None => ("-".to_string(), "not measured"),
-        };
         let bound = format!(
             "{} {}",
             if target.at_most { "≤" } else { "≥" },
-            show(target.bound)
+            show(target.name, target.bound)
         );
+        let (value, verdict) = judge(target, summary.get(target.name));
         println!(
             "{:<34} {value:>12}  {bound:<12} {verdict:<7} {}",
             target.name, target.what
         );
+        let repeat = format!("{}{REPEAT}", target.name);
+        if let Some(again) = summary.get(&repeat) {
+            let (value, verdict) = judge(target, Some(again));
+            println!(
+                "{:<34} {value:>12}  {bound:<12} {verdict:<7} measured once more (noisy machine?)",
+                format!("  {REPEAT}")
+            );
+        }
     }
     if let (Some(e2e), Some(apiserver)) = (
         summary.get("e2e_events_per_s_kafka"),
@@ -352,24 +400,46 @@ fn print_table(summary: &BTreeMap<String, f64>) {
         println!(
             "  note: the apiserver accepted {} writes/s, so the live rate cannot be higher;\n  \
              e2e_backlog_events_per_s_kafka is the pipeline's own rate",
-            show(*apiserver)
+            show("apiserver_writes_per_s", *apiserver)
         );
     }
     let others: Vec<_> = summary
         .iter()
-        .filter(|(name, _)| TARGETS.iter().all(|t| t.name != name.as_str()))
+        .filter(|(name, _)| {
+            let name = name.strip_suffix(REPEAT).unwrap_or(name);
+            TARGETS.iter().all(|t| t.name != name)
+        })
         .collect();
     if !others.is_empty() {
         println!("\nother numbers");
+        let width = others.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
         for (name, value) in others {
-            println!("{name:<34} {:>12}", show(*value));
+            println!("{name:<width$} {:>12}", show(name, *value));
         }
     }
 }
 
-/// A number for the table: whole numbers and large ones without decimals.
-fn show(value: f64) -> String {
-    if value.abs() >= 100.0 || value.fract() == 0.0 {
+/// The value of `target` for the table and whether it is met.
+fn judge(target: &Target, value: Option<&f64>) -> (String, &'static str) {
+    match value {
+        Some(v) => {
+            let met = if target.at_most {
+                *v <= target.bound
+            } else {
+                *v >= target.bound
+            };
+            (show(target.name, *v), if met { "met" } else { "MISSED" })
+        }
+        None => ("-".to_string(), "not measured"),
+    }
+}
+
+/// A number for the table: ratios with two decimals, whole numbers and
+/// large ones without.
+fn show(name: &str, value: f64) -> String {
+    if name.contains("_ratio") {
+        format!("{value:.2}")
+    } else if value.abs() >= 100.0 || value.fract() == 0.0 {
         format!("{value:.0}")
     } else if value.abs() >= 1.0 {
         format!("{value:.1}")
@@ -396,6 +466,16 @@ mod tests {
         assert_eq!(parse_number("Some Name=3"), None);
         assert_eq!(parse_number("x=NaN"), None);
         assert_eq!(parse_number("x=fast"), None);
+    }
+
+    #[test]
+    fn ratios_keep_two_decimals_next_to_their_bound() {
+        assert_eq!(show("detect_p99_on_off_ratio_kafka", 1.104), "1.10");
+        assert_eq!(show("detect_p99_on_off_ratio_kafka", 1.0), "1.00");
+        assert_eq!(show("detect_p99_ms_kafka", 12.345), "12.3");
+        let target = &TARGETS[TARGETS.len() - 1];
+        assert_eq!(judge(target, Some(&1.11)).1, "MISSED");
+        assert_eq!(judge(target, Some(&1.10)).1, "met");
     }
 
     #[test]
