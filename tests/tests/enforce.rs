@@ -671,6 +671,32 @@ async fn sync_applies_a_new_commit_and_prunes_what_it_removed(bus: Bus) -> Resul
 
 // ---- safety rails ----
 
+/// Scales Deployment `web` as mallory (with `extra` kubectl arguments, e.g.
+/// another identity's token) every 300 ms, cycling 3 to 9 replicas, until
+/// `stop`; returns the replicas it set, in order.
+fn keep_scaling(
+    s: &Scenario,
+    extra: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<Vec<i64>>> {
+    let (env, ns) = (s.env, s.namespace().to_string());
+    std::thread::spawn(move || {
+        let mut scaled = Vec::new();
+        for replicas in (3..=9).cycle() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let replicas_flag = format!("--replicas={replicas}");
+            let mut args = vec!["scale", "deployment/web", &replicas_flag, "-n", &ns];
+            args.extend(extra.iter().map(String::as_str));
+            env.kubectl_ok(User::Mallory, &args)?;
+            scaled.push(replicas);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(scaled)
+    })
+}
+
 /// A person who keeps scaling the Deployment back never keeps the change:
 /// after `flap_limit` reverts the war is recorded once, naming the writer,
 /// and reverts go on with a capped backoff until the last scale is put back.
@@ -687,25 +713,7 @@ async fn a_person_in_a_revert_war_is_reverted_in_the_end(bus: Bus) -> Result<()>
     let after = s.seq();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (env, ns, stop) = (s.env, s.namespace().to_string(), stop.clone());
-        std::thread::spawn(move || -> Result<Vec<i64>> {
-            let mut scaled = Vec::new();
-            for replicas in (3..=9).cycle() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let replicas_flag = format!("--replicas={replicas}");
-                env.kubectl_ok(
-                    User::Mallory,
-                    &["scale", "deployment/web", &replicas_flag, "-n", &ns],
-                )?;
-                scaled.push(replicas);
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            Ok(scaled)
-        })
-    };
+    let writer = keep_scaling(&s, Vec::new(), stop.clone());
     let war = wait_record(s.ledger(), after, PATIENCE, "the revert war", |body| {
         matches!(body, RecordBody::Control(Control::RevertWar { .. }))
     })
@@ -787,33 +795,7 @@ async fn a_machine_in_a_revert_war_stops_at_the_flap_limit(bus: Bus) -> Result<(
     let key = s.deployment();
     let after = s.seq();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (env, ns, stop, token) = (s.env, ns.clone(), stop.clone(), token.clone());
-        std::thread::spawn(move || -> Result<Vec<i64>> {
-            let mut scaled = Vec::new();
-            for replicas in (3..=9).cycle() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let replicas_flag = format!("--replicas={replicas}");
-                let token_flag = format!("--token={token}");
-                env.kubectl_ok(
-                    User::Mallory,
-                    &[
-                        "scale",
-                        "deployment/web",
-                        &replicas_flag,
-                        "-n",
-                        &ns,
-                        &token_flag,
-                    ],
-                )?;
-                scaled.push(replicas);
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            Ok(scaled)
-        })
-    };
+    let writer = keep_scaling(&s, vec![format!("--token={token}")], stop.clone());
     let held = s
         .enforcement(&key, after, "a held revert", |e| {
             matches!(e.outcome, Outcome::Held { .. })
