@@ -88,6 +88,9 @@ impl Default for Options {
     }
 }
 
+/// How long opening waits for the file lock of a ledger just closed.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Ledger {
     /// Opens the ledger in directory `path`, creating it if needed, with
     /// default [`Options`].
@@ -95,17 +98,33 @@ impl Ledger {
         Self::open_with(path, &Options::default())
     }
 
-    /// Opens the ledger in directory `path`, creating it if needed.
+    /// Opens the ledger in directory `path`, creating it if needed. Waits up
+    /// to a second for the file lock of a ledger closed a moment ago.
     pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
         let path = path.as_ref();
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
-            .cache_capacity(options.cache_capacity)
-            .open()
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source: source.into(),
-            })?;
+            .cache_capacity(options.cache_capacity);
+        // A ledger just closed in this process lets go of its file lock when
+        // sled's background flusher has stopped, a moment later.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(err))
+                    if err.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => {
+                    return Err(Error::Open {
+                        path: path.to_path_buf(),
+                        source: source.into(),
+                    });
+                }
+            }
+        };
         let open =
             |name: &'static str| db.open_tree(name).map_err(Error::storage("opening a tree"));
         let trees = Trees {
