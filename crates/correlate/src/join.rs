@@ -65,7 +65,10 @@ impl JoinKey {
 #[derive(Debug, Clone)]
 pub struct AuditJoin {
     retention: Duration,
-    waiting: HashMap<JoinKey, AuditRecord>,
+    /// Records by join key, with when they arrived.
+    waiting: HashMap<JoinKey, (DateTime<Utc>, AuditRecord)>,
+    /// Arrivals, oldest first; entries of records taken since stay until
+    /// they age out (bounded by [`MAX_WAITING`]).
     arrivals: VecDeque<(DateTime<Utc>, JoinKey)>,
 }
 
@@ -86,39 +89,45 @@ impl AuditJoin {
             return false;
         };
         self.expire(now);
-        while self.waiting.len() >= MAX_WAITING {
-            let Some((_, oldest)) = self.arrivals.pop_front() else {
-                break;
-            };
-            self.waiting.remove(&oldest);
+        while self.arrivals.len() >= MAX_WAITING {
+            self.drop_oldest();
         }
         self.arrivals.push_back((now, key.clone()));
-        self.waiting.insert(key, record);
+        self.waiting.insert(key, (now, record));
         true
     }
 
     /// The audit record of the write that caused `event`, taken out.
     pub fn take(&mut self, event: &ChangeEvent) -> Option<AuditRecord> {
-        self.waiting.remove(&JoinKey::of_event(event)?)
+        self.take_key(&JoinKey::of_event(event)?)
     }
 
     /// Takes the record joining `key`, if waiting.
     pub fn take_key(&mut self, key: &JoinKey) -> Option<AuditRecord> {
-        self.waiting.remove(key)
+        self.waiting.remove(key).map(|(_, record)| record)
     }
 
     /// Drops records older than the retention.
     pub fn expire(&mut self, now: DateTime<Utc>) {
-        while let Some((at, key)) = self.arrivals.front() {
-            if now - *at < self.retention {
-                break;
-            }
-            let key = key.clone();
-            self.arrivals.pop_front();
-            // A newer record under the same key has its own arrival entry.
-            if self.arrivals.iter().all(|(_, other)| other != &key) {
-                self.waiting.remove(&key);
-            }
+        while self
+            .arrivals
+            .front()
+            .is_some_and(|(at, _)| now - *at >= self.retention)
+        {
+            self.drop_oldest();
+        }
+    }
+
+    /// Forgets the oldest arrival, and its record unless a newer one took
+    /// its key.
+    fn drop_oldest(&mut self) {
+        if let Some((at, key)) = self.arrivals.pop_front()
+            && self
+                .waiting
+                .get(&key)
+                .is_some_and(|(since, _)| *since == at)
+        {
+            self.waiting.remove(&key);
         }
     }
 
@@ -224,5 +233,16 @@ mod tests {
         join.expire(at(30));
         assert_eq!(join.len(), 1);
         assert!(join.take(&event(ChangeKind::Modified, "u1", "2")).is_some());
+    }
+
+    #[test]
+    fn an_old_arrival_never_drops_a_newer_record_under_the_same_key() {
+        let mut join = AuditJoin::new(Duration::seconds(30));
+        join.insert(audit("patch", "u1", Some("1"), 200), at(0));
+        join.insert(audit("patch", "u1", Some("1"), 200), at(20));
+        join.expire(at(35));
+        assert!(join.take(&event(ChangeKind::Modified, "u1", "1")).is_some());
+        join.expire(at(50));
+        assert!(join.is_empty());
     }
 }

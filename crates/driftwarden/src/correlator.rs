@@ -685,9 +685,10 @@ impl Correlator {
     /// Remembers judged changes whose audit record may still come.
     fn remember(&mut self, later: Vec<Option<(JoinKey, Unattributed)>>, seqs: &[Option<u64>]) {
         let now = Instant::now();
+        // Bounded by age and by number, counting entries taken since.
         while let Some((at, _)) = self.unattributed_order.front() {
             if now.duration_since(*at) < AUDIT_RETENTION
-                && self.unattributed.len() < MAX_UNATTRIBUTED
+                && self.unattributed_order.len() < MAX_UNATTRIBUTED
             {
                 break;
             }
