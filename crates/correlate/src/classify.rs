@@ -182,6 +182,7 @@ pub fn judge_change(input: &Input<'_>) -> Outcome {
     let (verdict, diff, identity_matters) = judge(input, head, changes, &actor);
     Outcome {
         judgement: Judgement {
+            git_stale: false,
             verdict,
             actor,
             desired_commit: head.map(|entry| entry.commit.id.clone()),

@@ -73,6 +73,26 @@ impl Known {
         self.uid = Some(event.uid.clone());
         self.latest = present.then(|| event.object.clone());
     }
+
+    /// The state after a later judgement of the latest change (an
+    /// amendment), by the ledger's rules: drift reopens; a good verdict
+    /// that resolves the drift makes the latest state known good.
+    pub fn amended(&mut self, judgement: &Judgement) {
+        let verdict = &judgement.verdict;
+        if verdict.is_drift() {
+            self.drifting = true;
+            self.open_out_of_band = judgement
+                .paths_judged(PathVerdict::OutOfBand)
+                .cloned()
+                .collect();
+        } else if self.drifting && verdict.resolves_drift() {
+            self.drifting = false;
+            self.open_out_of_band.clear();
+            if verdict.is_good() && self.latest.is_some() {
+                self.last_good.clone_from(&self.latest);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +103,7 @@ mod tests {
 
     fn judgement(verdict: Verdict, out_of_band: &[&str]) -> Judgement {
         Judgement {
+            git_stale: false,
             verdict,
             actor: Actor::Unknown {
                 reason: "test".into(),

@@ -206,7 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 // The scope comes from git's labels, as when running; the
                 // labels given stand for the last known-good ones of an
                 // object git does not declare.
-                let (desired, _, _) = crate::desired::open_sources(&config).await?;
+                let (desired, _, _) = crate::desired::open_sources(&config, None).await?;
                 let declared = desired
                     .history(&key)
                     .and_then(|h| h.entries.iter().rev().find_map(|e| e.manifest.as_ref()));
@@ -255,7 +255,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Diff { config } => {
             let config = Config::load(&config)?;
             let ledger = crate::run::open_ledger(&config)?;
-            let (desired, _, _) = crate::desired::open_sources(&config).await?;
+            let (desired, _, _) = crate::desired::open_sources(&config, Some(&ledger)).await?;
             let drift = inspect::drift(&ledger, &desired)?;
             let text = if json {
                 to_json(&drift)?
@@ -319,7 +319,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let config = Config::load(&config)?;
             let policy = crate::replay::PolicyFile::load(&policy)?;
             let ledger = std::sync::Arc::new(crate::run::open_ledger(&config)?);
-            let (desired, _, _) = crate::desired::open_sources(&config).await?;
+            let (desired, _, _) = crate::desired::open_sources(&config, Some(&ledger)).await?;
             let since = chrono::Utc::now() - chrono::Duration::from_std(since)?;
             let report = crate::replay::replay(&config, policy, ledger, desired, since)?;
             Ok(if json {

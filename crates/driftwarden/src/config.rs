@@ -236,6 +236,11 @@ pub struct Source {
     /// How often to fetch, e.g. `10s`.
     #[serde(default = "default_interval", deserialize_with = "duration")]
     pub interval: Duration,
+    /// How long fetches may fail before the source counts as stale, e.g.
+    /// `2m`: then enforcement and sync pause for its objects, and verdicts
+    /// about them are marked `git_stale`, until a fetch succeeds.
+    #[serde(default = "default_max_staleness", deserialize_with = "duration")]
+    pub max_staleness: Duration,
 }
 
 fn default_branch() -> String {
@@ -248,6 +253,10 @@ fn default_namespace() -> String {
 
 fn default_interval() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_max_staleness() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// A kind, written `apiVersion/Kind`: `v1/ConfigMap`, `apps/v1/Deployment`.
@@ -626,6 +635,7 @@ sources:
         let source = &config.sources[0];
         assert_eq!(source.branch, "main");
         assert_eq!(source.interval, Duration::from_secs(10));
+        assert_eq!(source.max_staleness, Duration::from_secs(120));
         assert_eq!(source.default_namespace, "default");
     }
 

@@ -33,7 +33,7 @@ use correlate::{AuditJoin, JoinKey, Known, ListSemantics, Outcome};
 use ledger::Ledger;
 use model::{
     Actor, Amendment, Attribution, AuditRecord, ChangeEvent, ChangeKind, DesiredHistory, Exemption,
-    Judgement, ObjectKey, PathVerdict, RecordBody, Verdict,
+    GitFetchState, Judgement, ObjectKey, PathVerdict, RecordBody, Verdict,
 };
 use tokio::sync::mpsc;
 
@@ -296,6 +296,9 @@ impl Correlator {
         known: &mut HashMap<ObjectKey, Tracked>,
         may_wait: bool,
     ) -> anyhow::Result<Judging> {
+        if !self.in_scope(&event.key) {
+            return Ok(Judging::Unchanged);
+        }
         if !known.contains_key(&event.key) {
             let tracked = self.tracked(&event.key)?;
             known.insert(event.key.clone(), tracked);
@@ -335,6 +338,7 @@ impl Correlator {
             &event.key,
             event.observed_at,
         );
+        judgement.git_stale = !self.desired.stale_for(&event.key).is_empty();
         tracing::debug!(key = %event.key, verdict = %judgement.verdict, actor = %judgement.actor, "judged");
         let unattributed = audit.is_none() && JoinKey::of_event(event).is_some();
         let replay = (unattributed && outcome.identity_matters)
@@ -345,6 +349,16 @@ impl Correlator {
             unattributed,
             replay,
         })))
+    }
+
+    /// Whether Driftwarden judges `key` at all: every namespaced object the
+    /// watchers report, but of cluster-scoped kinds only the objects git
+    /// declares (or once declared) and those of kinds a policy names; the
+    /// rest of the cluster (bootstrap roles, other teams' CRDs) is not ours.
+    fn in_scope(&self, key: &ObjectKey) -> bool {
+        !key.namespace.is_empty()
+            || self.desired.history(key).is_some()
+            || self.policies.names_kind(&key.kind)
     }
 
     /// Classifies `event` with what is known of its object, against the
@@ -440,7 +454,9 @@ impl Correlator {
         Ok(())
     }
 
-    /// Records new commits and tells the enforcer which objects they changed.
+    /// Records new commits and fetch states, and tells the enforcer which
+    /// objects they changed; after an outage, judges again what changed
+    /// meanwhile.
     pub async fn on_git(&mut self, update: GitUpdate) -> anyhow::Result<()> {
         let changed: Vec<ObjectKey> = update.changed_keys().into_iter().cloned().collect();
         let bodies = self.apply_git(update)?;
@@ -452,8 +468,12 @@ impl Correlator {
         .await
     }
 
-    /// Applies new commits: the records they produce, and adoption of open
-    /// drifts whose drifted state the new commit declares.
+    /// Applies news from git: the records new commits produce, adoption of
+    /// open drifts whose drifted state a new commit declares, and the fetch
+    /// state. When a stale source recovers, every open drift of its objects
+    /// that changed during the outage is judged again against the new head:
+    /// a deploy wrongly called drift becomes `authorized`, real drift is
+    /// handed to the enforcer.
     pub fn apply_git(&mut self, update: GitUpdate) -> anyhow::Result<Vec<RecordBody>> {
         let name = self.desired.name(update.source).to_owned();
         self.desired.update(update.source, update.index.clone());
@@ -461,10 +481,99 @@ impl Correlator {
         for change in &update.changes {
             tracing::info!(source = %name, commit = %change.commit.short(), objects = change.changed.len(), "desired state moved");
         }
+        let mut rejudge = Vec::new();
+        match &update.fetch {
+            Some(GitFetchState::Stale { since, .. }) => {
+                self.desired.set_stale(update.source, Some(*since));
+            }
+            Some(GitFetchState::Recovered { since, .. }) => {
+                let was_stale = self.desired.is_stale(update.source);
+                self.desired.set_stale(update.source, None);
+                if was_stale {
+                    rejudge = self.changed_during_outage(update.source, *since)?;
+                }
+            }
+            _ => {}
+        }
         for key in update.changed_keys() {
-            bodies.extend(self.adoption(key)?);
+            if !rejudge.contains(key) {
+                bodies.extend(self.adoption(key)?);
+            }
+        }
+        for key in &rejudge {
+            bodies.extend(self.rejudge(key)?);
         }
         Ok(bodies)
+    }
+
+    /// Objects of `source` (or declared by no source) with an open drift
+    /// recorded since `since`.
+    fn changed_during_outage(
+        &self,
+        source: usize,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<ObjectKey>> {
+        let mut keys = Vec::new();
+        for entry in self.ledger.open_drifts() {
+            let (key, state) = entry?;
+            let Some(open) = state.open_drift else {
+                continue;
+            };
+            let recent = self
+                .ledger
+                .get(open)?
+                .is_some_and(|record| record.at >= since);
+            if recent && self.desired.depends_on(&key, source) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Judges the latest change of `key` again with the desired state now:
+    /// an amendment of its open drift when the verdict differs.
+    fn rejudge(&self, key: &ObjectKey) -> anyhow::Result<Option<RecordBody>> {
+        let Some(state) = self.ledger.object_state(key)? else {
+            return Ok(None);
+        };
+        let (Some(open), Some(RecordBody::Change { event, judgement })) = (
+            state.open_drift,
+            self.ledger.get(state.latest_seq)?.map(|r| r.body),
+        ) else {
+            return Ok(None);
+        };
+        // Judged as it was judged then: from the state before the change.
+        let before = self.known_before(key, state.latest_seq)?;
+        let actor = Some(&judgement.actor).filter(|a| matches!(a, Actor::Audit { .. }));
+        let mut again = self.classify_known(&event, &before, actor).judgement;
+        if again.verdict == judgement.verdict && again.diff == judgement.diff {
+            return Ok(None);
+        }
+        if matches!(again.actor, Actor::Unknown { .. }) {
+            again.actor = judgement.actor.clone();
+        }
+        tracing::info!(%key, was = %judgement.verdict, now = %again.verdict, "judged again after git recovered");
+        Ok(Some(RecordBody::Amendment(Amendment {
+            key: key.clone(),
+            amends: open,
+            judgement: again,
+        })))
+    }
+
+    /// What was known of `key` before its record `seq`, from its history.
+    fn known_before(&self, key: &ObjectKey, seq: u64) -> anyhow::Result<Known> {
+        let mut known = Known::default();
+        for record in self.ledger.history(key)? {
+            if record.seq >= seq {
+                break;
+            }
+            match &record.body {
+                RecordBody::Change { event, judgement } => known.after(event, judgement),
+                RecordBody::Amendment(amendment) => known.amended(&amendment.judgement),
+                _ => {}
+            }
+        }
+        Ok(known)
     }
 
     /// An amendment when the object has an open drift and git now declares
@@ -494,6 +603,7 @@ impl Correlator {
             key: key.clone(),
             amends: drift_seq,
             judgement: Judgement {
+                git_stale: false,
                 verdict,
                 actor,
                 desired_commit: Some(head.commit.id.clone()),

@@ -231,7 +231,15 @@ impl Enforcer {
         else {
             return Ok(Vec::new());
         };
-        let (mode, policy_name, prune) = (policy.mode, policy.name.clone(), policy.prune);
+        let (mode, policy_name) = (policy.mode, policy.name.clone());
+        let prune = policy.prune
+            && job.judgement.verdict == Verdict::Unmanaged
+            && !self
+                .policies
+                .trust_under(Some(policy))
+                .trusts(&job.judgement.actor)
+            && enforce::may_prune(key)
+            && created_while_watched(&self.ledger, key, &job.event.uid)?;
         let history = self.desired.history(key);
         let last_good = state.as_ref().and_then(|s| s.last_good.as_ref());
         let input = PlanInput {
@@ -254,6 +262,16 @@ impl Enforcer {
                 outcome,
             })
         };
+        let stale = self.desired.stale_for(key);
+        if !stale.is_empty() || job.judgement.git_stale {
+            return Ok(vec![record(Outcome::Held {
+                reason: format!(
+                    "git source {} is stale: enforcement is paused for its objects, and the \
+                     change is judged again when a fetch succeeds",
+                    stale.join(", ")
+                ),
+            })]);
+        }
         if let Some(exemption) = enforce::exempted(&self.exemptions, key, now) {
             return Ok(vec![record(Outcome::Held {
                 reason: format!(
@@ -366,14 +384,17 @@ impl Enforcer {
         let Some((policy, _)) = self.policies.governing(key, Some(history), last_good) else {
             return Ok(None);
         };
-        if !policy.sync || policy.mode == Mode::Audit {
+        if !policy.sync || policy.mode == Mode::Audit || !self.desired.stale_for(key).is_empty() {
             return Ok(None);
         }
         let (mode, name) = (policy.mode, policy.name.clone());
         let commit = head.commit.id.clone();
         let (action, event) = match (&head.manifest, &state) {
             (Some(manifest), _) => (RevertAction::Apply { commit }, sync_event(key, manifest)),
-            (None, Some(state)) if policy.prune && state.latest.is_some() => {
+            // Git once declared it and no longer does: the inventory.
+            (None, Some(state))
+                if policy.prune && state.latest.is_some() && enforce::may_prune(key) =>
+            {
                 let latest = state.latest.clone().unwrap_or_default();
                 let mut event = sync_event(key, &latest);
                 event.uid.clone_from(&state.uid);
@@ -442,6 +463,20 @@ fn attributed(ledger: &Ledger, key: &ObjectKey, seq: u64) -> anyhow::Result<Opti
         latest.get_or_insert(actor);
     }
     Ok(latest)
+}
+
+/// Whether incarnation `uid` of `key` was created while Driftwarden
+/// watched: its first record is an `added` change, not an object found by
+/// a listing (which existed before, or appeared while nobody watched).
+fn created_while_watched(ledger: &Ledger, key: &ObjectKey, uid: &str) -> anyhow::Result<bool> {
+    let first = ledger
+        .history(key)?
+        .into_iter()
+        .find_map(|record| match record.body {
+            RecordBody::Change { event, .. } if event.uid == uid => Some(event.kind),
+            _ => None,
+        });
+    Ok(first == Some(model::ChangeKind::Added))
 }
 
 /// The change event a sync acts on: the object as git (or the ledger)

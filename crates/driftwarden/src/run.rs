@@ -108,14 +108,17 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let fetch_now = Arc::new(Notify::new());
 
-    // The watch role alone reads git only to know which kinds to watch.
-    let (desired, initial, sources) = desired::open_sources(&config).await?;
+    let ledger = match consumer {
+        Some(_) => Some(Arc::new(open_ledger(&config)?)),
+        None => None,
+    };
+    // The watch role alone reads git only to know which kinds to watch; the
+    // correlator continues from the commits its ledger recorded.
+    let (desired, initial, sources) = desired::open_sources(&config, ledger.as_deref()).await?;
     let (kinds_tx, kinds_rx) = latest::channel(watched_kinds(&config, &desired));
 
-    let mut ledger = None;
     let mut known = Vec::new();
-    if let Some(consumer) = consumer {
-        let opened = Arc::new(open_ledger(&config)?);
+    if let (Some(consumer), Some(opened)) = (consumer, ledger.clone()) {
         known = known_objects(&opened)?;
         let executor = if config
             .policies
@@ -143,11 +146,12 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         }
         let (git_tx, git_rx) = mpsc::channel(16);
         for (i, git) in sources.into_iter().enumerate() {
-            let interval = config.sources[i].interval;
+            let source = &config.sources[i];
             tasks.spawn(desired::fetch_loop(
                 i,
                 git,
-                interval,
+                source.interval,
+                source.max_staleness,
                 fetch_now.clone(),
                 git_tx.clone(),
             ));
@@ -156,7 +160,6 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         tasks.spawn(correlator.run(consumer, git_rx, move |desired: &Desired| {
             kinds_tx.send_replace(watched_kinds(&kinds_config, desired));
         }));
-        ledger = Some(opened);
     }
     let mut audit_webhook = None;
     if let Some(publisher) = publisher {

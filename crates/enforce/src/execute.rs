@@ -2,7 +2,8 @@
 //! says what came of it.
 //!
 //! ```text
-//! Apply  ──▶ server-side apply, field manager `driftwarden`, forced
+//! Apply  ──▶ server-side apply, field manager `driftwarden`, forced, with
+//!            the judged resourceVersion as precondition (none for a sync)
 //! Patch  ──▶ JSON patch led by a `test` of the planned resourceVersion
 //! Create ──▶ create; already there again      ──▶ superseded
 //! Delete ──▶ delete with a uid precondition; another incarnation ──▶ superseded
@@ -46,6 +47,25 @@ const SERVER_METADATA: &[&str] = &[
 
 /// Patch attempts while only churn changes the object under the revert.
 const PATCH_ATTEMPTS: u32 = 3;
+
+/// How a guarded write failed: the apiserver said no, or it never got sent.
+#[derive(Debug)]
+enum Guarded {
+    Kube(kube::Error),
+    Other(Error),
+}
+
+impl From<kube::Error> for Guarded {
+    fn from(err: kube::Error) -> Self {
+        Self::Kube(err)
+    }
+}
+
+impl From<Error> for Guarded {
+    fn from(err: Error) -> Self {
+        Self::Other(err)
+    }
+}
 
 /// Why a revert could not be performed.
 #[derive(Debug, thiserror::Error)]
@@ -190,17 +210,33 @@ impl Executor {
         })
     }
 
+    /// Server-side apply of the desired manifest. A revert carries the
+    /// `resourceVersion` it judged, so a newer write makes the apply fail
+    /// and is judged on its own; a sync (no judged version) applies git.
     async fn apply(&self, event: &ChangeEvent, manifest: Option<&Value>) -> Result<Outcome> {
         let body = self.manifest(event, manifest, "apply")?;
         let api = self.api_for_manifest(event, &body).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api
-            .patch(&event.key.name, &params, &Patch::Apply(&body))
-            .await
-        {
-            Ok(object) => Ok(reverted(&object)),
-            Err(err) => Err(rejected(event, "apply", &err)),
+        if event.resource_version.is_empty() {
+            return match api
+                .patch(&event.key.name, &params, &Patch::Apply(&body))
+                .await
+            {
+                Ok(object) => Ok(reverted(&object)),
+                Err(err) => Err(rejected(event, "apply", &err)),
+            };
         }
+        let planned = event.resource_version.as_str();
+        self.guarded(event, &api, "apply", planned, |version| {
+            let mut body = body.clone();
+            if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata.insert("resourceVersion".to_owned(), Value::String(version));
+            }
+            let (api, params) = (api.clone(), params.clone());
+            let name = event.key.name.clone();
+            async move { api.patch(&name, &params, &Patch::Apply(&body)).await }
+        })
+        .await
     }
 
     async fn patch(
@@ -214,25 +250,61 @@ impl Executor {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let mut expected = resource_version.to_owned();
+        let guarded_patch = |version: String| {
+            let patch = guarded(patch, &version).map_err(|source| {
+                Guarded::Other(Error::Patch {
+                    key: event.key.to_string(),
+                    source,
+                })
+            });
+            let (api, params) = (api.clone(), params.clone());
+            let name = event.key.name.clone();
+            async move {
+                api.patch(&name, &params, &patch?)
+                    .await
+                    .map_err(Guarded::Kube)
+            }
+        };
+        self.guarded(event, &api, "patch", resource_version, guarded_patch)
+            .await
+    }
+
+    /// Writes with `write(version)`, a write that fails unless the object is
+    /// still at `version`, starting at the version the revert was planned
+    /// against. When the object moved on only by churn (status, revision
+    /// annotations) the write is tried again at the new version; when it
+    /// really changed, the revert is superseded: the newer write is judged
+    /// on its own, never clobbered.
+    async fn guarded<F, Fut, E>(
+        &self,
+        event: &ChangeEvent,
+        api: &Api<DynamicObject>,
+        verb: &'static str,
+        planned: &str,
+        mut write: F,
+    ) -> Result<Outcome>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = std::result::Result<DynamicObject, E>>,
+        E: Into<Guarded>,
+    {
+        let mut expected = planned.to_owned();
         for _ in 0..PATCH_ATTEMPTS {
-            let guarded = guarded(patch, &expected).map_err(|source| Error::Patch {
-                key: event.key.to_string(),
-                source,
-            })?;
-            let err = match api.patch(&event.key.name, &params, &guarded).await {
+            let err = match write(expected.clone()).await.map_err(Into::into) {
                 Ok(object) => return Ok(reverted(&object)),
-                Err(err) => err,
+                Err(Guarded::Kube(err)) => err,
+                Err(Guarded::Other(err)) => return Err(err),
             };
-            // A failed `test` is a 422 with a generic message: tell it apart
-            // from a bad patch by looking at the object.
+            // A failed precondition is a 409, a failed `test` a 422 with a
+            // generic message: tell them apart from a bad write by looking
+            // at the object.
             if !matches!(status_code(&err), Some(404 | 409 | 422)) {
-                return Err(rejected(event, "patch", &err));
+                return Err(rejected(event, verb, &err));
             }
             let current = match api.get_opt(&event.key.name).await {
                 Ok(Some(current)) => current,
                 Ok(None) => return Ok(deleted_since(event)),
-                Err(_) => return Err(rejected(event, "patch", &err)),
+                Err(_) => return Err(rejected(event, verb, &err)),
             };
             let current_version = current
                 .metadata
@@ -240,18 +312,16 @@ impl Executor {
                 .clone()
                 .unwrap_or_default();
             if current_version == expected {
-                return Err(rejected(event, "patch", &err));
+                return Err(rejected(event, verb, &err));
             }
             if !only_churn_since(&current, &event.object) {
                 return Ok(Outcome::Superseded {
                     detail: format!(
                         "changed again (resourceVersion {current_version}, the revert was \
-                         planned against {resource_version}); the newer write is judged on its own"
+                         planned against {planned}); the newer write is judged on its own"
                     ),
                 });
             }
-            // Only controller bookkeeping (status, revision annotation)
-            // changed since: the drifted fields are as planned.
             tracing::debug!(resource_version = %current_version, "retrying after churn");
             expected = current_version;
         }

@@ -39,7 +39,7 @@ pub use execute::{Executor, FIELD_MANAGER, ResolveKind, Resolving};
 pub use grace::Grace;
 pub use own_writes::OwnWrites;
 pub use plan::{PlanInput, desired_manifest, plan};
-pub use policy::{Match, Policies, Policy, labels_of, policy_index};
+pub use policy::{Match, Policies, Policy, labels_of, may_prune, policy_index};
 pub use rails::{
     BACKOFF_BASE, Held, Rails, RailsConfig, WarReport, Writer, exempt, exempted, expire,
 };

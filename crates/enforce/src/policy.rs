@@ -131,6 +131,18 @@ pub fn scope_basis<'a>(
         .or(last_good)
 }
 
+/// Whether `prune` may ever delete `key`: never the cluster's own objects,
+/// those in a `kube-*` namespace, the `kube-*` and `default` namespaces
+/// themselves, or anything named `system:*` (bootstrap RBAC).
+pub fn may_prune(key: &ObjectKey) -> bool {
+    let clusters_own = key.namespace.starts_with("kube-")
+        || key.name.starts_with("system:")
+        || (key.kind == "Namespace"
+            && key.group.is_empty()
+            && (key.name.starts_with("kube-") || key.name == "default"));
+    !clusters_own
+}
+
 /// The global trust and the policy rules, with ignored paths parsed once.
 #[derive(Debug, Clone, Default)]
 pub struct Policies {
@@ -163,6 +175,14 @@ impl Policies {
     /// The global trust.
     pub fn trust(&self) -> &Trust {
         &self.trust
+    }
+
+    /// Whether a rule names `kind` in its match: how a cluster-scoped kind
+    /// git does not declare is brought into scope.
+    pub fn names_kind(&self, kind: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.matches.kinds.iter().any(|k| k == kind))
     }
 
     /// The rule governing an object and its ignored paths, chosen by the
@@ -318,5 +338,38 @@ mod tests {
             operation: "Update".into(),
             time: None,
         }));
+    }
+
+    #[test]
+    fn the_clusters_own_objects_are_never_pruned() {
+        let key = |kind: &str, namespace: &str, name: &str| {
+            let group = if kind == "ClusterRole" {
+                "rbac.authorization.k8s.io"
+            } else {
+                ""
+            };
+            ObjectKey::new("c", group, kind, namespace, name)
+        };
+        assert!(may_prune(&key("ConfigMap", "team-a", "stray")));
+        assert!(may_prune(&key("Namespace", "", "team-a")));
+        assert!(may_prune(&key("ClusterRole", "", "team-a-reader")));
+        assert!(!may_prune(&key("ConfigMap", "kube-system", "stray")));
+        assert!(!may_prune(&key("ConfigMap", "kube-public", "cluster-info")));
+        assert!(!may_prune(&key("ClusterRole", "", "system:node")));
+        assert!(!may_prune(&key("Namespace", "", "kube-node-lease")));
+        assert!(!may_prune(&key("Namespace", "", "default")));
+    }
+
+    #[test]
+    fn only_rules_naming_a_kind_name_it() {
+        let mut named = rule("roles", Mode::Audit, &[], &[]);
+        named.matches.kinds = vec!["ClusterRole".into()];
+        let policies = Policies::new(
+            Trust::default(),
+            vec![named, rule("all", Mode::Audit, &[], &[])],
+        )
+        .expect("valid");
+        assert!(policies.names_kind("ClusterRole"));
+        assert!(!policies.names_kind("CustomResourceDefinition"));
     }
 }

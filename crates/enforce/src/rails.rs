@@ -1054,6 +1054,7 @@ mod tests {
         };
         let judged = |verdict: model::Verdict, at: i64| {
             let mut judgement = model::Judgement {
+                git_stale: false,
                 verdict,
                 actor: model::Actor::Unknown {
                     reason: "test".into(),

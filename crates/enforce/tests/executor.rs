@@ -234,6 +234,73 @@ async fn apply_reverts_a_scaled_deployment() -> Result<()> {
 }
 
 #[tokio::test]
+async fn apply_never_clobbers_a_newer_write() -> Result<()> {
+    let f = Fixture::new("enforce-apply-newer").await?;
+    let desired = f.config_map("cfg", json!({"level": "info"}));
+    create(&f.config_maps, &desired).await?;
+    f.mallory(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"level":"debug"}}"#,
+    ])?;
+    let event = event_of(&f.config_maps.get("cfg").await?, ChangeKind::Modified)?;
+    // A legitimate write lands between the judgement and the revert.
+    f.mallory(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"level":"trace"}}"#,
+    ])?;
+
+    let action = RevertAction::Apply {
+        commit: "c1".into(),
+    };
+    let outcome = f.executor.execute(&event, &action, Some(&desired)).await;
+
+    let Outcome::Superseded { detail } = &outcome else {
+        anyhow::bail!("expected superseded, got {outcome:?}");
+    };
+    ensure!(detail.contains(&event.resource_version), "{detail}");
+    let now = f.config_maps.get("cfg").await?;
+    ensure!(
+        now.data == Some([("level".into(), "trace".into())].into()),
+        "the newer state is untouched: {now:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn apply_goes_through_when_only_churn_changed_the_object() -> Result<()> {
+    let f = Fixture::new("enforce-apply-churn").await?;
+    let desired = f.deployment("web", 2)?;
+    create(&f.deployments, &desired).await?;
+    f.mallory(&["scale", "deployment", "web", "--replicas=5"])?;
+    let event = event_of(&f.deployments.get("web").await?, ChangeKind::Modified)?;
+    // Controller bookkeeping moves the version on without a real change.
+    let status = json!({"status": {"observedGeneration": 7}});
+    f.deployments
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+
+    let action = RevertAction::Apply {
+        commit: "c1".into(),
+    };
+    let outcome = f.executor.execute(&event, &action, Some(&desired)).await;
+
+    reverted_version(&outcome)?;
+    let now = f.deployments.get("web").await?;
+    ensure!(
+        now.spec.as_ref().and_then(|s| s.replicas) == Some(2),
+        "{:?}",
+        now.spec
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn patch_reverts_an_added_label() -> Result<()> {
     let f = Fixture::new("enforce-patch-label").await?;
     create(&f.config_maps, &f.config_map("cfg", json!({"a": "1"}))).await?;

@@ -12,17 +12,13 @@ use git2::{
     AutotagOption, Cred, CredentialType, Delta, FetchOptions, FileMode, Oid, RemoteCallbacks,
     Repository, Tree,
 };
-use model::{Commit, GitError, ObjectKey};
+use model::{Commit, GitError, GitRewrite, ObjectKey};
 use tracing::{debug, info, info_span, warn};
 
 use crate::index::{DesiredIndex, FileChanges};
 use crate::manifest::{KeyRules, is_manifest_path, parse_file};
 use crate::refs::parse_refs;
 use crate::spec::SourceSpec;
-
-/// The reference, inside the clone, that marks the last commit applied to
-/// the index; it survives restarts, so old commits are not reported again.
-const PROCESSED_REF: &str = "refs/driftwarden/processed";
 
 /// Errors of a git source.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +74,9 @@ pub struct CommitChange {
     /// Files of this commit that were rejected; their objects keep their
     /// last good desired state.
     pub errors: Vec<GitError>,
+    /// On the first commit applied after the branch was rewritten: the
+    /// commits applied before that the new history drops.
+    pub rewrite: Option<GitRewrite>,
 }
 
 /// A git source: its clone, and the desired-state index built from the
@@ -87,6 +86,9 @@ pub struct GitSource {
     rules: KeyRules,
     repo: Repository,
     index: DesiredIndex,
+    /// Every commit applied to the index, in order: the caller records
+    /// them (the ledger does) and hands them back to [`GitSource::open`].
+    applied: Vec<Oid>,
     /// The last commit applied to the index.
     processed: Option<Oid>,
     /// The first-parent chain of `processed`, back to the root.
@@ -104,13 +106,15 @@ impl std::fmt::Debug for GitSource {
 }
 
 impl GitSource {
-    /// Opens the source's clone in `data_dir/git/<name>`, cloning it (bare)
-    /// the first time, and rebuilds the index up to the last commit
-    /// processed before. Nothing is reported as new until [`fetch`] finds
-    /// commits after that one; on the first open that is the whole history.
+    /// Opens the source's clone in `data_dir/git/<name>` (creating an empty
+    /// one the first time) and rebuilds the index from `applied`: the
+    /// commits applied before, in order, as the caller recorded them. Opening
+    /// needs no network while the clone holds those commits, so a source
+    /// whose remote is away still has its last desired state. Nothing is
+    /// reported as new until [`fetch`] finds commits after the last of them.
     ///
     /// [`fetch`]: GitSource::fetch
-    pub fn open(spec: SourceSpec, data_dir: &Path) -> Result<Self> {
+    pub fn open(spec: SourceSpec, data_dir: &Path, applied: &[String]) -> Result<Self> {
         if !spec.name_is_valid() {
             return Err(Error::InvalidName(spec.name));
         }
@@ -120,8 +124,7 @@ impl GitSource {
             source,
         })?;
         let dir = parent.join(&spec.name);
-        let cloned = dir.exists();
-        let repo = if cloned {
+        let repo = if dir.exists() {
             Repository::open_bare(&dir)
         } else {
             Repository::init_bare(&dir)
@@ -139,14 +142,36 @@ impl GitSource {
             rules,
             repo,
             index: DesiredIndex::default(),
+            applied: Vec::new(),
             processed: None,
             processed_chain: HashSet::new(),
         };
-        if !cloned {
-            source.download()?;
-        }
+        source.applied = source.known_commits(applied);
         source.rebuild()?;
         Ok(source)
+    }
+
+    /// The commits of `ids` the clone holds (fetching once when some are
+    /// missing); a commit no longer anywhere, dropped by a rewrite before
+    /// this clone was made, is skipped.
+    fn known_commits(&self, ids: &[String]) -> Vec<Oid> {
+        let parse = |id: &String| Oid::from_str(id).ok();
+        let missing = |id: &Oid| self.repo.find_commit(*id).is_err();
+        if ids.iter().filter_map(parse).any(|id| missing(&id))
+            && let Err(err) = self.download()
+        {
+            warn!(source = %self.spec.name, error = %err, "cannot fetch the recorded commits; using what the clone holds");
+        }
+        ids.iter()
+            .filter_map(parse)
+            .filter(|id| {
+                let gone = missing(id);
+                if gone {
+                    warn!(source = %self.spec.name, commit = %id, "recorded commit is in no history any more; skipped");
+                }
+                !gone
+            })
+            .collect()
     }
 
     /// Treats these `(API group, kind)`s as cluster-scoped too (e.g. from API
@@ -174,29 +199,45 @@ impl GitSource {
         &self.index
     }
 
+    /// The last commit applied to the index, if any.
+    pub fn head(&self) -> Option<String> {
+        self.processed.map(|id| id.to_string())
+    }
+
     /// Fetches the branch and applies every first-parent commit not yet
     /// processed, oldest first, each diffed against the one before it.
-    /// Returned commits count as processed, also after a restart.
+    /// Returned commits count as processed until the source is opened again;
+    /// the caller records them to make that last.
     ///
     /// When the branch was rewritten (force-pushed), the new commits since
     /// the fork are applied on top of the old state (each diff then
     /// starts from the last applied tree, so the index matches the new
-    /// HEAD); when it was reset to an older commit, that commit is applied
-    /// again.
+    /// HEAD, and the dropped commits stay in each object's history); when
+    /// it was reset to an older commit, that commit is applied again. The
+    /// first change then names the dropped commits.
     pub fn fetch(&mut self) -> Result<Vec<CommitChange>> {
         self.download()?;
         let tip = self.tip()?;
         let (new, diverged) = self.unprocessed(tip)?;
-        if diverged {
-            warn!(source = %self.spec.name, branch = %self.spec.branch, "branch history was rewritten");
-        }
+        let mut rewrite = if diverged {
+            let rewrite = self.rewrite(tip)?;
+            warn!(source = %self.spec.name, branch = %self.spec.branch, dropped = rewrite.dropped.len(), "branch history was rewritten");
+            Some(rewrite)
+        } else {
+            None
+        };
+        let before = self.applied.len();
         let mut changes = Vec::with_capacity(new.len());
         for id in new {
             match self.apply(id) {
-                Ok(change) => changes.push(change),
+                Ok(mut change) => {
+                    change.rewrite = rewrite.take();
+                    changes.push(change);
+                }
                 Err(err) => {
                     // Forget the commits applied so far, so that the next
                     // fetch reports them again.
+                    self.applied.truncate(before);
                     if let Err(rebuild) = self.rebuild() {
                         warn!(source = %self.spec.name, error = %rebuild, "cannot rebuild the desired index");
                     }
@@ -208,10 +249,31 @@ impl GitSource {
             self.processed_chain = self.first_parent_chain(tip)?.into_iter().collect();
         }
         if !changes.is_empty() {
-            self.mark_processed(tip)?;
             info!(source = %self.spec.name, commits = changes.len(), head = %tip, "applied new commits");
         }
         Ok(changes)
+    }
+
+    /// What a rewrite to `tip` dropped: the applied first-parent commits
+    /// from the last processed one back to the first that `tip`'s history
+    /// still holds, newest first.
+    fn rewrite(&self, tip: Oid) -> Result<GitRewrite> {
+        let kept: HashSet<Oid> = self.first_parent_chain(tip)?.into_iter().collect();
+        let mut dropped = Vec::new();
+        let mut id = self.processed;
+        while let Some(current) = id.filter(|id| !kept.contains(id)) {
+            let commit = self.repo.find_commit(current).map_err(|source| {
+                git_error(&self.spec, format!("read commit {current}"), source)
+            })?;
+            dropped.push(describe(&commit));
+            id = commit.parent_ids().next();
+        }
+        Ok(GitRewrite {
+            source: self.spec.name.clone(),
+            from: self.processed.map(|id| id.to_string()).unwrap_or_default(),
+            to: tip.to_string(),
+            dropped,
+        })
     }
 
     /// Fetches the branch into `refs/remotes/origin/<branch>`.
@@ -289,33 +351,24 @@ impl GitSource {
         Ok(chain)
     }
 
-    /// Rebuilds the index from the root up to the last processed commit,
-    /// without reporting anything.
+    /// Rebuilds the index by applying the commits applied so far again, in
+    /// order, without reporting anything.
     fn rebuild(&mut self) -> Result<()> {
         self.index = DesiredIndex::default();
         self.processed = None;
-        self.processed_chain.clear();
-        let Ok(last) = self.repo.refname_to_id(PROCESSED_REF) else {
-            return Ok(());
-        };
-        let mut chain = self.first_parent_chain(last)?;
-        chain.reverse();
-        for id in &chain {
+        let applied = std::mem::take(&mut self.applied);
+        for id in &applied {
             self.apply(*id)?;
         }
-        self.processed_chain = chain.into_iter().collect();
-        debug!(source = %self.spec.name, head = %last, "rebuilt desired index");
+        self.processed_chain = match self.processed {
+            Some(last) => self.first_parent_chain(last)?.into_iter().collect(),
+            None => HashSet::new(),
+        };
+        if let Some(last) = self.processed {
+            debug!(source = %self.spec.name, head = %last, commits = applied.len(), "rebuilt desired index");
+        }
+        self.applied = applied;
         Ok(())
-    }
-
-    /// Records `tip` as the last processed commit in the clone.
-    fn mark_processed(&self, tip: Oid) -> Result<()> {
-        self.repo
-            .reference(PROCESSED_REF, tip, true, "driftwarden: processed")
-            .map(drop)
-            .map_err(|source| {
-                git_error(&self.spec, format!("record processed commit {tip}"), source)
-            })
     }
 
     /// Applies commit `id` to the index: the manifest files that differ
@@ -350,6 +403,7 @@ impl GitSource {
             .collect();
         self.processed = Some(id);
         self.processed_chain.insert(id);
+        self.applied.push(id);
         debug!(
             changed = applied.changed.len(),
             errors = errors.len(),
@@ -359,6 +413,7 @@ impl GitSource {
             commit,
             changed: applied.changed,
             errors,
+            rewrite: None,
         })
     }
 

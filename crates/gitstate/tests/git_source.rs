@@ -182,7 +182,12 @@ impl Setup {
     }
 
     fn open(&self) -> GitSource {
-        GitSource::open(self.spec.clone(), self.data.path()).expect("open source")
+        self.reopen(&[])
+    }
+
+    /// Opens the source after `applied` were recorded.
+    fn reopen(&self, applied: &[String]) -> GitSource {
+        GitSource::open(self.spec.clone(), self.data.path(), applied).expect("open source")
     }
 }
 
@@ -516,14 +521,12 @@ fn reopening_reuses_the_clone_and_continues_after_the_last_processed_commit() {
         .commit("one", &[("a.yaml", &config_map("a", "1"))])
         .commit("two", &[("a.yaml", &config_map("a", "2"))]);
     let setup = Setup::new(&repo);
-    let before = {
+    let (before, applied) = {
         let mut source = setup.open();
-        source.fetch().expect("fetch");
-        source
-            .index()
-            .history(&cm_key("a"))
-            .cloned()
-            .expect("declared")
+        let changes = source.fetch().expect("fetch");
+        let applied: Vec<String> = changes.iter().map(|c| c.commit.id.clone()).collect();
+        let history = source.index().history(&cm_key("a")).cloned();
+        (history.expect("declared"), applied)
     };
     assert!(
         setup.data.path().join("git/apps/HEAD").exists(),
@@ -531,7 +534,7 @@ fn reopening_reuses_the_clone_and_continues_after_the_last_processed_commit() {
     );
 
     let repo = repo.commit("three", &[("a.yaml", &config_map("a", "3"))]);
-    let mut source = setup.open();
+    let mut source = setup.reopen(&applied);
     assert_eq!(
         source.index().history(&cm_key("a")),
         Some(&before),
@@ -551,6 +554,32 @@ fn reopening_reuses_the_clone_and_continues_after_the_last_processed_commit() {
 }
 
 #[test]
+fn opening_needs_no_network_when_the_clone_holds_the_recorded_commits() {
+    let repo = TestRepo::new().commit("one", &[("a.yaml", &config_map("a", "1"))]);
+    let mut setup = Setup::new(&repo);
+    let applied: Vec<String> = {
+        let mut source = setup.open();
+        let changes = source.fetch().expect("fetch");
+        changes.iter().map(|c| c.commit.id.clone()).collect()
+    };
+    setup.spec.url = format!("{}/gone", repo.url());
+    let mut source = setup.reopen(&applied);
+    assert_eq!(declared_value(&source, "a").as_deref(), Some("1"));
+    assert_eq!(source.head(), Some(repo.head().to_string()));
+    let err = source.fetch().expect_err("remote away");
+    assert!(matches!(err, Error::Git { .. }), "{err}");
+    assert_eq!(declared_value(&source, "a").as_deref(), Some("1"), "kept");
+}
+
+#[test]
+fn a_recorded_commit_no_history_holds_is_skipped() {
+    let repo = TestRepo::new().commit("one", &[("a.yaml", &config_map("a", "1"))]);
+    let setup = Setup::new(&repo);
+    let source = setup.reopen(&["0123456789abcdef0123456789abcdef01234567".to_owned()]);
+    assert_eq!(source.head(), None);
+}
+
+#[test]
 fn a_rewritten_branch_leaves_the_index_at_the_new_head() {
     let repo = TestRepo::new().commit("one", &[("a.yaml", &config_map("a", "1"))]);
     let fork = repo.head();
@@ -562,9 +591,15 @@ fn a_rewritten_branch_leaves_the_index_at_the_new_head() {
     let repo = repo
         .reset_to(fork)
         .commit("two again", &[("a.yaml", &config_map("a", "2"))]);
+    let dropped = repo_commit_id(&source, "two");
     let changes = source.fetch().expect("fetch");
     assert_eq!(summaries(&changes), ["two again"]);
     assert_eq!(changes[0].changed, [cm_key("a"), cm_key("b")]);
+    let rewrite = changes[0].rewrite.as_ref().expect("rewrite named");
+    assert_eq!(rewrite.from, dropped);
+    assert_eq!(rewrite.to, repo.head().to_string());
+    let dropped_summaries: Vec<&str> = rewrite.dropped.iter().map(|c| c.summary.as_str()).collect();
+    assert_eq!(dropped_summaries, ["two"]);
     assert_eq!(declared_value(&source, "a").as_deref(), Some("2"));
     assert_eq!(
         declared_value(&source, "b"),
@@ -578,6 +613,17 @@ fn a_rewritten_branch_leaves_the_index_at_the_new_head() {
         summaries(&changes),
         ["one"],
         "a reset re-applies the older commit"
+    );
+    let rewrite = changes[0].rewrite.as_ref().expect("reset is a rewrite");
+    let dropped_summaries: Vec<&str> = rewrite.dropped.iter().map(|c| c.summary.as_str()).collect();
+    assert_eq!(dropped_summaries, ["two again"]);
+    let history = source
+        .index()
+        .history(&cm_key("b"))
+        .expect("b kept its history");
+    assert!(
+        history.entries.iter().any(|e| e.commit.summary == "two"),
+        "{history:?}"
     );
     assert_eq!(declared_value(&source, "a").as_deref(), Some("1"));
     assert_eq!(
@@ -598,11 +644,13 @@ fn a_missing_branch_is_an_error_naming_it() {
 }
 
 #[test]
-fn an_unreachable_repository_fails_to_open() {
+fn an_unreachable_repository_opens_empty_and_fails_to_fetch() {
     let repo = TestRepo::new().commit("one", &[("a.yaml", &config_map("a", "1"))]);
     let mut setup = Setup::new(&repo);
     setup.spec.url = format!("{}/missing", repo.url());
-    let err = GitSource::open(setup.spec.clone(), setup.data.path()).expect_err("no repository");
+    let mut source = setup.open();
+    assert_eq!(source.head(), None);
+    let err = source.fetch().expect_err("no repository");
     assert!(matches!(err, Error::Git { .. }), "{err}");
 }
 
@@ -611,7 +659,7 @@ fn a_source_name_that_is_not_a_directory_name_is_rejected() {
     let repo = TestRepo::new();
     let mut setup = Setup::new(&repo);
     setup.spec.name = "../escape".to_owned();
-    let err = GitSource::open(setup.spec.clone(), setup.data.path()).expect_err("bad name");
+    let err = GitSource::open(setup.spec.clone(), setup.data.path(), &[]).expect_err("bad name");
     assert!(matches!(err, Error::InvalidName(_)), "{err}");
 }
 
@@ -626,7 +674,7 @@ fn a_directory_that_is_not_a_clone_is_an_error_naming_it() {
     let repo = TestRepo::new().commit("one", &[("a.yaml", &config_map("a", "1"))]);
     let setup = Setup::new(&repo);
     std::fs::create_dir_all(setup.data.path().join("git/apps")).expect("create dir");
-    let err = GitSource::open(setup.spec.clone(), setup.data.path()).expect_err("not a clone");
+    let err = GitSource::open(setup.spec.clone(), setup.data.path(), &[]).expect_err("not a clone");
     assert!(err.to_string().contains("remove the directory"), "{err}");
 }
 
@@ -647,4 +695,15 @@ fn a_second_file_declaring_an_object_is_an_error_for_that_file() {
         error.message
     );
     assert_eq!(declared_value(&source, "a").as_deref(), Some("1"));
+}
+
+/// The id of the commit the source applied with `summary`.
+fn repo_commit_id(source: &GitSource, summary: &str) -> String {
+    source
+        .index()
+        .histories()
+        .flat_map(|(_, history)| &history.entries)
+        .find(|entry| entry.commit.summary == summary)
+        .map(|entry| entry.commit.id.clone())
+        .expect("commit applied")
 }

@@ -318,6 +318,22 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The commits applied from git source `source`, in the order they were
+    /// recorded: where its desired state stands. Written in the same
+    /// transaction as the records of those commits, so the desired state
+    /// and the verdicts judged against it never disagree after a crash.
+    pub fn git_syncs(&self, source: &str) -> Result<Vec<model::GitSync>> {
+        let mut out = Vec::new();
+        for entry in self.trees.meta.scan_prefix(git_sync_prefix(source)) {
+            let (key, _) = entry.map_err(Error::storage("reading the git index"))?;
+            let record = indexed_record(&self.trees.records, "meta", &key)?;
+            if let RecordBody::GitSync(sync) = record.body {
+                out.push(sync);
+            }
+        }
+        Ok(out)
+    }
+
     /// The cached head, also after a panic in another append.
     fn current_head(&self) -> Head {
         *self.head.lock().unwrap_or_else(PoisonError::into_inner)
@@ -386,6 +402,10 @@ impl Ledger {
                 RecordBody::Exemption(_) => {
                     let seq = batch.next_seq()?;
                     batch.meta.push(exemption_key(seq));
+                }
+                RecordBody::GitSync(sync) => {
+                    let seq = batch.next_seq()?;
+                    batch.meta.push(git_sync_key(&sync.source, seq));
                 }
                 _ => {}
             }
@@ -480,7 +500,7 @@ struct Batch {
     by_object: Vec<Vec<u8>>,
     objects: Vec<(Vec<u8>, Vec<u8>)>,
     dedup: Vec<(String, [u8; 8])>,
-    /// Entries of the `meta` tree (the exemption index).
+    /// Entries of the `meta` tree (the exemption and git indexes).
     meta: Vec<Vec<u8>>,
     /// The head after the records sealed so far.
     head: Head,
@@ -530,6 +550,18 @@ impl Batch {
 
 /// Prefix of the exemption index entries in the `meta` tree.
 const EXEMPTION_PREFIX: &[u8] = b"exemption/";
+
+/// Prefix of the `meta` entries indexing the git syncs of `source`.
+fn git_sync_prefix(source: &str) -> Vec<u8> {
+    format!("git/{source}/").into_bytes()
+}
+
+/// The `meta` key indexing git sync record `seq` of `source`.
+fn git_sync_key(source: &str, seq: u64) -> Vec<u8> {
+    let mut key = git_sync_prefix(source);
+    key.extend_from_slice(&seq_key(seq));
+    key
+}
 
 /// The `meta` key indexing exemption record `seq`.
 fn exemption_key(seq: u64) -> Vec<u8> {
@@ -671,6 +703,7 @@ pub(crate) mod tests {
         RecordBody::Change {
             event,
             judgement: Judgement {
+                git_stale: false,
                 verdict,
                 actor: Actor::Unknown {
                     reason: "test".into(),

@@ -29,6 +29,7 @@ fn change(rv: &str, replicas: u32, verdict: Verdict) -> RecordBody {
 
 fn judged(verdict: Verdict) -> Judgement {
     Judgement {
+        git_stale: false,
         verdict,
         actor: Actor::ManagedFields {
             manager: "kubectl".into(),

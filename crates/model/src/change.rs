@@ -93,10 +93,12 @@ impl ChangeEvent {
         }
     }
 
-    /// The key the bus partitions by: cluster and uid, so one incarnation's
-    /// events stay in order.
+    /// The key the bus partitions by: the object key's string form,
+    /// `cluster/group/kind/namespace/name`, as the ledger keys objects, so
+    /// one object's events stay in order, across a delete and re-create
+    /// (a new uid) too.
     pub fn bus_key(&self) -> String {
-        format!("{}/{}", self.key.cluster, self.uid)
+        self.key.to_string()
     }
 
     /// Identity used to ignore a change the ledger already stored.
@@ -136,7 +138,7 @@ mod tests {
         assert!(text.contains(r#""kind":"modified""#), "{text}");
         let back: ChangeEvent = serde_json::from_str(&text).expect("deserializes");
         assert_eq!(back, event);
-        assert_eq!(back.bus_key(), "prod/u-1");
+        assert_eq!(back.bus_key(), "prod/apps/Deployment/team-a/web");
         assert_eq!(back.dedup_id(), "prod/u-1/42");
     }
 }

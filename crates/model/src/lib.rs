@@ -30,7 +30,10 @@ pub use enforcement::{
 };
 pub use key::{KeyError, ObjectKey};
 pub use path::{FieldPath, PathError, Segment};
-pub use record::{GitError, GitSync, LedgerRecord, RecordBody, Sealed, chain_hash};
+pub use record::{
+    GitError, GitFetch, GitFetchState, GitRewrite, GitSync, LedgerRecord, RecordBody, Sealed,
+    chain_hash,
+};
 pub use trust::{ManagerBinding, Trust};
 pub use verdict::{Actor, DriftKind, FieldChange, Judgement, PathVerdict, Verdict};
 

@@ -37,6 +37,62 @@ pub struct GitError {
     pub message: String,
 }
 
+/// The branch of a source was rewritten (force-pushed or reset): the
+/// commits applied before that are no longer in its first-parent history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitRewrite {
+    /// Name of the configured source.
+    pub source: String,
+    /// The last commit applied before the rewrite.
+    pub from: String,
+    /// The branch's new tip.
+    pub to: String,
+    /// Commits applied before that the new history no longer holds, newest
+    /// first. A live state equal to one of them is `drift(rollback)`.
+    pub dropped: Vec<Commit>,
+}
+
+/// A change in how fetching a source goes: the desired state of its
+/// objects is only as fresh as the last good fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitFetch {
+    /// Name of the configured source.
+    pub source: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub state: GitFetchState,
+}
+
+/// How fetching one source goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum GitFetchState {
+    /// Fetches fail; the last good desired state stays in force.
+    Failing {
+        /// The first failed fetch.
+        since: DateTime<Utc>,
+        /// The error.
+        error: String,
+    },
+    /// Fetches have failed for longer than the source's `max_staleness`:
+    /// enforcement and sync pause for its objects, and verdicts about them
+    /// are marked `git_stale`.
+    Stale {
+        /// The first failed fetch.
+        since: DateTime<Utc>,
+        /// The source's `max_staleness`, e.g. `2m`.
+        max_staleness: String,
+    },
+    /// A fetch succeeded again; objects changed during the outage are
+    /// judged again against the head it brought.
+    Recovered {
+        /// The first failed fetch.
+        since: DateTime<Utc>,
+        /// The branch's tip now.
+        head: String,
+    },
+}
+
 /// What a ledger record says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -52,6 +108,10 @@ pub enum RecordBody {
     GitSync(GitSync),
     /// A file in git failed to parse.
     GitError(GitError),
+    /// A source's branch was rewritten.
+    GitRewrite(GitRewrite),
+    /// Fetching a source started failing, went stale or recovered.
+    GitFetch(GitFetch),
     /// A revert planned, held or done.
     Enforcement(Enforcement),
     /// A later judgement of an earlier record.

@@ -352,6 +352,11 @@ pub struct Judgement {
     /// set, and every drift still open on the object after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diff: Vec<FieldChange>,
+    /// Judged while a git source the object depends on was stale: the
+    /// desired state may be behind the branch, so nothing is enforced on
+    /// this verdict and the change is judged again when git is back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub git_stale: bool,
 }
 
 impl Judgement {
@@ -388,6 +393,7 @@ mod tests {
     #[test]
     fn judgement_round_trips_through_json() {
         let judgement = Judgement {
+            git_stale: false,
             verdict: Verdict::Drift {
                 drift: DriftKind::Rollback {
                     commit: "0123456789abcdef".into(),

@@ -123,6 +123,7 @@ fn judgement(revision: u64) -> Judgement {
         },
     };
     Judgement {
+        git_stale: false,
         verdict,
         actor: Actor::Audit {
             user: "alice@example.com".into(),
