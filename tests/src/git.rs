@@ -78,6 +78,56 @@ impl GitRepo {
             .with_context(|| format!("committing `{message}`"))?;
         Ok(id.to_string())
     }
+
+    /// Moves `main` (and the working tree) back to commit `id`, as a
+    /// force-push of an older history does.
+    pub fn reset_to(&self, id: &str) -> Result<()> {
+        let repo = Repository::open(self.dir.path()).context("opening the test repository")?;
+        let commit = repo.find_commit(git2::Oid::from_str(id)?)?;
+        repo.reset(commit.as_object(), git2::ResetType::Hard, None)
+            .with_context(|| format!("resetting main to {id}"))
+    }
+}
+
+/// A repository served through a link that a test can take away and bring
+/// back: git becomes unreachable for whoever fetches from [`Served::url`]
+/// while the repository itself takes commits as usual.
+#[derive(Debug)]
+pub struct Served {
+    link: PathBuf,
+    target: PathBuf,
+    _dir: TempDir,
+}
+
+impl Served {
+    /// Serves `repo` through a new link.
+    pub fn new(repo: &GitRepo) -> Result<Served> {
+        let dir = tempfile::Builder::new().prefix("e2e-remote-").tempdir()?;
+        let served = Served {
+            link: dir.path().join("repo"),
+            target: repo.path().to_path_buf(),
+            _dir: dir,
+        };
+        served.bring_back()?;
+        Ok(served)
+    }
+
+    /// The URL to fetch from.
+    pub fn url(&self) -> String {
+        format!("file://{}", self.link.display())
+    }
+
+    /// Makes the URL unreachable.
+    pub fn take_away(&self) -> Result<()> {
+        std::fs::remove_file(&self.link)
+            .with_context(|| format!("removing {}", self.link.display()))
+    }
+
+    /// Makes the URL reachable again.
+    pub fn bring_back(&self) -> Result<()> {
+        std::os::unix::fs::symlink(&self.target, &self.link)
+            .with_context(|| format!("linking {}", self.link.display()))
+    }
 }
 
 #[cfg(test)]

@@ -704,14 +704,20 @@ impl Scenario {
         Ok(())
     }
 
+    /// Has the running Driftwarden fetch git now rather than at its next
+    /// interval.
+    pub fn fetch_now(&self) {
+        if let Some(running) = &self.running {
+            running.fetch_now.notify_one();
+        }
+    }
+
     /// Commits the working tree and waits until Driftwarden has synced the
     /// commit (fetch poked at once rather than waiting for the interval).
     pub async fn commit_and_sync(&mut self, message: &str) -> Result<String> {
         let after = self.seq();
         let id = self.commit(message)?;
-        if let Some(running) = &self.running {
-            running.fetch_now.notify_one();
-        }
+        self.fetch_now();
         let wanted = id.clone();
         wait_record(
             self.ledger(),
