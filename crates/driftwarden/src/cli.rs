@@ -193,6 +193,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             } else {
                 describe(&config)
             };
+            if !json && config.policies.iter().any(|p| p.prune) {
+                text.push_str(&prune_candidates(&config).await?);
+            }
             if let Some(object) = object {
                 let key = parse_key(&config, &object)?;
                 let labels = labels
@@ -518,6 +521,19 @@ fn describe(config: &Config) -> String {
         );
     }
     out
+}
+
+/// What `prune` could delete, for `check`: from git, and from the ledger
+/// unless a running Driftwarden holds it.
+async fn prune_candidates(config: &Config) -> anyhow::Result<String> {
+    let path = config.data_dir.join("ledger");
+    let ledger = path
+        .exists()
+        .then(|| crate::run::open_ledger(config).ok())
+        .flatten();
+    let (desired, _, _) = crate::desired::open_sources(config, ledger.as_ref()).await?;
+    let candidates = inspect::prune_candidates(config, &desired, ledger.as_ref())?;
+    Ok(inspect::prune_text(&candidates, ledger.is_some()))
 }
 
 /// A machine-readable summary of what a config watches.

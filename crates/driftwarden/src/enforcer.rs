@@ -239,7 +239,8 @@ impl Enforcer {
                 .trust_under(Some(policy))
                 .trusts(&job.judgement.actor)
             && enforce::may_prune(key)
-            && created_while_watched(&self.ledger, key, &job.event.uid)?;
+            && crate::inspect::creation(&self.ledger, key, &job.event.uid)?
+                .is_some_and(|(_, created_while_watched)| created_while_watched);
         let history = self.desired.history(key);
         let last_good = state.as_ref().and_then(|s| s.last_good.as_ref());
         let input = PlanInput {
@@ -463,20 +464,6 @@ fn attributed(ledger: &Ledger, key: &ObjectKey, seq: u64) -> anyhow::Result<Opti
         latest.get_or_insert(actor);
     }
     Ok(latest)
-}
-
-/// Whether incarnation `uid` of `key` was created while Driftwarden
-/// watched: its first record is an `added` change, not an object found by
-/// a listing (which existed before, or appeared while nobody watched).
-fn created_while_watched(ledger: &Ledger, key: &ObjectKey, uid: &str) -> anyhow::Result<bool> {
-    let first = ledger
-        .history(key)?
-        .into_iter()
-        .find_map(|record| match record.body {
-            RecordBody::Change { event, .. } if event.uid == uid => Some(event.kind),
-            _ => None,
-        });
-    Ok(first == Some(model::ChangeKind::Added))
 }
 
 /// The change event a sync acts on: the object as git (or the ledger)

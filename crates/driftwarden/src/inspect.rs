@@ -7,6 +7,7 @@ use correlate::ListSemantics;
 use ledger::Ledger;
 use model::{
     Actor, FieldChange, Judgement, LedgerRecord, ObjectKey, Outcome, PathVerdict, RecordBody,
+    Verdict,
 };
 use serde_json::Value;
 
@@ -341,6 +342,128 @@ pub fn drift_text(drift: &[OpenDrift], head_seq: u64) -> String {
                 show(&change.to)
             ),
         };
+    }
+    out
+}
+
+/// An object `prune` could delete now, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PruneCandidate {
+    /// Which object.
+    pub key: ObjectKey,
+    /// The policy rule that prunes it.
+    pub policy: String,
+    /// Why it is ours to delete.
+    pub reason: String,
+}
+
+/// What `prune` could touch: objects git once declared and no longer does,
+/// where a rule syncs and prunes (the inventory), and, from the ledger when
+/// given, live unmanaged objects an untrusted actor created while
+/// Driftwarden watched, where an enforcing rule prunes. Never the cluster's
+/// own objects.
+pub fn prune_candidates(
+    config: &crate::config::Config,
+    desired: &Desired,
+    ledger: Option<&Ledger>,
+) -> anyhow::Result<Vec<PruneCandidate>> {
+    let policies = config.rules();
+    let pruning = |key: &ObjectKey,
+                   history: Option<&model::DesiredHistory>,
+                   last_good: Option<&Value>,
+                   needs: fn(&enforce::Policy) -> bool| {
+        let governing = policies.governing(key, history, last_good).map(|(p, _)| p);
+        governing
+            .filter(|p| p.prune && needs(p) && enforce::may_prune(key))
+            .map(|p| p.name.clone())
+    };
+    let mut out = Vec::new();
+    for (key, history) in desired.histories() {
+        let Some(removed) = history.head().filter(|head| head.manifest.is_none()) else {
+            continue;
+        };
+        let alive = match ledger {
+            Some(ledger) => ledger
+                .object_state(key)?
+                .is_some_and(|state| state.latest.is_some()),
+            None => true,
+        };
+        let syncing = |p: &enforce::Policy| p.sync && p.mode == model::Mode::Enforce;
+        if let (true, Some(policy)) = (alive, pruning(key, Some(history), None, syncing)) {
+            out.push(PruneCandidate {
+                key: key.clone(),
+                policy,
+                reason: format!("git removed it in {}", removed.commit.short()),
+            });
+        }
+    }
+    let Some(ledger) = ledger else {
+        return Ok(out);
+    };
+    for entry in ledger.objects() {
+        let (key, state) = entry?;
+        if state.verdict != Verdict::Unmanaged.name() || state.latest.is_none() {
+            continue;
+        }
+        let enforcing = |p: &enforce::Policy| p.mode == model::Mode::Enforce;
+        let Some(policy) = pruning(&key, None, state.last_good.as_ref(), enforcing) else {
+            continue;
+        };
+        let Some((actor, created)) = creation(ledger, &key, &state.uid)? else {
+            continue;
+        };
+        let (governing, _) = policies
+            .governing(&key, None, state.last_good.as_ref())
+            .unzip();
+        if created && !policies.trust_under(governing).trusts(&actor) {
+            out.push(PruneCandidate {
+                key,
+                policy,
+                reason: format!("created by {actor} while watched"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Who created incarnation `uid` of `key`, and whether Driftwarden watched
+/// it being created (its first record is an `added` change, not an object a
+/// listing found).
+pub fn creation(
+    ledger: &Ledger,
+    key: &ObjectKey,
+    uid: &str,
+) -> anyhow::Result<Option<(Actor, bool)>> {
+    Ok(ledger
+        .history(key)?
+        .into_iter()
+        .find_map(|record| match record.body {
+            RecordBody::Change { event, judgement } if event.uid == uid => {
+                Some((judgement.actor, event.kind == model::ChangeKind::Added))
+            }
+            _ => None,
+        }))
+}
+
+/// The candidates as `check` prints them.
+pub fn prune_text(candidates: &[PruneCandidate], from_ledger: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "prune could delete {} object(s){}:",
+        candidates.len(),
+        if from_ledger {
+            ""
+        } else {
+            " (from git only: the ledger is in use or absent)"
+        }
+    );
+    for candidate in candidates {
+        let _ = writeln!(
+            out,
+            "  {} (policy {}): {}",
+            candidate.key, candidate.policy, candidate.reason
+        );
     }
     out
 }

@@ -45,8 +45,12 @@ const SERVER_METADATA: &[&str] = &[
     "selfLink",
 ];
 
-/// Patch attempts while only churn changes the object under the revert.
-const PATCH_ATTEMPTS: u32 = 3;
+/// Write attempts while only churn changes the object under the revert (a
+/// Deployment mid-rollout gets several status updates a second).
+const WRITE_ATTEMPTS: u32 = 8;
+
+/// The pause before the second attempt; it doubles for each one after.
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// How a guarded write failed: the apiserver said no, or it never got sent.
 #[derive(Debug)]
@@ -289,7 +293,8 @@ impl Executor {
         E: Into<Guarded>,
     {
         let mut expected = planned.to_owned();
-        for _ in 0..PATCH_ATTEMPTS {
+        let mut pause = FIRST_RETRY;
+        for _ in 0..WRITE_ATTEMPTS {
             let err = match write(expected.clone()).await.map_err(Into::into) {
                 Ok(object) => return Ok(reverted(&object)),
                 Err(Guarded::Kube(err)) => err,
@@ -301,6 +306,9 @@ impl Executor {
             if !matches!(status_code(&err), Some(404 | 409 | 422)) {
                 return Err(rejected(event, verb, &err));
             }
+            // Let a burst of controller updates pass before looking.
+            tokio::time::sleep(pause).await;
+            pause *= 2;
             let current = match api.get_opt(&event.key.name).await {
                 Ok(Some(current)) => current,
                 Ok(None) => return Ok(deleted_since(event)),
@@ -327,7 +335,7 @@ impl Executor {
         }
         Err(Error::Churning {
             key: event.key.to_string(),
-            attempts: PATCH_ATTEMPTS,
+            attempts: WRITE_ATTEMPTS,
         })
     }
 

@@ -93,6 +93,9 @@ pub struct GitSource {
     processed: Option<Oid>,
     /// The first-parent chain of `processed`, back to the root.
     processed_chain: HashSet<Oid>,
+    /// Whether a CRD taught the rules a cluster-scoped kind since the
+    /// index was last built: objects declared before it need keys again.
+    rules_learnt: bool,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -145,6 +148,7 @@ impl GitSource {
             applied: Vec::new(),
             processed: None,
             processed_chain: HashSet::new(),
+            rules_learnt: false,
         };
         source.applied = source.known_commits(applied);
         source.rebuild()?;
@@ -247,6 +251,9 @@ impl GitSource {
         }
         if diverged {
             self.processed_chain = self.first_parent_chain(tip)?.into_iter().collect();
+        }
+        if self.rules_learnt {
+            self.rebuild()?;
         }
         if !changes.is_empty() {
             info!(source = %self.spec.name, commits = changes.len(), head = %tip, "applied new commits");
@@ -353,12 +360,22 @@ impl GitSource {
 
     /// Rebuilds the index by applying the commits applied so far again, in
     /// order, without reporting anything.
+    /// A CRD met on the way that makes a kind cluster-scoped starts it over
+    /// with that rule, so every object of the kind is keyed without a
+    /// namespace.
     fn rebuild(&mut self) -> Result<()> {
-        self.index = DesiredIndex::default();
-        self.processed = None;
         let applied = std::mem::take(&mut self.applied);
-        for id in &applied {
-            self.apply(*id)?;
+        loop {
+            self.index = DesiredIndex::default();
+            self.processed = None;
+            self.applied.clear();
+            self.rules_learnt = false;
+            for id in &applied {
+                self.apply(*id)?;
+            }
+            if !self.rules_learnt {
+                break;
+            }
         }
         self.processed_chain = match self.processed {
             Some(last) => self.first_parent_chain(last)?.into_iter().collect(),
@@ -386,6 +403,7 @@ impl GitSource {
             let base = self.tree_of(self.processed)?;
             self.file_changes(base.as_ref(), tree.as_ref())?
         };
+        self.rules_learnt |= learn_scopes(&mut self.rules, &files);
         let applied = self.index.apply(&commit, files);
         let errors: Vec<GitError> = applied
             .failures
@@ -477,6 +495,42 @@ impl GitSource {
         }
         Ok(FileChanges { removed, parsed })
     }
+}
+
+/// Takes the scope of the custom resources that CRDs among `files` declare
+/// cluster-scoped into `rules`; whether any was new.
+fn learn_scopes(rules: &mut KeyRules, files: &FileChanges) -> bool {
+    let learnt: Vec<(String, String)> = files
+        .parsed
+        .iter()
+        .filter_map(|(_, outcome)| outcome.as_ref().ok())
+        .flatten()
+        .filter_map(|declared| cluster_scoped_crd(&declared.manifest))
+        .filter(|(group, kind)| !rules.is_cluster_scoped(group, kind))
+        .collect();
+    if learnt.is_empty() {
+        return false;
+    }
+    debug!(kinds = ?learnt, "cluster-scoped custom resources");
+    *rules = rules.clone().with_cluster_scoped(learnt);
+    true
+}
+
+/// The `(group, kind)` of the custom resources `manifest` defines, when it
+/// is a CRD with `scope: Cluster`.
+fn cluster_scoped_crd(manifest: &serde_json::Value) -> Option<(String, String)> {
+    let is_crd = manifest.get("kind")?.as_str()? == "CustomResourceDefinition"
+        && manifest
+            .get("apiVersion")?
+            .as_str()?
+            .starts_with("apiextensions.k8s.io/");
+    let spec = manifest.get("spec")?;
+    if !is_crd || spec.get("scope")?.as_str()? != "Cluster" {
+        return None;
+    }
+    let group = spec.get("group")?.as_str()?;
+    let kind = spec.pointer("/names/kind")?.as_str()?;
+    Some((group.to_owned(), kind.to_owned()))
 }
 
 /// A repository path as text (paths that are not UTF-8 are shown lossily).

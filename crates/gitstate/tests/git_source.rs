@@ -707,3 +707,38 @@ fn repo_commit_id(source: &GitSource, summary: &str) -> String {
         .map(|entry| entry.commit.id.clone())
         .expect("commit applied")
 }
+
+#[test]
+fn a_crd_declaring_a_cluster_scoped_kind_keys_its_resources_without_namespace() {
+    let widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n";
+    let crd = concat!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n",
+        "metadata:\n  name: widgets.example.com\n",
+        "spec:\n  group: example.com\n  scope: Cluster\n  names: {kind: Widget, plural: widgets}\n",
+    );
+    let repo = TestRepo::new().commit("widget", &[("w.yaml", widget)]);
+    let setup = Setup::new(&repo);
+    let mut source = setup.open();
+    source.fetch().expect("fetch");
+    let namespaced = ObjectKey::new("prod", "example.com", "Widget", "team-a", "w");
+    assert!(
+        source.index().history(&namespaced).is_some(),
+        "no CRD yet: namespaced"
+    );
+
+    let repo = repo.commit("crd", &[("crd.yaml", crd)]);
+    source.fetch().expect("fetch");
+    let cluster = ObjectKey::new("prod", "example.com", "Widget", "", "w");
+    assert!(
+        source.index().history(&cluster).is_some(),
+        "keyed without namespace"
+    );
+    assert!(source.index().history(&namespaced).is_none());
+
+    let applied = vec![repo.head().to_string()];
+    let reopened = setup.reopen(&applied);
+    assert!(
+        reopened.index().history(&cluster).is_some(),
+        "also when rebuilt"
+    );
+}
