@@ -420,6 +420,11 @@ async fn prune_deletes_only_what_an_untrusted_actor_created_while_watched(bus: B
         Rule::new("team", model::Mode::Enforce)
             .in_namespace(s.namespace())
             .pruning(),
+        Rule::new("later", model::Mode::Enforce)
+            .in_namespace(s.namespace())
+            .labelled("later", "yes")
+            .with_grace(Duration::from_secs(3600))
+            .pruning(),
     ];
     s.config = enforcing.config()?;
     let ns = s.namespace().to_owned();
@@ -458,6 +463,34 @@ async fn prune_deletes_only_what_an_untrusted_actor_created_while_watched(bus: B
     let live = s.live("configmap", "before")?;
     ensure!(live.is_some(), "`before` is still there");
     ensure!(json!(live.as_ref().and_then(|l| l.pointer("/data/a"))) == json!("1"));
+
+    // One more stray waits out its grace: `check` names it as what prune
+    // could delete, and nothing else.
+    let later = key("v1", "ConfigMap", &ns, "stray-later");
+    let after = s.seq();
+    s.create(
+        User::Mallory,
+        &config_map_yaml(&ns, "stray-later", &[("later", "yes")], &[("a", "1")]),
+    )?;
+    s.change(&later, after, "stray-later created", |_| true)
+        .await?;
     s.stop().await;
+    let config_file = s.repo.path().with_extension("config.yaml");
+    std::fs::write(&config_file, enforcing.yaml()?)?;
+    let check = driftwarden::cli::Cli {
+        output: driftwarden::cli::Output::Human,
+        command: driftwarden::cli::Command::Check {
+            config: config_file.clone(),
+            object: None,
+            labels: Vec::new(),
+        },
+    };
+    let text = driftwarden::cli::run(check).await?.text;
+    std::fs::remove_file(&config_file)?;
+    ensure!(text.contains("prune could delete 1 object(s):"), "{text}");
+    ensure!(
+        text.contains(&format!("{later} (policy later): created by")),
+        "{text}"
+    );
     Ok(())
 }
