@@ -159,9 +159,9 @@ impl Desired {
 pub struct Opened {
     /// The source, ready for [`fetch_loop`].
     pub git: GitSource,
-    /// When its first fetch failed (the desired state is then what the
-    /// clone held).
-    pub failing: Option<DateTime<Utc>>,
+    /// How fetching went at start, when the first fetch failed (the
+    /// desired state is then what the clone held).
+    pub failing: Option<FetchHealth>,
 }
 
 /// Opens every source at the commits the ledger recorded (cloning if
@@ -206,18 +206,23 @@ pub async fn open_sources(
             }
             Err(err) => {
                 tracing::error!(source = %source.name, error = %err, head = ?git.head(), "git unreachable at start; using the desired state of the clone");
+                let mut health = FetchHealth::new(source.max_staleness, None);
                 let since = Utc::now();
-                let state = GitFetchState::Failing {
-                    since,
-                    error: format!("{err:#}"),
-                };
-                updates.push(GitUpdate {
-                    source: i,
-                    changes: Vec::new(),
-                    index: index.clone(),
-                    fetch: Some(state),
-                });
-                (Vec::new(), Some(since))
+                let mut states = vec![health.failed(since, &format!("{err:#}"))];
+                // Without a clone there is no desired state at all: judging
+                // against nothing, nothing may be enforced.
+                if git.head().is_none() {
+                    states.push(health.stale_now());
+                }
+                for state in states {
+                    updates.push(GitUpdate {
+                        source: i,
+                        changes: Vec::new(),
+                        index: index.clone(),
+                        fetch: state,
+                    });
+                }
+                (Vec::new(), Some(health))
             }
         };
         desired.names.push(source.name.clone());
@@ -270,6 +275,18 @@ impl FetchHealth {
         }
     }
 
+    /// Stale at once, whatever the limit: what to record, if anything.
+    pub fn stale_now(&mut self) -> Option<GitFetchState> {
+        let since = self.failing?;
+        if std::mem::replace(&mut self.stale, true) {
+            return None;
+        }
+        Some(GitFetchState::Stale {
+            since,
+            max_staleness: humantime::format_duration(self.max_staleness).to_string(),
+        })
+    }
+
     /// A fetch failed at `now` with `error`: what to record, if anything.
     pub fn failed(&mut self, now: DateTime<Utc>, error: &str) -> Option<GitFetchState> {
         if self.failing.is_some() {
@@ -290,11 +307,7 @@ impl FetchHealth {
         if self.stale || now - since < limit {
             return None;
         }
-        self.stale = true;
-        Some(GitFetchState::Stale {
-            since,
-            max_staleness: humantime::format_duration(self.max_staleness).to_string(),
-        })
+        self.stale_now()
     }
 
     /// A fetch succeeded at tip `head`: the recovery to record, if there
@@ -327,7 +340,9 @@ pub async fn fetch_loop(
     updates: mpsc::Sender<GitUpdate>,
 ) -> anyhow::Result<()> {
     let mut git = opened.git;
-    let mut health = FetchHealth::new(max_staleness, opened.failing);
+    let mut health = opened
+        .failing
+        .unwrap_or_else(|| FetchHealth::new(max_staleness, None));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -445,5 +460,17 @@ mod tests {
             health.failed(at(10), "refused"),
             Some(GitFetchState::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn a_source_without_desired_state_is_stale_at_once() {
+        let mut health = FetchHealth::new(Duration::from_secs(120), None);
+        assert_eq!(health.stale_now(), None, "not failing: not stale");
+        health.failed(at(0), "refused");
+        assert!(
+            matches!(health.stale_now(), Some(GitFetchState::Stale { since, .. }) if since == at(0))
+        );
+        assert_eq!(health.stale_now(), None, "once");
+        assert_eq!(health.check(at(500)), None);
     }
 }

@@ -23,13 +23,18 @@ pub fn history(records: &[LedgerRecord]) -> String {
             RecordBody::Change { event, judgement } => {
                 let _ = writeln!(
                     out,
-                    "#{:<6} {}  {:<9} rv {:<8} {}  by {}",
+                    "#{:<6} {}  {:<9} rv {:<8} {}  by {}{}",
                     record.seq,
                     event.observed_at.format("%Y-%m-%d %H:%M:%S%.3f"),
                     format!("{:?}", event.kind).to_lowercase(),
                     event.resource_version,
                     judgement.verdict,
                     judgement.actor,
+                    if judgement.git_stale {
+                        "  (git stale: judged again when git is back)"
+                    } else {
+                        ""
+                    },
                 );
                 write_diff(&mut out, judgement);
             }

@@ -38,6 +38,13 @@ pub enum Role {
 /// How many publishes may be in flight at once; order per key is kept.
 const IN_FLIGHT: usize = 256;
 
+/// Where a process without a ledger keeps the objects it published, under
+/// `data_dir`.
+const KNOWN_DIR: &str = "watch";
+
+/// How often that record is saved (when it changed).
+const KNOWN_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Audit records received and not yet published; a full buffer slows the
 /// webhook (and so the apiserver's batches) down, never drops a record.
 const AUDIT_BUFFER: usize = 10_000;
@@ -177,7 +184,21 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             audit_webhook = Some(running);
         }
         let client = kube_client(&config).await?;
-        tasks.spawn(watch_loop(config, client, publisher, kinds_rx, known));
+        // One CRD watch for every watcher: a kind whose CRD arrives later is
+        // watched at once. Clone `crds` for other parts that need to know.
+        let (crds, watching_crds) = watch::watch_crds(client.clone());
+        tasks.spawn(async move {
+            watching_crds.await;
+            Ok(())
+        });
+        // Without a ledger, the watchers remember what they published.
+        let published = match ledger {
+            Some(_) => None,
+            None => Some(watch::KnownFile::open(&config.data_dir.join(KNOWN_DIR))?),
+        };
+        tasks.spawn(watch_loop(
+            config, client, publisher, kinds_rx, known, crds, published,
+        ));
     }
     Ok(Running {
         ledger,
@@ -257,27 +278,59 @@ fn known_objects(ledger: &Ledger) -> anyhow::Result<Vec<watch::KnownObject>> {
 
 /// Watches the kinds in `kinds`, starting watchers for kinds that new
 /// commits add, and publishes every change.
+///
+/// `known` are the objects the ledger holds alive; a process without a
+/// ledger passes `published` instead, the file of what it published, which
+/// is then read for `known` and kept up to date (saved every
+/// [`KNOWN_SAVE_INTERVAL`] when it changed, and on stopping).
 async fn watch_loop(
     config: Config,
     client: kube::Client,
     publisher: Publisher,
     mut kinds: latest::Receiver<BTreeSet<(String, String)>>,
-    mut known: Vec<watch::KnownObject>,
+    known: Vec<watch::KnownObject>,
+    crds: watch::CrdChanges,
+    published: Option<watch::KnownFile>,
 ) -> anyhow::Result<()> {
     let mut watching = BTreeSet::new();
     let mut watchers = JoinSet::new();
+    let known = match &published {
+        Some(file) => {
+            let known = file.objects();
+            tracing::info!(
+                path = %file.path().display(),
+                objects = known.len(),
+                "known objects read"
+            );
+            let file = file.clone();
+            watchers.spawn(async move {
+                file.save_every(KNOWN_SAVE_INTERVAL).await;
+                Ok(())
+            });
+            known
+        }
+        None => known,
+    };
     loop {
         let wanted = kinds.borrow_and_update().clone();
         let new: Vec<_> = wanted.difference(&watching).cloned().collect();
         if !new.is_empty() {
             tracing::info!(kinds = ?new, "watching");
+            // Every spec gets every known object; each watcher keeps those
+            // of its kind and namespace.
             let mut spec = watch::WatchSpec::new(config.cluster.name.clone())
                 .record_derived(config.watch.record_derived)
-                .known(std::mem::take(&mut known));
+                .known(known.iter().cloned());
             spec.kinds = new.clone();
             spec.namespaces = config.watch.namespaces.clone();
             spec.label_selector = config.watch.label_selector.clone();
-            watchers.spawn(publish_changes(client.clone(), spec, publisher.clone()));
+            watchers.spawn(publish_changes(
+                client.clone(),
+                spec,
+                crds.clone(),
+                publisher.clone(),
+                published.clone(),
+            ));
             watching.extend(new);
         }
         tokio::select! {
@@ -296,27 +349,39 @@ async fn watch_loop(
     Ok(())
 }
 
-/// Publishes every change `spec` yields; watch errors are logged while the
-/// watcher retries.
+/// Publishes every change `spec` yields, noting each published one in
+/// `published` when given; watch errors are logged (once per failing
+/// streak: the watchers retry quietly).
 async fn publish_changes(
     client: kube::Client,
     spec: watch::WatchSpec,
+    crds: watch::CrdChanges,
     publisher: Publisher,
+    published: Option<watch::KnownFile>,
 ) -> anyhow::Result<()> {
-    watch::watch(client, spec)
+    watch::watch_with_crds(client, spec, crds)
         .filter_map(|item| async move {
-            item.map_err(|err| tracing::warn!(error = %err, "watch error; retrying"))
-                .ok()
+            item.map_err(|err| {
+                let err = anyhow::Error::new(err);
+                tracing::warn!(error = format!("{err:#}"), "watch error; retrying");
+            })
+            .ok()
         })
         .map(|event| {
             let publisher = publisher.clone();
             async move {
+                let seen = (watch::KnownObject::from(&event), event.kind);
                 let message = Message::Change(event);
-                publisher.publish(&message).await
+                publisher.publish(&message).await.map(|()| seen)
             }
         })
         .buffered(IN_FLIGHT)
-        .try_for_each(|()| async { Ok(()) })
+        .try_for_each(|(object, kind)| {
+            if let Some(file) = &published {
+                file.record(object, kind);
+            }
+            async { Ok(()) }
+        })
         .await
         .context("cannot publish to the bus")
 }
