@@ -251,6 +251,7 @@ mod tests {
             at: DocRef {
                 document: 1,
                 item: None,
+                line: 1,
             },
         }
     }

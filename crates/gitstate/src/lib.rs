@@ -28,6 +28,7 @@ mod manifest;
 mod refs;
 mod source;
 mod spec;
+mod yaml;
 
 pub use index::DesiredIndex;
 pub use manifest::{Declared, DocRef, KeyRules, ManifestError, is_manifest_path, parse_file};

@@ -1,4 +1,15 @@
-//! Manifest files: multi-document YAML and JSON into keyed manifests.
+//! Manifest files: multi-document YAML and JSON into keyed manifests, read
+//! as kubectl reads them.
+//!
+//! ```text
+//! bytes ──kubectl's stream reader──▶ documents (JSON objects, or YAML parts: yaml.rs)
+//!       ──List items expanded, metadata checked──▶ Declared { key, manifest, at: document + line }
+//! ```
+//!
+//! Like kubectl, the content decides the format, not the file name: a
+//! stream whose first non-blank character is `{` is read as JSON objects
+//! (and, if that fails before a second object, the rest as YAML); anything
+//! else is YAML. Numbers end up as kubectl holds them (`1.0` is `1`).
 //!
 //! A file is accepted whole or not at all: one bad document makes the file an
 //! error, so the last good state of its objects stays in force.
@@ -7,8 +18,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use model::ObjectKey;
-use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::yaml::{self, Document};
 
 /// Kinds that are cluster-scoped in every Kubernetes cluster, as
 /// `(API group, kind)`; the core group is empty.
@@ -49,14 +61,22 @@ const BUILTIN_CLUSTER_SCOPED: &[(&str, &str)] = &[
 /// are never applied to a cluster; files may hold them beside manifests.
 const KUSTOMIZE_GROUP: &str = "kustomize.config.k8s.io";
 
-/// Which document of a file, for people: `document 2` or
-/// `document 2, item 1` (an item of a `kind: List`), both 1-based.
+/// How far into the stream kubectl looks for the `{` that makes it JSON.
+const JSON_SNIFF_BYTES: usize = 4096;
+
+/// Which document of a file, for people: `document 2 (line 14)` or
+/// `document 2, item 1 (line 20)` (an item of a `kind: List`), all 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocRef {
-    /// 1-based position of the document in the file.
+    /// 1-based position of the document in the file; documents are the
+    /// parts between `---` lines (empty ones count) or the objects of a
+    /// JSON stream.
     pub document: usize,
     /// 1-based position in the `items` of a `kind: List` document.
     pub item: Option<usize>,
+    /// 1-based line in the file where the document's content starts, or
+    /// where the item starts when it is known.
+    pub line: usize,
 }
 
 impl fmt::Display for DocRef {
@@ -65,7 +85,7 @@ impl fmt::Display for DocRef {
         if let Some(item) = self.item {
             write!(f, ", item {item}")?;
         }
-        Ok(())
+        write!(f, " (line {})", self.line)
     }
 }
 
@@ -75,8 +95,9 @@ pub enum ManifestError {
     /// The file's bytes are not UTF-8.
     #[error("the file is not UTF-8 text; save manifests as UTF-8")]
     NotUtf8,
-    /// The YAML does not parse.
-    #[error("invalid YAML: {message}")]
+    /// The YAML does not parse, or holds something kubectl refuses (a
+    /// value that does not fit its tag, a null key, `.inf`, an anchor bomb).
+    #[error("invalid YAML{}: {message}", at_line(*.line))]
     Yaml {
         /// 1-based line of the error, when known.
         line: Option<usize>,
@@ -84,7 +105,7 @@ pub enum ManifestError {
         message: String,
     },
     /// The JSON does not parse.
-    #[error("invalid JSON: {message}")]
+    #[error("invalid JSON{}: {message}", at_line(*.line))]
     Json {
         /// 1-based line of the error.
         line: Option<usize>,
@@ -107,11 +128,26 @@ pub enum ManifestError {
         /// The field, as a dotted path.
         field: &'static str,
     },
-    /// A `kind: List` document without an `items` sequence.
-    #[error("{at} is a List without an `items` sequence of manifests")]
+    /// A `kind: List` document without an `items` sequence, or a list
+    /// inside a list.
+    #[error("{at} is a List without an `items` sequence of manifests, or a List in a List")]
     BadList {
         /// The document.
         at: DocRef,
+    },
+    /// A metadata field of the wrong type: kubectl decodes `metadata` into
+    /// its typed form and refuses the file.
+    #[error(
+        "{at}: `{field}` must be {expected}, as kubectl reads metadata; \
+         quote values such as yes, on or 8080 that YAML reads as booleans or numbers"
+    )]
+    BadMetadata {
+        /// The document.
+        at: DocRef,
+        /// The field, as a dotted path.
+        field: String,
+        /// What it must be.
+        expected: &'static str,
     },
     /// A namespaced object without a namespace, and no default to fill in.
     #[error(
@@ -145,13 +181,26 @@ pub enum ManifestError {
 }
 
 impl ManifestError {
-    /// The 1-based line of the error, when known.
+    /// The 1-based line of the error, when known: where the syntax breaks,
+    /// or where the document (or List item) in question starts.
     pub fn line(&self) -> Option<usize> {
         match self {
             Self::Yaml { line, .. } | Self::Json { line, .. } => *line,
-            _ => None,
+            Self::NotAnObject { at }
+            | Self::MissingField { at, .. }
+            | Self::BadList { at }
+            | Self::BadMetadata { at, .. }
+            | Self::NoNamespace { at, .. }
+            | Self::DeclaredTwice { at, .. } => Some(at.line),
+            Self::NotUtf8 | Self::DeclaredElsewhere { .. } => None,
         }
     }
+}
+
+/// ` at line N` when the line is known.
+fn at_line(line: Option<usize>) -> String {
+    line.map(|line| format!(" at line {line}"))
+        .unwrap_or_default()
 }
 
 /// How manifests become object keys: the cluster they belong to, the
@@ -226,99 +275,396 @@ pub fn is_manifest_path(path: &str) -> bool {
     !hidden && matches!(extension.as_str(), "yaml" | "yml" | "json")
 }
 
-/// Parses one manifest file: multi-document YAML, or JSON when `path` ends
-/// in `.json`. Empty documents are skipped, `kind: List` items expanded and
-/// kustomize build files ignored. Fails on the first bad document.
+/// Parses one manifest file as kubectl reads it: multi-document YAML, or a
+/// stream of JSON objects when the content starts with `{` (whatever the
+/// file is called). Empty documents are skipped, the items of a `kind: List`
+/// (or a typed list such as `ConfigMapList`) expanded and kustomize build
+/// files ignored. Fails on the first bad document.
 pub fn parse_file(
-    path: &str,
+    _path: &str,
     bytes: &[u8],
     rules: &KeyRules,
 ) -> Result<Vec<Declared>, ManifestError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotUtf8)?;
-    let documents = if path.to_ascii_lowercase().ends_with(".json") {
-        vec![parse_json(text)?]
-    } else {
-        parse_yaml(text)?
-    };
     let mut declared: Vec<Declared> = Vec::new();
-    for (index, document) in documents.into_iter().enumerate() {
-        let at = DocRef {
-            document: index + 1,
-            item: None,
-        };
-        collect_document(document, at, rules, &mut declared)?;
+    for (index, document) in read_documents(text)?.into_iter().enumerate() {
+        collect_document(document, index + 1, rules, &mut declared)?;
     }
     reject_repeats(&declared)?;
     Ok(declared)
 }
 
-/// The documents of a YAML stream, with merge keys (`<<`) applied.
-fn parse_yaml(text: &str) -> Result<Vec<Value>, ManifestError> {
+/// The documents of a stream, as kubectl's YAML-or-JSON decoder splits it.
+fn read_documents(text: &str) -> Result<Vec<Document>, ManifestError> {
+    if looks_like_json(text) {
+        read_json_stream(text)
+    } else {
+        yaml::documents(text, 1).map_err(yaml_error)
+    }
+}
+
+/// Whether kubectl reads the stream as JSON: its first non-blank
+/// character, within the first 4096 bytes, is `{`.
+fn looks_like_json(text: &str) -> bool {
+    text.char_indices()
+        .find(|(_, c)| !c.is_whitespace())
+        .is_some_and(|(at, c)| c == '{' && at < JSON_SNIFF_BYTES)
+}
+
+/// A stream of JSON objects. Like kubectl, when a value fails to parse
+/// before the second one was read, the rest of the stream is read as YAML
+/// (so a trailing comma is accepted); when that fails too, the JSON error
+/// is reported.
+fn read_json_stream(text: &str) -> Result<Vec<Document>, ManifestError> {
     let mut documents = Vec::new();
-    for document in serde_norway::Deserializer::from_str(text) {
-        let mut value = serde_norway::Value::deserialize(document).map_err(yaml_error)?;
-        value.apply_merge().map_err(yaml_error)?;
-        let value = serde_json::to_value(value).map_err(|err| ManifestError::Yaml {
-            line: None,
-            message: err.to_string(),
-        })?;
-        documents.push(value);
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut end = 0;
+    loop {
+        let start = end + leading_whitespace(&text[end..]);
+        match stream.next() {
+            None => return Ok(documents),
+            Some(Ok(value)) => {
+                end = stream.byte_offset();
+                documents.push(Document {
+                    line: line_of(text, start),
+                    value: kubectl_numbers(value),
+                    item_lines: Vec::new(),
+                });
+            }
+            Some(Err(err)) => {
+                let json_error = ManifestError::Json {
+                    line: (err.line() > 0).then_some(err.line()),
+                    message: err.to_string(),
+                };
+                if documents.len() > 1 {
+                    return Err(json_error);
+                }
+                let rest = end + blank_to_line_end(&text[end..]);
+                let yaml =
+                    yaml::documents(&text[rest..], line_of(text, rest)).map_err(|_| json_error)?;
+                documents.extend(yaml);
+                return Ok(documents);
+            }
+        }
     }
-    Ok(documents)
 }
 
-/// A YAML error with its 1-based line.
-fn yaml_error(err: serde_norway::Error) -> ManifestError {
+/// The byte length of the leading whitespace of `text`.
+fn leading_whitespace(text: &str) -> usize {
+    text.len() - text.trim_start().len()
+}
+
+/// The byte length of the whitespace kubectl skips before switching from
+/// JSON to YAML: blanks up to and including the first line break.
+fn blank_to_line_end(text: &str) -> usize {
+    let mut skipped = 0;
+    for c in text.chars() {
+        if !c.is_whitespace() {
+            break;
+        }
+        skipped += c.len_utf8();
+        if c == '\n' {
+            break;
+        }
+    }
+    skipped
+}
+
+/// The 1-based line of byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    1 + text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
+/// JSON numbers as kubectl holds them: ints that fit in int64 stay, every
+/// other number is a float, and floats print (and so read back) as ints
+/// when they are integral.
+fn kubectl_numbers(value: Value) -> Value {
+    match value {
+        Value::Number(number) if number.is_i64() => Value::Number(number),
+        Value::Number(number) => yaml::json_number(number.as_f64().unwrap_or(f64::NAN)),
+        Value::Array(items) => Value::Array(items.into_iter().map(kubectl_numbers).collect()),
+        Value::Object(object) => Value::Object(
+            object
+                .into_iter()
+                .map(|(key, value)| (key, kubectl_numbers(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn yaml_error(err: yaml::YamlError) -> ManifestError {
     ManifestError::Yaml {
-        line: err.location().map(|location| location.line()),
-        message: err.to_string(),
+        line: Some(err.line),
+        message: err.message,
     }
-}
-
-/// One JSON document.
-fn parse_json(text: &str) -> Result<Value, ManifestError> {
-    serde_json::from_str(text).map_err(|err| ManifestError::Json {
-        line: (err.line() > 0).then_some(err.line()),
-        message: err.to_string(),
-    })
 }
 
 /// Adds the object(s) of one document: none for an empty document or a
-/// kustomize file, each item for a `kind: List`, else the document itself.
+/// kustomize file, each item for a list, else the document itself.
 fn collect_document(
-    document: Value,
-    at: DocRef,
+    document: Document,
+    number: usize,
     rules: &KeyRules,
     out: &mut Vec<Declared>,
 ) -> Result<(), ManifestError> {
-    let Value::Object(object) = document else {
-        return match document {
+    let at = DocRef {
+        document: number,
+        item: None,
+        line: document.line,
+    };
+    let Value::Object(object) = document.value else {
+        return match document.value {
             Value::Null => Ok(()),
             _ => Err(ManifestError::NotAnObject { at }),
         };
     };
-    let api_version = required_str(&object, "apiVersion", at)?;
-    if ObjectKey::group_of(api_version) == KUSTOMIZE_GROUP {
+    let api_version = required_str(&object, "apiVersion", at)?.to_owned();
+    if ObjectKey::group_of(&api_version) == KUSTOMIZE_GROUP {
         return Ok(());
     }
-    if required_str(&object, "kind", at)? != "List" {
+    let kind = required_str(&object, "kind", at)?.to_owned();
+    check_metadata(&object, at)?;
+    let Some(item_kind) = list_item_kind(&kind, &object) else {
         out.push(declare(object, at, rules)?);
         return Ok(());
-    }
+    };
     let Some(Value::Array(items)) = object.get("items") else {
         return Err(ManifestError::BadList { at });
     };
+    let known_lines = document.item_lines.len() == items.len();
     for (index, item) in items.iter().enumerate() {
         let at = DocRef {
             item: Some(index + 1),
+            line: if known_lines {
+                document.item_lines[index]
+            } else {
+                at.line
+            },
             ..at
         };
         let Value::Object(item) = item else {
             return Err(ManifestError::NotAnObject { at });
         };
-        out.push(declare(item.clone(), at, rules)?);
+        let mut item = item.clone();
+        inherit_type(&mut item, item_kind, &api_version);
+        let kind = item.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if list_item_kind(kind, &item).is_some() {
+            return Err(ManifestError::BadList { at });
+        }
+        out.push(declare(item, at, rules)?);
     }
     Ok(())
+}
+
+/// The kind of the items when `object` is a list: `kind: List` (items
+/// name their own kind), or a typed list such as `ConfigMapList` with
+/// `items` (items may leave their kind out). kubectl treats any object
+/// with `items` as a list; a GitOps agent does not, so only list kinds are
+/// expanded here.
+fn list_item_kind<'a>(kind: &'a str, object: &Map<String, Value>) -> Option<&'a str> {
+    let item_kind = kind.strip_suffix("List")?;
+    let has_items = !matches!(object.get("items"), None | Some(Value::Null));
+    (kind == "List" || has_items).then_some(item_kind)
+}
+
+/// Gives an item of a typed list without kind and apiVersion those of the
+/// list, as kubectl does.
+fn inherit_type(item: &mut Map<String, Value>, item_kind: &str, api_version: &str) {
+    let unset = |field: &str| {
+        item.get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    };
+    if unset("kind") && unset("apiVersion") && !item_kind.is_empty() {
+        item.insert("kind".to_owned(), Value::from(item_kind));
+        item.insert("apiVersion".to_owned(), Value::from(api_version));
+    }
+}
+
+/// Refuses what kubectl refuses when it decodes `metadata` into its typed
+/// form: strings that are not strings (labels and annotations included),
+/// counts that are not ints, times that are not RFC 3339. Nulls are
+/// accepted anywhere, unknown fields ignored.
+fn check_metadata(object: &Map<String, Value>, at: DocRef) -> Result<(), ManifestError> {
+    let metadata = match object.get("metadata") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(metadata)) => metadata,
+        Some(_) => return Err(bad_metadata(at, "metadata".to_owned(), "a mapping")),
+    };
+    for (name, value) in metadata {
+        let field = format!("metadata.{name}");
+        match name.as_str() {
+            "name" | "generateName" | "namespace" | "selfLink" | "uid" | "resourceVersion" => {
+                expect_string(value, &field, at)?;
+            }
+            "generation" | "deletionGracePeriodSeconds" => expect_int(value, &field, at)?,
+            "creationTimestamp" | "deletionTimestamp" => expect_time(value, &field, at)?,
+            "labels" | "annotations" => {
+                for (key, value) in expect_mapping(value, &field, at)? {
+                    expect_string(value, &format!("{field}.{key}"), at)?;
+                }
+            }
+            "finalizers" => {
+                for (index, value) in expect_sequence(value, &field, at)?.iter().enumerate() {
+                    expect_string(value, &format!("{field}.{index}"), at)?;
+                }
+            }
+            "ownerReferences" => {
+                for (index, owner) in expect_sequence(value, &field, at)?.iter().enumerate() {
+                    let field = format!("{field}.{index}");
+                    for (name, value) in expect_mapping(owner, &field, at)? {
+                        let field = format!("{field}.{name}");
+                        match name.as_str() {
+                            "apiVersion" | "kind" | "name" | "uid" => {
+                                expect_string(value, &field, at)?;
+                            }
+                            "controller" | "blockOwnerDeletion" => expect_bool(value, &field, at)?,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            "managedFields" => {
+                for (index, entry) in expect_sequence(value, &field, at)?.iter().enumerate() {
+                    let field = format!("{field}.{index}");
+                    for (name, value) in expect_mapping(entry, &field, at)? {
+                        let field = format!("{field}.{name}");
+                        match name.as_str() {
+                            "manager" | "operation" | "apiVersion" | "fieldsType"
+                            | "subresource" => expect_string(value, &field, at)?,
+                            "time" => expect_time(value, &field, at)?,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn bad_metadata(at: DocRef, field: String, expected: &'static str) -> ManifestError {
+    ManifestError::BadMetadata {
+        at,
+        field,
+        expected,
+    }
+}
+
+fn expect_string(value: &Value, field: &str, at: DocRef) -> Result<(), ManifestError> {
+    match value {
+        Value::Null | Value::String(_) => Ok(()),
+        _ => Err(bad_metadata(at, field.to_owned(), "a string")),
+    }
+}
+
+fn expect_bool(value: &Value, field: &str, at: DocRef) -> Result<(), ManifestError> {
+    match value {
+        Value::Null | Value::Bool(_) => Ok(()),
+        _ => Err(bad_metadata(at, field.to_owned(), "true or false")),
+    }
+}
+
+fn expect_int(value: &Value, field: &str, at: DocRef) -> Result<(), ManifestError> {
+    match value {
+        Value::Null => Ok(()),
+        Value::Number(number) if number.is_i64() => Ok(()),
+        _ => Err(bad_metadata(at, field.to_owned(), "an integer")),
+    }
+}
+
+fn expect_time(value: &Value, field: &str, at: DocRef) -> Result<(), ManifestError> {
+    match value {
+        Value::Null => Ok(()),
+        Value::String(time) if is_rfc3339(time) => Ok(()),
+        _ => Err(bad_metadata(
+            at,
+            field.to_owned(),
+            "an RFC 3339 time such as 2024-05-01T12:00:00Z",
+        )),
+    }
+}
+
+/// The entries of a mapping field (none when it is null).
+fn expect_mapping<'a>(
+    value: &'a Value,
+    field: &str,
+    at: DocRef,
+) -> Result<impl Iterator<Item = (&'a String, &'a Value)>, ManifestError> {
+    match value {
+        Value::Null => Ok(None.into_iter().flatten()),
+        Value::Object(map) => Ok(Some(map.iter()).into_iter().flatten()),
+        _ => Err(bad_metadata(at, field.to_owned(), "a mapping")),
+    }
+}
+
+/// The items of a sequence field (none when it is null).
+fn expect_sequence<'a>(
+    value: &'a Value,
+    field: &str,
+    at: DocRef,
+) -> Result<&'a [Value], ManifestError> {
+    match value {
+        Value::Null => Ok(&[]),
+        Value::Array(items) => Ok(items),
+        _ => Err(bad_metadata(at, field.to_owned(), "a sequence")),
+    }
+}
+
+/// Whether `time` parses as Go's `time.RFC3339`:
+/// `2006-01-02T15:04:05[.frac](Z|±hh:mm)`.
+fn is_rfc3339(time: &str) -> bool {
+    let b = time.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range)
+            .is_some_and(|part| part.iter().all(u8::is_ascii_digit))
+    };
+    let number = |range: std::ops::Range<usize>| -> u32 {
+        time.get(range)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u32::MAX)
+    };
+    let shape = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape
+        || !(1..=12).contains(&number(5..7))
+        || !(1..=31).contains(&number(8..10))
+        || number(11..13) > 23
+        || number(14..16) > 59
+        || number(17..19) > 59
+    {
+        return false;
+    }
+    let mut rest = &time[19..];
+    if let Some(fraction) = rest.strip_prefix(['.', ',']) {
+        let count = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if count == 0 {
+            return false;
+        }
+        rest = &fraction[count..];
+    }
+    match rest.as_bytes() {
+        [b'Z'] => true,
+        [sign, h1, h2, b':', m1, m2] => {
+            (*sign == b'+' || *sign == b'-') && [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
+        }
+        _ => false,
+    }
 }
 
 /// A non-empty string field of `object`.
@@ -440,6 +786,8 @@ mod tests {
             ]
         );
         assert_eq!(declared[1].at.document, 3);
+        assert_eq!(declared[1].at.line, 9);
+        assert_eq!(declared[0].at.line, 1);
     }
 
     #[test]
@@ -491,6 +839,7 @@ mod tests {
             ["prod/core/ConfigMap/team-a/a", "prod/core/Secret/x/b"]
         );
         assert_eq!(declared[1].at.item, Some(2));
+        assert_eq!(declared[1].at.line, 1);
     }
 
     #[test]
@@ -500,6 +849,10 @@ mod tests {
         assert!(matches!(err, ManifestError::Yaml { .. }), "{err}");
         // The parser notices the unclosed sequence where the input ends.
         assert_eq!(err.line(), Some(6), "{err:?}");
+        assert!(
+            err.to_string().starts_with("invalid YAML at line 6: "),
+            "{err}"
+        );
     }
 
     #[test]
@@ -511,8 +864,11 @@ mod tests {
 
     #[test]
     fn json_errors_carry_their_line() {
-        let err = parse_file("a.json", b"{\n\"a\": 1,\n}", &rules()).expect_err("bad json");
+        // Not YAML either, so the JSON error stands.
+        let err = parse_file("a.json", b"{\n\"a\": 1,\n\"b\" 2}", &rules()).expect_err("bad json");
+        assert!(matches!(err, ManifestError::Json { .. }), "{err}");
         assert_eq!(err.line(), Some(3), "{err}");
+        assert!(err.to_string().contains("at line 3"), "{err}");
     }
 
     #[test]
@@ -524,20 +880,23 @@ mod tests {
             ManifestError::MissingField {
                 at: DocRef {
                     document: 2,
-                    item: None
+                    item: None,
+                    line: 6,
                 },
                 field: "metadata.name"
             }
         );
-        assert!(err.to_string().contains("document 2"), "{err}");
+        assert!(err.to_string().contains("document 2 (line 6)"), "{err}");
+        assert_eq!(err.line(), Some(6));
         let err = parse_file("b.yaml", b"kind: ConfigMap\n", &rules()).expect_err("no apiVersion");
         assert!(err.to_string().contains("`apiVersion`"), "{err}");
     }
 
     #[test]
     fn scalars_are_not_manifests() {
-        let err = parse_file("a.yaml", b"just text\n", &rules()).expect_err("scalar");
+        let err = parse_file("a.yaml", b"# c\n\njust text\n", &rules()).expect_err("scalar");
         assert!(matches!(err, ManifestError::NotAnObject { .. }), "{err}");
+        assert_eq!(err.line(), Some(3));
     }
 
     #[test]
@@ -546,6 +905,7 @@ mod tests {
         let err = parse_file("a.yaml", text.as_bytes(), &KeyRules::new("prod", ""))
             .expect_err("no namespace");
         assert!(matches!(err, ManifestError::NoNamespace { .. }), "{err}");
+        assert_eq!(err.line(), Some(1));
     }
 
     #[test]
@@ -554,6 +914,12 @@ mod tests {
         let text = format!("{doc}---\n{doc}");
         let err = parse_file("a.yaml", text.as_bytes(), &rules()).expect_err("repeat");
         assert!(matches!(err, ManifestError::DeclaredTwice { .. }), "{err}");
+        assert_eq!(err.line(), Some(6));
+        assert!(
+            err.to_string().contains("document 2 (line 6)")
+                && err.to_string().contains("first in document 1 (line 1)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -565,6 +931,103 @@ mod tests {
             declared[0].manifest["data"],
             json!({"app": "web", "extra": "x"})
         );
+    }
+
+    #[test]
+    fn octal_modes_and_yaml_1_1_booleans_read_as_kubectl_reads_them() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostNetwork: yes\n  \
+                    volumes:\n  - name: v\n    configMap:\n      name: c\n      defaultMode: 0755\n";
+        let declared = parse_file("p.yaml", text.as_bytes(), &rules()).expect("parses");
+        let spec = &declared[0].manifest["spec"];
+        assert_eq!(spec["volumes"][0]["configMap"]["defaultMode"], json!(493));
+        assert_eq!(spec["hostNetwork"], json!(true));
+    }
+
+    #[test]
+    fn metadata_that_kubectl_cannot_decode_is_refused_with_its_line() {
+        let cases = [
+            ("  labels:\n    enabled: yes\n", "metadata.labels.enabled"),
+            (
+                "  annotations:\n    replicas: 3\n",
+                "metadata.annotations.replicas",
+            ),
+            (
+                "  creationTimestamp: 2024-05-01\n",
+                "metadata.creationTimestamp",
+            ),
+            ("  generation: 1.5\n", "metadata.generation"),
+            ("  finalizers: [yes]\n", "metadata.finalizers.0"),
+            (
+                "  ownerReferences:\n  - controller: maybe\n",
+                "metadata.ownerReferences.0.controller",
+            ),
+        ];
+        for (metadata, field) in cases {
+            let text = format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\n\
+                 apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n{metadata}"
+            );
+            let err = parse_file("a.yaml", text.as_bytes(), &rules()).expect_err(field);
+            assert!(
+                matches!(&err, ManifestError::BadMetadata { field: f, .. } if f == field),
+                "{err}"
+            );
+            assert_eq!(err.line(), Some(6), "{err}");
+        }
+        let fine = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels: {a: \"yes\", b: ~}\n  \
+                    creationTimestamp: 2024-05-01T12:00:00Z\n  generation: 2\n";
+        assert!(parse_file("a.yaml", fine.as_bytes(), &rules()).is_ok());
+    }
+
+    #[test]
+    fn list_items_carry_their_own_lines() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  \
+                    metadata:\n    name: a\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    \
+                    labels: {on: yes}\n";
+        let err = parse_file("l.yaml", text.as_bytes(), &rules()).expect_err("no name");
+        assert_eq!(err.line(), Some(8), "{err}");
+        assert!(
+            err.to_string().contains("document 1, item 2 (line 8)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn typed_lists_are_expanded_and_items_take_the_list_type() {
+        let text = "apiVersion: v1\nkind: ConfigMapList\nitems:\n- metadata:\n    name: a\n\
+                    - apiVersion: v1\n  kind: Secret\n  metadata:\n    name: b\n";
+        let declared = parse_file("l.yaml", text.as_bytes(), &rules()).expect("parses");
+        assert_eq!(
+            keys(&declared),
+            ["prod/core/ConfigMap/team-a/a", "prod/core/Secret/team-a/b"]
+        );
+        assert_eq!(declared[0].at.line, 4);
+        let nested =
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items: []\n";
+        let err = parse_file("n.yaml", nested.as_bytes(), &rules()).expect_err("nested");
+        assert!(matches!(err, ManifestError::BadList { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_content_decides_between_json_and_yaml() {
+        let json_stream = "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"a\"},\n\
+                           \"data\": {\"n\": 1.0, \"big\": 9223372036854775808}}\n\
+                           {\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"b\"}}\n";
+        let declared = parse_file("a.yaml", json_stream.as_bytes(), &rules()).expect("parses");
+        assert_eq!(declared.len(), 2);
+        assert_eq!(declared[0].manifest["data"]["n"], json!(1));
+        assert_eq!(
+            declared[0].manifest["data"]["big"],
+            json!(9_223_372_036_854_776_000_u64)
+        );
+        assert_eq!(declared[1].at.line, 3);
+        // A .json file that is not JSON is read as YAML, as kubectl does.
+        let trailing = "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"c\"},\n\
+                        \"data\": {\"mode\": 0755,}}\n";
+        let declared = parse_file("c.json", trailing.as_bytes(), &rules()).expect("parses");
+        assert_eq!(declared[0].manifest["data"]["mode"], json!(493));
+        let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: d\n";
+        assert!(parse_file("d.json", yaml.as_bytes(), &rules()).is_ok());
     }
 
     #[test]
