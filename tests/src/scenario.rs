@@ -942,3 +942,166 @@ mod tests {
         assert_eq!(key("v1", "ConfigMap", "ns", "c").group, "");
     }
 }
+
+/// A CRD of an API group of its own (CRDs are cluster-wide and tests run in
+/// parallel), with `spec.size` (integer) and `spec.color` (string), made by
+/// the admin; deleted when dropped, with its custom resources and the
+/// ClusterRole [`TestCrd::grant_editing`] made.
+#[derive(Debug)]
+pub struct TestCrd {
+    /// Its API group, unique to it.
+    pub group: String,
+    /// Its kind, e.g. `Widget`.
+    pub kind: &'static str,
+    /// Its plural resource name, e.g. `widgets`.
+    pub plural: &'static str,
+    /// `Namespaced` or `Cluster`.
+    pub scope: &'static str,
+    editor_role: Option<String>,
+}
+
+impl TestCrd {
+    /// Namespaced `Widget`s.
+    pub fn widgets() -> TestCrd {
+        TestCrd {
+            group: format!("w{}.e2e.driftwarden.test", unique_suffix()),
+            kind: "Widget",
+            plural: "widgets",
+            scope: "Namespaced",
+            editor_role: None,
+        }
+    }
+
+    /// Cluster-scoped `Gadget`s.
+    pub fn gadgets() -> TestCrd {
+        TestCrd {
+            group: format!("g{}.e2e.driftwarden.test", unique_suffix()),
+            kind: "Gadget",
+            plural: "gadgets",
+            scope: "Cluster",
+            editor_role: None,
+        }
+    }
+
+    /// The CRD's name, `plural.group`.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.plural, self.group)
+    }
+
+    /// The `apiVersion` of its objects, `group/v1`.
+    pub fn api_version(&self) -> String {
+        format!("{}/v1", self.group)
+    }
+
+    /// The API resource serving its objects.
+    pub fn api_resource(&self) -> kube::discovery::ApiResource {
+        kube::discovery::ApiResource {
+            group: self.group.clone(),
+            version: "v1".into(),
+            api_version: self.api_version(),
+            kind: self.kind.into(),
+            plural: self.plural.into(),
+        }
+    }
+
+    /// The CRD's manifest.
+    pub fn manifest(&self) -> Value {
+        serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": self.name()},
+            "spec": {
+                "group": self.group,
+                "scope": self.scope,
+                "names": {
+                    "plural": self.plural,
+                    "singular": self.kind.to_lowercase(),
+                    "kind": self.kind,
+                },
+                "versions": [{
+                    "name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {"spec": {
+                            "type": "object",
+                            "properties": {
+                                "size": {"type": "integer"},
+                                "color": {"type": "string"},
+                            }
+                        }}
+                    }}
+                }]
+            }
+        })
+    }
+
+    /// Object `name` as git declares it (`namespace` is ignored for
+    /// cluster-scoped kinds).
+    pub fn object_yaml(&self, namespace: &str, name: &str, size: u32) -> String {
+        let namespace = if self.scope == "Cluster" {
+            String::new()
+        } else {
+            format!("  namespace: {namespace}\n")
+        };
+        format!(
+            "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}\n{namespace}spec:\n  size: {size}\n  color: blue\n",
+            api_version = self.api_version(),
+            kind = self.kind,
+        )
+    }
+
+    /// Creates the CRD (as the admin, the manifest written under `dir`) and
+    /// waits until it is established.
+    pub fn create(&self, dir: &Path) -> Result<()> {
+        let env = TestEnv::get();
+        let path = dir.join(format!("{}.json", self.name()));
+        std::fs::write(&path, serde_json::to_vec(&self.manifest())?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let path = path.to_str().context("a UTF-8 path")?;
+        env.kubectl_ok(User::Admin, &["create", "-f", path])?;
+        let target = format!("crd/{}", self.name());
+        env.kubectl_ok(
+            User::Admin,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &target,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Lets `user` read and edit this CRD's objects in `namespace`.
+    pub fn grant_editing(&mut self, namespace: &TestNamespace, user: User) -> Result<()> {
+        let role = format!("e2e-{}-editor-{}", self.plural, unique_suffix());
+        let resource = format!("--resource={}.{}", self.plural, self.group);
+        TestEnv::get().kubectl_ok(
+            User::Admin,
+            &[
+                "create",
+                "clusterrole",
+                &role,
+                "--verb=get,list,watch,patch,update",
+                &resource,
+            ],
+        )?;
+        self.editor_role = Some(role.clone());
+        namespace.grant(user, &role)
+    }
+}
+
+impl Drop for TestCrd {
+    fn drop(&mut self) {
+        let env = TestEnv::get();
+        let crd = format!("crd/{}", self.name());
+        let _ = env.kubectl(
+            User::Admin,
+            &["delete", &crd, "--ignore-not-found", "--wait=false"],
+        );
+        if let Some(role) = &self.editor_role {
+            let role = format!("clusterrole/{role}");
+            let _ = env.kubectl(User::Admin, &["delete", &role, "--ignore-not-found"]);
+        }
+    }
+}

@@ -34,8 +34,10 @@ pub enum Message {
 
 impl Message {
     /// The key the bus partitions by, so that one object's messages stay in
-    /// order: `cluster/uid` for changes, `cluster/group/resource/namespace/name`
-    /// for audit records (`core` for the core group).
+    /// order: the object key `cluster/group/kind/namespace/name` for changes
+    /// (so a delete and a re-create, with a new uid, stay in order too), and
+    /// `cluster/group/resource/namespace/name` for audit records (`core` for
+    /// the core group, an empty namespace for cluster-scoped objects).
     pub fn key(&self) -> String {
         match self {
             Self::Change(event) => event.bus_key(),
@@ -297,8 +299,39 @@ mod tests {
 
     #[test]
     fn keys_keep_one_object_on_one_partition() {
-        assert_eq!(change().key(), "prod/u-1");
+        assert_eq!(change().key(), "prod/apps/Deployment/team-a/web");
         assert_eq!(audit().key(), "prod/core/configmaps/team-a/cfg");
+    }
+
+    #[test]
+    fn a_re_created_object_keeps_the_key_of_its_first_incarnation() {
+        let Message::Change(first) = change() else {
+            unreachable!("change() is a change")
+        };
+        let mut deleted = first.clone();
+        deleted.kind = ChangeKind::Deleted;
+        let mut again = first.clone();
+        again.uid = "u-2".into();
+        again.kind = ChangeKind::Added;
+        let keys: Vec<String> = [first, deleted, again]
+            .into_iter()
+            .map(|event| Message::Change(event).key())
+            .collect();
+        assert!(keys.iter().all(|key| key == &keys[0]), "{keys:?}");
+
+        let cluster_scoped = ChangeEvent::new(
+            ObjectKey::new("prod", "", "Namespace", "", "team-a"),
+            "v1",
+            "u-ns",
+            "7",
+            ChangeKind::Added,
+            DateTime::from_timestamp(1_800_000_000, 0).expect("valid time"),
+            json!({}),
+        );
+        assert_eq!(
+            Message::Change(cluster_scoped).key(),
+            "prod/core/Namespace//team-a"
+        );
     }
 
     #[test]

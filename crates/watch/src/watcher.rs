@@ -2,32 +2,43 @@
 //! into one stream of [`ChangeEvent`]s.
 //!
 //! ```text
-//! discovery::resolve ──▶ watcher(kind, ns) ──▶ Tracker ──┐
-//!                        watcher(kind, ns) ──▶ Tracker ──┼─▶ select_all ──▶ ChangeEvent
-//!                        ...                             ┘
+//! kind ──discovery::resolve (retried: backoff, CRD changes)──▶ watcher(kind, ns) ──▶ Tracker ──┐
+//! kind ──discovery::resolve ...                            ──▶ watcher(kind, ns) ──▶ Tracker ──┼─▶ select_all ──▶ ChangeEvent
+//! CRD watch ──CrdChanges──▶ wakes kinds waiting to resolve and watchers backing off           ┘
 //! ```
 //!
+//! Each kind resolves on its own, so one whose CRD is missing waits
+//! (retried with backoff, and at once when a CRD changes) while the others
+//! are watched. Failures are reported when they start, recoveries logged
+//! when they happen; retries in between are silent but for `debug!`.
+//!
 //! A tracker turns one watcher's events into change events: a listing
-//! (start, or re-list after `410 Gone`) gives `Resync` for every listed
+//! (start, re-list after `410 Gone`, or a fresh watcher after the collection
+//! answered `404`, its CRD deleted and back) gives `Resync` for every listed
 //! object and `Deleted` for known objects missing from it; afterwards
 //! `Added`/`Modified`/`Deleted`, with churn dropped. It keeps per object
 //! only its namespace, name, uid and a content digest.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, future};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::discovery::{ApiResource, Scope};
+use kube::runtime::watcher as kube_watcher;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher as kube_watcher};
 use model::{ChangeEvent, ChangeKind, ObjectKey};
 use serde_json::{Value, json};
 
+use crate::crds::{CrdChanges, watch_crds};
 use crate::discovery;
 use crate::event::to_change_event;
+use crate::retry::{self, Backoff, Health};
+#[cfg(doc)]
+use crate::retry::{FIRST_DELAY, MAX_DELAY};
 #[cfg(doc)]
 use model::churn::is_derived;
 use model::churn::{ContentDigest, content_digest};
@@ -51,10 +62,29 @@ pub enum Error {
         /// The spec's cluster.
         cluster: String,
     },
-    /// A kind does not resolve through discovery; the error says what to do.
+    /// A kind that will never resolve as written (a malformed `apiVersion`);
+    /// the error says what to do. It is not retried.
     #[error(transparent)]
     Kind(#[from] discovery::Error),
-    /// A watcher failed; it retries with backoff.
+    /// A kind does not resolve (yet); it is retried with backoff and
+    /// whenever a CRD changes, and watched once it resolves. Reported once
+    /// per failing streak.
+    #[error(
+        "kind `{kind}` of `{api_version}` does not resolve (yet); retrying with backoff and \
+         whenever a CRD changes"
+    )]
+    Unresolved {
+        /// The apiVersion looked up.
+        api_version: String,
+        /// The kind looked up.
+        kind: String,
+        /// Why it does not resolve, and what to check.
+        #[source]
+        source: discovery::Error,
+    },
+    /// A watcher started failing; it retries with backoff (cut short when a
+    /// CRD changes). Reported once per failing streak; its recovery is
+    /// logged.
     #[error("watching {scope} failed (retrying with backoff)")]
     Watch {
         /// The resource and namespace watched, e.g. `configmaps in team-a`.
@@ -179,49 +209,164 @@ impl From<&ChangeEvent> for KnownObject {
 /// Watches what `spec` names and yields its change events, merged across
 /// kinds and namespaces; runs until dropped.
 ///
-/// Kinds are resolved through discovery first; a kind that does not resolve
-/// yields one error and the others are watched. Watch failures are yielded
-/// as errors while the watcher retries with backoff, so a consumer logs
-/// them and keeps polling.
+/// Runs its own watch of the cluster's CRDs (see [`watch_crds`]), so a
+/// custom resource whose CRD arrives later is watched as soon as the CRD is
+/// established. A process with several watches shares one CRD watch
+/// through [`watch_with_crds`] instead.
 pub fn watch(
     client: kube::Client,
     spec: WatchSpec,
 ) -> impl Stream<Item = Result<ChangeEvent>> + Send + 'static {
-    stream::once(scope_streams(client, spec)).flat_map(stream::select_all)
+    let (crds, driver) = watch_crds(client.clone());
+    // The CRD watch ends once the watchers (the receivers) are gone.
+    let driving = stream::once(driver).filter_map(|()| future::ready(None));
+    stream::select(watch_with_crds(client, spec, crds), driving)
 }
 
-/// One stream per (kind, namespace), or an error stream for what failed.
-async fn scope_streams(
+/// [`watch`], told of CRD changes by `crds` (from [`watch_crds`]).
+///
+/// Each kind is resolved through discovery on its own. A kind that does not
+/// resolve (a CRD not installed yet, or not established) is retried with
+/// backoff ([`FIRST_DELAY`] doubling to [`MAX_DELAY`]) and at once whenever
+/// a CRD changes; meanwhile the other kinds are watched. Its failure is
+/// yielded once, as [`Error::Unresolved`], and its resolution logged once.
+/// A malformed `apiVersion` yields [`Error::Kind`] and is not retried.
+///
+/// A watcher that fails (e.g. its CRD was deleted) retries with the same
+/// backoff, cut short by a CRD change; it yields [`Error::Watch`] when it
+/// starts failing and logs when it works again, never at every retry. The
+/// stream keeps going after an error, so a consumer logs it and keeps
+/// polling.
+pub fn watch_with_crds(
     client: kube::Client,
     spec: WatchSpec,
-) -> Vec<BoxStream<'static, Result<ChangeEvent>>> {
+    crds: CrdChanges,
+) -> impl Stream<Item = Result<ChangeEvent>> + Send + 'static {
     if spec.kinds.is_empty() {
-        return vec![failed(Error::NoKinds {
+        return failed(Error::NoKinds {
             cluster: spec.cluster,
-        })];
+        });
     }
-    let mut streams = Vec::new();
-    for (api_version, kind) in &spec.kinds {
-        match discovery::resolve(&client, api_version, kind).await {
-            Ok((resource, scope)) => {
-                let namespaces: Vec<Option<&str>> =
-                    if scope == Scope::Cluster || spec.namespaces.is_empty() {
-                        vec![None]
-                    } else {
-                        spec.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
-                    };
-                for namespace in namespaces {
-                    streams.push(scope_stream(&client, &spec, &resource, namespace));
-                }
-            }
-            Err(err) => streams.push(failed(err.into())),
-        }
-    }
-    streams
+    let spec = Arc::new(spec);
+    let kinds: Vec<_> = spec
+        .kinds
+        .iter()
+        .map(|(api_version, kind)| {
+            kind_stream(
+                client.clone(),
+                spec.clone(),
+                api_version.clone(),
+                kind.clone(),
+                crds.clone(),
+            )
+        })
+        .collect();
+    stream::select_all(kinds).boxed()
 }
 
 fn failed(err: Error) -> BoxStream<'static, Result<ChangeEvent>> {
     stream::once(async move { Err(err) }).boxed()
+}
+
+/// One kind: resolved (retrying until it does), then one watcher per
+/// namespace.
+fn kind_stream(
+    client: kube::Client,
+    spec: Arc<WatchSpec>,
+    api_version: String,
+    kind: String,
+    crds: CrdChanges,
+) -> BoxStream<'static, Result<ChangeEvent>> {
+    let resolving = Resolving {
+        client: client.clone(),
+        api_version,
+        kind,
+        crds: crds.clone(),
+        backoff: Backoff::default(),
+        health: Health::default(),
+        pause: None,
+    };
+    stream::unfold(Some(resolving), |resolving| async move {
+        let (item, next) = resolving?.next().await;
+        Some((item, next))
+    })
+    .flat_map(move |resolved| match resolved {
+        Ok((resource, scope)) => {
+            let namespaces: Vec<Option<&str>> =
+                if scope == Scope::Cluster || spec.namespaces.is_empty() {
+                    vec![None]
+                } else {
+                    spec.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+                };
+            let scopes = namespaces
+                .into_iter()
+                .map(|namespace| scope_stream(&client, &spec, &resource, namespace, crds.clone()));
+            stream::select_all(scopes).boxed()
+        }
+        Err(err) => failed(err),
+    })
+    .boxed()
+}
+
+/// A kind being resolved: attempts, backoff, and whether its failure has
+/// been reported.
+struct Resolving {
+    client: kube::Client,
+    api_version: String,
+    kind: String,
+    crds: CrdChanges,
+    backoff: Backoff,
+    health: Health,
+    /// The wait before the next attempt, after a failure just reported.
+    pause: Option<Duration>,
+}
+
+impl Resolving {
+    /// Attempts until the kind resolves (`Ok`, and nothing follows) or a
+    /// failure is to be reported (`Err`, and `self` goes on after it).
+    async fn next(mut self) -> (Result<(ApiResource, Scope)>, Option<Self>) {
+        loop {
+            if let Some(delay) = self.pause.take()
+                && retry::wait(delay, &mut self.crds).await
+            {
+                self.backoff.reset();
+            }
+            // Changes from now on may be what the next attempt needs.
+            self.crds.borrow_and_update();
+            let err = match discovery::resolve(&self.client, &self.api_version, &self.kind).await {
+                Ok(resolved) => {
+                    if self.health.recovered() {
+                        tracing::info!(
+                            api_version = %self.api_version,
+                            kind = %self.kind,
+                            "kind resolves now; watching it"
+                        );
+                    }
+                    return (Ok(resolved), None);
+                }
+                Err(err @ discovery::Error::ApiVersion { .. }) => return (Err(err.into()), None),
+                Err(err) => err,
+            };
+            let delay = self.backoff.next_delay();
+            if self.health.failed() {
+                self.pause = Some(delay);
+                let err = Error::Unresolved {
+                    api_version: self.api_version.clone(),
+                    kind: self.kind.clone(),
+                    source: err,
+                };
+                return (Err(err), Some(self));
+            }
+            tracing::debug!(
+                api_version = %self.api_version,
+                kind = %self.kind,
+                retry_in = ?delay,
+                error = %err,
+                "kind still does not resolve"
+            );
+            self.pause = Some(delay);
+        }
+    }
 }
 
 fn scope_stream(
@@ -229,6 +374,7 @@ fn scope_stream(
     spec: &WatchSpec,
     resource: &ApiResource,
     namespace: Option<&str>,
+    crds: CrdChanges,
 ) -> BoxStream<'static, Result<ChangeEvent>> {
     let api: Api<DynamicObject> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
@@ -240,8 +386,8 @@ fn scope_stream(
     }
     let mut tracker = Tracker::new(spec, resource, namespace);
     tracing::debug!(scope = %tracker.scope, "starting watcher");
-    kube_watcher(api.clone(), config)
-        .default_backoff()
+    let listing = api.clone();
+    retry::backing_off(move || kube_watcher(listing.clone(), config.clone()), crds)
         .then(move |event| {
             let step = tracker.step(event, Utc::now());
             let api = api.clone();
@@ -281,6 +427,9 @@ pub(crate) struct Tracker {
     seen: HashMap<String, Seen>,
     /// The uids listed since the last `Init`, while a listing is under way.
     listed: Option<HashSet<String>>,
+    /// Whether the watcher is failing, so only the first error of a streak
+    /// is passed on.
+    health: Health,
 }
 
 /// The outcome of one watcher event: the events ready now, and objects
@@ -334,6 +483,7 @@ impl Tracker {
             record_derived: spec.record_derived,
             seen,
             listed: None,
+            health: Health::default(),
         }
     }
 
@@ -357,13 +507,21 @@ impl Tracker {
         let event = match item {
             Ok(event) => event,
             Err(source) => {
-                step.events.push(Err(Error::Watch {
-                    scope: self.scope.clone(),
-                    source,
-                }));
+                if self.health.failed() {
+                    step.events.push(Err(Error::Watch {
+                        scope: self.scope.clone(),
+                        source,
+                    }));
+                } else {
+                    tracing::debug!(scope = %self.scope, error = %source, "watcher still failing");
+                }
                 return step;
             }
         };
+        // `Init` comes before every listing attempt, failed ones too.
+        if !matches!(event, Event::Init) && self.health.recovered() {
+            tracing::info!(scope = %self.scope, "watching again");
+        }
         match event {
             Event::Init => self.listed = Some(HashSet::new()),
             Event::InitApply(obj) => self.listed_object(obj, observed_at, &mut step),
@@ -826,6 +984,29 @@ mod tests {
         let step = tracker.step(Err(watcher::Error::NoResourceVersion), now());
         let err = step.events[0].as_ref().expect_err("watch error passed on");
         assert!(matches!(err, Error::Watch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_failing_watcher_reports_its_first_error_only_until_it_recovers() {
+        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let errors = |tracker: &mut Tracker, item: watcher::Result<Event<DynamicObject>>| {
+            let step = tracker.step(item, now());
+            step.events.iter().filter(|event| event.is_err()).count()
+        };
+        let failure = || Err(watcher::Error::NoResourceVersion);
+        assert_eq!(errors(&mut tracker, failure()), 1, "the first is reported");
+        // The watcher yields `Init` before every listing attempt, failed or not.
+        assert_eq!(errors(&mut tracker, Ok(Event::Init)), 0);
+        assert_eq!(errors(&mut tracker, failure()), 0, "retries are not");
+        assert_eq!(errors(&mut tracker, Ok(Event::Init)), 0);
+        assert_eq!(errors(&mut tracker, failure()), 0);
+        assert_eq!(errors(&mut tracker, Ok(Event::Init)), 0);
+        assert_eq!(errors(&mut tracker, Ok(Event::InitDone)), 0, "recovered");
+        assert_eq!(
+            errors(&mut tracker, failure()),
+            1,
+            "a new streak is reported"
+        );
     }
 
     #[test]

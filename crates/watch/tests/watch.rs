@@ -571,3 +571,225 @@ async fn kinds_resolve_through_discovery_and_an_unknown_one_says_what_to_do() ->
     );
     Ok(())
 }
+
+/// A namespaced CRD `Widget` in a group of its own (CRDs are cluster-wide
+/// and tests run in parallel); deleted when dropped.
+struct WidgetCrd {
+    group: String,
+}
+
+impl WidgetCrd {
+    fn new() -> Self {
+        Self {
+            group: format!("w{}.watch.driftwarden.test", testenv::unique_suffix()),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("widgets.{}", self.group)
+    }
+
+    fn api_version(&self) -> String {
+        format!("{}/v1", self.group)
+    }
+
+    /// Creates the CRD as the admin and waits until it is established.
+    fn create(&self) -> Result<()> {
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": self.name()},
+            "spec": {
+                "group": self.group,
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{
+                    "name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {"spec": {
+                            "type": "object",
+                            "properties": {"size": {"type": "integer"}}
+                        }}
+                    }}
+                }]
+            }
+        });
+        let (_dir, path) = manifest(&crd)?;
+        let env = TestEnv::get();
+        env.kubectl_ok(User::Admin, &["create", "-f", path_text(&path)?])?;
+        let target = format!("crd/{}", self.name());
+        env.kubectl_ok(
+            User::Admin,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                &target,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes the CRD (and so every widget) and waits until it is gone.
+    fn delete(&self) -> Result<()> {
+        let target = format!("crd/{}", self.name());
+        TestEnv::get().kubectl_ok(User::Admin, &["delete", &target, "--timeout=60s"])?;
+        Ok(())
+    }
+
+    /// Creates widget `name` in `ns` as the admin, through the API (kubectl
+    /// would first wait for its own discovery cache to learn the new kind).
+    async fn create_widget(&self, ns: &str, name: &str) -> Result<()> {
+        let resource = kube::discovery::ApiResource {
+            group: self.group.clone(),
+            version: "v1".into(),
+            api_version: self.api_version(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+        };
+        let client = TestEnv::get().client(User::Admin).await?;
+        let widgets: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(client, ns, &resource);
+        let widget: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": self.api_version(),
+            "kind": "Widget",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"size": 1}
+        }))?;
+        widgets
+            .create(&kube::api::PostParams::default(), &widget)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for WidgetCrd {
+    fn drop(&mut self) {
+        let target = format!("crd/{}", self.name());
+        let _ = TestEnv::get().kubectl(
+            User::Admin,
+            &["delete", &target, "--ignore-not-found", "--wait=false"],
+        );
+    }
+}
+
+type Items = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<ChangeEvent, driftwarden_watch::watcher::Error>> + Send>,
+>;
+
+/// Every item `items` yields within `within`.
+async fn items_within(
+    items: &mut Items,
+    within: Duration,
+) -> Vec<Result<ChangeEvent, driftwarden_watch::watcher::Error>> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(item)) = tokio::time::timeout_at(deadline, items.next()).await {
+        out.push(item);
+    }
+    out
+}
+
+/// What came before the event a test waited for.
+#[derive(Debug, Default)]
+struct Before {
+    events: Vec<ChangeEvent>,
+    errors: Vec<driftwarden_watch::watcher::Error>,
+}
+
+/// The first event about `name`; fails after [`EVENT_TIMEOUT`]. Other
+/// events and errors on the way are returned beside it.
+async fn event_about(items: &mut Items, name: &str) -> Result<(ChangeEvent, Before)> {
+    let mut before = Before::default();
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, items.next()).await {
+            Ok(Some(Ok(event))) if event.key.name == name => return Ok((event, before)),
+            Ok(Some(Ok(event))) => before.events.push(event),
+            Ok(Some(Err(err))) => before.errors.push(err),
+            Ok(None) => bail!("the watch stream ended"),
+            Err(_) => bail!("no event about {name} within {EVENT_TIMEOUT:?}; before: {before:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn custom_resource_is_watched_once_its_crd_arrives_and_again_after_it_returns() -> Result<()>
+{
+    use driftwarden_watch::watcher::Error as WatchError;
+
+    let ns = namespace("watch-crd").await?;
+    let crd = WidgetCrd::new();
+    let spec = WatchSpec::new(CLUSTER)
+        .kind(crd.api_version(), "Widget")
+        .namespace(&ns.name);
+    let client = TestEnv::get().client(User::Admin).await?;
+    let mut items: Items = Box::pin(watch(client, spec));
+
+    let first = tokio::time::timeout(EVENT_TIMEOUT, items.next())
+        .await
+        .context("nothing from a kind without its CRD")?
+        .context("the watch stream ended")?;
+    let Err(err) = first else {
+        bail!("expected an error, got {first:?}");
+    };
+    ensure!(matches!(err, WatchError::Unresolved { .. }), "{err:?}");
+    let text = format!("{:#}", anyhow::Error::new(err));
+    ensure!(
+        text.contains("Widget") && text.contains("retrying"),
+        "{text}"
+    );
+    let quiet = items_within(&mut items, Duration::from_secs(2)).await;
+    ensure!(quiet.is_empty(), "retries are quiet: {quiet:?}");
+
+    let created = std::time::Instant::now();
+    crd.create()?;
+    crd.create_widget(&ns.name, "first").await?;
+    let (event, before) = event_about(&mut items, "first").await?;
+    let delay = created.elapsed();
+    ensure!(before.errors.is_empty(), "{before:?}");
+    ensure!(
+        matches!(event.kind, ChangeKind::Added | ChangeKind::Resync),
+        "{:?}",
+        event.kind
+    );
+    ensure!(event.key.group == crd.group && event.key.kind == "Widget");
+    eprintln!("CRD created → first widget watched: {delay:?}");
+    ensure!(delay < Duration::from_secs(10), "{delay:?}");
+
+    // Deleting the CRD deletes the widget; the watcher then fails, reports
+    // that once and backs off.
+    crd.delete()?;
+    let after_delete = items_within(&mut items, Duration::from_secs(4)).await;
+    let errors = after_delete.iter().filter(|item| item.is_err()).count();
+    ensure!(errors <= 1, "errors reported once: {after_delete:?}");
+
+    let recreated = std::time::Instant::now();
+    crd.create()?;
+    crd.create_widget(&ns.name, "second").await?;
+    let (event, before) = event_about(&mut items, "second").await?;
+    let back = recreated.elapsed();
+    eprintln!("CRD created again → widget watched: {back:?}");
+    ensure!(
+        matches!(event.kind, ChangeKind::Added | ChangeKind::Resync),
+        "{:?}",
+        event.kind
+    );
+    // A CRD change cuts the watcher's backoff short.
+    ensure!(back < Duration::from_secs(5), "{back:?}");
+    // The widget went with its CRD; the watcher learns it from its fresh
+    // listing once the CRD is back (that listing may have the second one).
+    let after = items_within(&mut items, Duration::from_secs(1)).await;
+    let deleted = after_delete
+        .iter()
+        .chain(&after)
+        .filter_map(|item| item.as_ref().ok())
+        .chain(&before.events)
+        .any(|e| e.key.name == "first" && e.kind == ChangeKind::Deleted);
+    ensure!(
+        deleted,
+        "the first widget's deletion: {after_delete:?} {before:?} {after:?}"
+    );
+    Ok(())
+}
