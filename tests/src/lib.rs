@@ -7,6 +7,7 @@
 //!   git::GitRepo (file://) ──► scenario::Settings ──► Driftwarden ──► scenario::wait_change(…)
 //!   scenario::Settings ──► enforcing::Enforcing (rules, rails) ──► Driftwarden that reverts
 //!   scenario::Scenario (namespace, repo, app::* manifests) ──► start ──► change / enforcement
+//!   corpus::Corpus (a platform repository, every style) ──► write, apply_as_gitops ──► judged
 //!   on_both_buses! { scenario => name_embedded, name_kafka; } ──► one test per bus
 //! ```
 //!
@@ -15,6 +16,7 @@
 //! `driftwarden_e2e::logs` as well as `driftwarden_e2e::scenario`.
 
 pub mod app;
+pub mod corpus;
 pub mod enforcing;
 pub mod git;
 pub mod scenario;

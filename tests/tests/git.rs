@@ -235,7 +235,8 @@ async fn diff_between_a_commit_and_a_restart_moves_nothing(bus: Bus) -> Result<(
     let commit = s.commit("Quieter (OPS-3)")?;
     {
         let ledger = open_ledger(&s.config)?;
-        let (desired, _, _) = driftwarden::desired::open_sources(&s.config, Some(&ledger)).await?;
+        let (desired, _, _) =
+            driftwarden::desired::open_sources(&s.config, Some(&ledger), &[]).await?;
         let drift = driftwarden::inspect::drift(&ledger, &desired)?;
         ensure!(
             drift.iter().any(|open| open.key == settings),

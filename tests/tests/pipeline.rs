@@ -638,7 +638,7 @@ async fn replay_lists_what_an_enforce_policy_would_have_reverted(bus: Bus) -> Re
 /// The last hour of `s`'s ledger judged again under `policy` (YAML).
 async fn replay_under(s: &Scenario, policy: &str) -> Result<Report> {
     let policy: PolicyFile = serde_norway::from_str(policy)?;
-    let (desired, _, _) = driftwarden::desired::open_sources(&s.config, None).await?;
+    let (desired, _, _) = driftwarden::desired::open_sources(&s.config, None, &[]).await?;
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
     driftwarden::replay::replay(&s.config, policy, s.shared_ledger(), desired, since)
 }

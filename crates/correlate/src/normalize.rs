@@ -4,6 +4,9 @@
 //! - Int-or-string: a number equals its decimal string (`80` == `"80"`).
 //! - Zero values equal absence: `""`, `0`, `false`, `null`, `{}` and `[]`,
 //!   because the apiserver drops them from fields marked `omitempty`.
+//! - Bytes in base64 (a ConfigMap's `binaryData`, a Secret's `data`) equal
+//!   whatever their line breaks: the apiserver decodes them skipping line
+//!   breaks (`base64` wraps at 76 columns) and returns them on one line.
 
 use serde_json::Value;
 
@@ -149,6 +152,33 @@ pub fn scalars_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Maps whose values are bytes written in base64 (`format: byte`), as
+/// `(apiVersion, kind, field)`.
+const BYTES_MAPS: &[(&str, &str, &str)] =
+    &[("v1", "ConfigMap", "binaryData"), ("v1", "Secret", "data")];
+
+/// The top-level field of `object` whose values are base64 bytes, by the
+/// object's `apiVersion` and `kind`.
+pub(crate) fn bytes_map(object: &Value) -> Option<&'static str> {
+    let api_version = object.get("apiVersion")?.as_str()?;
+    let kind = object.get("kind")?.as_str()?;
+    BYTES_MAPS
+        .iter()
+        .find(|(v, k, _)| *v == api_version && *k == kind)
+        .map(|(_, _, field)| *field)
+}
+
+/// Whether two base64 texts are the same bytes once the line breaks the
+/// apiserver's decoder skips (`\r`, `\n`) are left out.
+pub(crate) fn same_base64(a: &str, b: &str) -> bool {
+    let text = |t: &'_ str| {
+        t.bytes()
+            .filter(|b| !matches!(b, b'\r' | b'\n'))
+            .collect::<Vec<u8>>()
+    };
+    a == b || text(a) == text(b)
+}
+
 /// Whether a value is a zero value that the apiserver may omit: `null`, `""`,
 /// `0`, `false`, `{}` or `[]`.
 pub(crate) fn is_blank(value: &Value) -> bool {
@@ -275,6 +305,36 @@ mod tests {
         }
         assert!(!covers(&json!("x"), None));
         assert!(!covers(&json!(1), None));
+    }
+
+    #[test]
+    fn base64_wrapped_in_lines_equals_its_one_line_form() {
+        let one_line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=";
+        assert!(same_base64(
+            "QUJDREVGR0hJSktM\nTU5PUFFSU1RVVldYWVo=\n",
+            one_line
+        ));
+        assert!(same_base64(
+            "QUJDREVGR0hJSktM\r\nTU5PUFFSU1RVVldYWVo=",
+            one_line
+        ));
+        assert!(!same_base64(
+            "QUJDREVGR0hJSktM TU5PUFFSU1RVVldYWVo=",
+            one_line
+        ));
+        assert!(!same_base64("QUJD\n", "QUJE"));
+        assert_eq!(
+            bytes_map(&json!({"apiVersion": "v1", "kind": "ConfigMap"})),
+            Some("binaryData")
+        );
+        assert_eq!(
+            bytes_map(&json!({"apiVersion": "v1", "kind": "Secret"})),
+            Some("data")
+        );
+        assert_eq!(
+            bytes_map(&json!({"apiVersion": "example.com/v1", "kind": "ConfigMap"})),
+            None
+        );
     }
 
     #[test]

@@ -4,41 +4,72 @@
 //! the keys desired declares; lists of objects with merge keys match elements
 //! by key (an element desired declares but live lacks is a difference, extra
 //! live elements are not); other lists are compared whole. Values are
-//! normalized (see [`crate::normalize`]) and churn is skipped.
+//! normalized (see [`crate::normalize`]) and churn is skipped, as are fields
+//! a controller fills in (an aggregated ClusterRole's `rules`).
 
 use model::FieldChange;
 use serde_json::Value;
 
 use crate::lists::{ListSemantics, ListType, MapKey, keyable, same_key};
-use crate::normalize::{covers, is_blank, same, scalars_equal};
+use crate::normalize::{bytes_map, covers, is_blank, same, same_base64, scalars_equal};
 use crate::paths::Trail;
+
+/// Top-level fields a controller owns once the manifest declares another
+/// one, as `(API group, kind, declared field, owned field)`: the rules of a
+/// ClusterRole with an `aggregationRule` are the aggregation controller's,
+/// whatever the manifest writes there (usually `rules: []`).
+const FILLED_BY_CONTROLLERS: &[(&str, &str, &str, &str)] = &[(
+    "rbac.authorization.k8s.io",
+    "ClusterRole",
+    "aggregationRule",
+    "rules",
+)];
+
+/// The top-level field of `desired` a controller fills in, if any.
+fn filled_by_controller(desired: &Value) -> Option<&'static str> {
+    let api_version = desired.get("apiVersion")?.as_str()?;
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    let kind = desired.get("kind")?.as_str()?;
+    FILLED_BY_CONTROLLERS
+        .iter()
+        .find(|(g, k, declared, _)| {
+            *g == group && *k == kind && desired.get(declared).is_some_and(|v| !v.is_null())
+        })
+        .map(|(_, _, _, owned)| *owned)
+}
 
 /// The declared fields of `desired` whose live values differ, with the
 /// desired value as `from` and the live value as `to`.
 pub fn project(desired: &Value, live: &Value, lists: &ListSemantics) -> Vec<FieldChange> {
-    let mut projector = Projector::new(lists, false);
+    let mut projector = Projector::new(desired, lists, false);
     projector.value(desired, Some(live));
     projector.out
 }
 
 /// Whether [`project`] would find no difference; stops at the first one.
 pub(crate) fn projects_equal(desired: &Value, live: &Value, lists: &ListSemantics) -> bool {
-    let mut projector = Projector::new(lists, true);
+    let mut projector = Projector::new(desired, lists, true);
     projector.value(desired, Some(live));
     projector.out.is_empty()
 }
 
 struct Projector<'a> {
     lists: &'a ListSemantics,
+    /// The top-level map whose values are base64 bytes, for this kind.
+    bytes_map: Option<&'static str>,
+    /// The top-level field a controller fills in, for this object.
+    filled: Option<&'static str>,
     trail: Trail<'a>,
     out: Vec<FieldChange>,
     first_only: bool,
 }
 
 impl<'a> Projector<'a> {
-    fn new(lists: &'a ListSemantics, first_only: bool) -> Self {
+    fn new(desired: &Value, lists: &'a ListSemantics, first_only: bool) -> Self {
         Self {
             lists,
+            bytes_map: bytes_map(desired),
+            filled: filled_by_controller(desired),
             trail: Trail::default(),
             out: Vec::new(),
             first_only,
@@ -85,7 +116,7 @@ impl<'a> Projector<'a> {
             scalar => {
                 let equal = match live {
                     None => is_blank(scalar),
-                    Some(live) => scalars_equal(scalar, live),
+                    Some(live) => scalars_equal(scalar, live) || self.same_bytes(scalar, live),
                 };
                 if !equal {
                     self.differs(desired, live);
@@ -94,8 +125,25 @@ impl<'a> Projector<'a> {
         }
     }
 
+    /// Whether `desired` and `live` are values of the kind's base64 map
+    /// holding the same bytes, line breaks aside.
+    fn same_bytes(&self, desired: &Value, live: &Value) -> bool {
+        let (Some(map), Value::String(desired), Value::String(live)) =
+            (self.bytes_map, desired, live)
+        else {
+            return false;
+        };
+        let mut fields = self.trail.fields();
+        fields.next() == Some(map)
+            && fields.next().is_some()
+            && fields.next().is_none()
+            && same_base64(desired, live)
+    }
+
     fn field(&mut self, name: &'a str, desired: &'a Value, live: Option<&'a Value>) {
-        if self.trail.is_churn(name) {
+        if self.trail.is_churn(name)
+            || (self.filled == Some(name) && self.trail.fields().next().is_none())
+        {
             return;
         }
         self.trail.push_field(name);
@@ -273,6 +321,66 @@ mod tests {
         let desired = json!({"metadata": {"annotations": {}, "labels": null},
                              "spec": {"volumes": [], "args": [], "hostname": "", "hostNetwork": false}});
         assert!(diff(desired, json!({"metadata": {}, "spec": {}})).is_empty());
+    }
+
+    #[test]
+    fn binary_data_wrapped_in_lines_equals_the_one_line_form_the_apiserver_returns() {
+        let config_map = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "binaryData": data.clone(), "data": data});
+        let desired = config_map(json!({"logo.png": "QUJDREVGR0hJSktM\nTU5PUFFSU1RVVldYWVo=\n"}));
+        let live = config_map(json!({"logo.png": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="}));
+        // Text in `data` is compared as it is.
+        assert_eq!(diff(desired, live), [r#"data["logo.png"]"#]);
+        let changed = config_map(json!({"logo.png": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVr="}));
+        assert_eq!(
+            diff(
+                config_map(json!({"logo.png": "QUJDREVGR0hJSktM\nTU5PUFFSU1RVVldYWVo=\n"})),
+                changed
+            ),
+            [r#"binaryData["logo.png"]"#, r#"data["logo.png"]"#]
+        );
+    }
+
+    #[test]
+    fn an_aggregated_cluster_role_leaves_its_rules_to_the_controller() {
+        let role = |aggregation: Value, rules: Value| {
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                   "metadata": {"name": "viewer"}, "aggregationRule": aggregation, "rules": rules})
+        };
+        let selectors = json!({"clusterRoleSelectors": [{"matchLabels": {"a": "true"}}]});
+        let filled = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]);
+        assert!(
+            diff(
+                role(selectors.clone(), json!([])),
+                role(selectors.clone(), filled.clone())
+            )
+            .is_empty()
+        );
+        // Only the rules: the aggregation rule itself is compared.
+        assert_eq!(
+            diff(
+                role(selectors, json!([])),
+                role(json!({"clusterRoleSelectors": []}), filled.clone())
+            ),
+            ["aggregationRule.clusterRoleSelectors"]
+        );
+        // Without an aggregation rule, the rules are the manifest's.
+        assert_eq!(
+            diff(
+                role(json!(null), json!([])),
+                role(json!(null), filled.clone())
+            ),
+            ["rules"]
+        );
+        // Nested fields called `rules` are not the controller's.
+        let nested = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                            "aggregationRule": {"x": 1}, "spec": {"rules": []}});
+        assert_eq!(
+            diff(
+                nested,
+                json!({"aggregationRule": {"x": 1}, "spec": {"rules": [1]}})
+            ),
+            ["spec.rules"]
+        );
     }
 
     #[test]

@@ -209,7 +209,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 // The scope comes from git's labels, as when running; the
                 // labels given stand for the last known-good ones of an
                 // object git does not declare.
-                let (desired, _, _) = crate::desired::open_sources(&config, None).await?;
+                let (desired, _, _) =
+                    crate::desired::open_sources(&config, None, &cluster_scoped(&config).await)
+                        .await?;
                 let declared = desired
                     .history(&key)
                     .and_then(|h| h.entries.iter().rev().find_map(|e| e.manifest.as_ref()));
@@ -258,7 +260,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Diff { config } => {
             let config = Config::load(&config)?;
             let ledger = crate::run::open_ledger(&config)?;
-            let (desired, _, _) = crate::desired::open_sources(&config, Some(&ledger)).await?;
+            let (desired, _, _) = crate::desired::open_sources(
+                &config,
+                Some(&ledger),
+                &cluster_scoped(&config).await,
+            )
+            .await?;
             let drift = inspect::drift(&ledger, &desired)?;
             let text = if json {
                 to_json(&drift)?
@@ -322,7 +329,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let config = Config::load(&config)?;
             let policy = crate::replay::PolicyFile::load(&policy)?;
             let ledger = std::sync::Arc::new(crate::run::open_ledger(&config)?);
-            let (desired, _, _) = crate::desired::open_sources(&config, Some(&ledger)).await?;
+            let (desired, _, _) = crate::desired::open_sources(
+                &config,
+                Some(&ledger),
+                &cluster_scoped(&config).await,
+            )
+            .await?;
             let since = chrono::Utc::now() - chrono::Duration::from_std(since)?;
             let report = crate::replay::replay(&config, policy, ledger, desired, since)?;
             Ok(if json {
@@ -523,6 +535,12 @@ fn describe(config: &Config) -> String {
     out
 }
 
+/// The cluster's cluster-scoped kinds, when the config's cluster answers.
+async fn cluster_scoped(config: &Config) -> Vec<(String, String)> {
+    let client = crate::run::kube_client(config).await.ok();
+    crate::run::cluster_scoped_kinds(client.as_ref()).await
+}
+
 /// What `prune` could delete, for `check`: from git, and from the ledger
 /// unless a running Driftwarden holds it.
 async fn prune_candidates(config: &Config) -> anyhow::Result<String> {
@@ -531,7 +549,9 @@ async fn prune_candidates(config: &Config) -> anyhow::Result<String> {
         .exists()
         .then(|| crate::run::open_ledger(config).ok())
         .flatten();
-    let (desired, _, _) = crate::desired::open_sources(config, ledger.as_ref()).await?;
+    let (desired, _, _) =
+        crate::desired::open_sources(config, ledger.as_ref(), &cluster_scoped(config).await)
+            .await?;
     let candidates = inspect::prune_candidates(config, &desired, ledger.as_ref())?;
     Ok(inspect::prune_text(&candidates, ledger.is_some()))
 }

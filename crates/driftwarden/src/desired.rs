@@ -165,13 +165,15 @@ pub struct Opened {
 }
 
 /// Opens every source at the commits the ledger recorded (cloning if
-/// needed) and fetches it. A source whose remote is away keeps the desired
+/// needed), keying `cluster_scoped` kinds (from the cluster's discovery)
+/// without a namespace, and fetches it. A source whose remote is away keeps the desired
 /// state its clone holds; that is an update to record too, never an exit.
 ///
 /// Returns the desired state, the updates to record, and the sources.
 pub async fn open_sources(
     config: &Config,
     ledger: Option<&Ledger>,
+    cluster_scoped: &[(String, String)],
 ) -> anyhow::Result<(Desired, Vec<GitUpdate>, Vec<Opened>)> {
     let mut desired = Desired::default();
     let mut updates = Vec::new();
@@ -184,6 +186,7 @@ pub async fn open_sources(
             paths: source.paths.clone(),
             default_namespace: source.default_namespace.clone(),
             cluster: config.cluster.name.clone(),
+            cluster_scoped: cluster_scoped.to_vec(),
         };
         let applied: Vec<String> = match ledger {
             Some(ledger) => ledger
@@ -337,6 +340,7 @@ pub async fn fetch_loop(
     interval: Duration,
     max_staleness: Duration,
     poke: Arc<Notify>,
+    mut scopes: Option<Scopes>,
     updates: mpsc::Sender<GitUpdate>,
 ) -> anyhow::Result<()> {
     let mut git = opened.git;
@@ -353,6 +357,22 @@ pub async fn fetch_loop(
         tokio::select! {
             _ = ticker.tick() => {}
             () = poke.notified() => {}
+            Some(kinds) = learn_scopes(&mut scopes) => {
+                let learnt = tokio::task::spawn_blocking(move || {
+                    let learnt = git.learn_cluster_scoped(&kinds);
+                    (git, learnt)
+                })
+                .await;
+                let (returned, learnt) = learnt.context("git task panicked")?;
+                git = returned;
+                if learnt.with_context(|| format!("cannot rebuild the desired state of `{}`", git.spec().name))? {
+                    let update = update_of(source, &git, Vec::new(), None);
+                    if updates.send(update).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
             () = sleep_or_never(stale_in) => {
                 if let Some(state) = health.check(Utc::now()) {
                     tracing::error!(source = %git.spec().name, "git is stale: enforcement and sync paused for its objects");
@@ -390,6 +410,42 @@ pub async fn fetch_loop(
         let update = update_of(source, &git, changes, state);
         if updates.send(update).await.is_err() {
             return Ok(());
+        }
+    }
+}
+
+/// Where a source learns which kinds are cluster-scoped while it runs:
+/// the cluster's discovery, asked again whenever its CRDs change.
+pub struct Scopes {
+    /// Discovery goes through it.
+    pub client: kube::Client,
+    /// Ticks when CRDs change.
+    pub crds: watch::CrdChanges,
+}
+
+impl std::fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scopes").finish_non_exhaustive()
+    }
+}
+
+/// The cluster-scoped kinds after the next CRD change; never without
+/// `scopes`, nor once its CRD watch ended. A failed discovery is logged and
+/// waits for the next change.
+async fn learn_scopes(scopes: &mut Option<Scopes>) -> Option<Vec<(String, String)>> {
+    loop {
+        let Some(current) = scopes.as_mut() else {
+            return std::future::pending().await;
+        };
+        if current.crds.changed().await.is_err() {
+            *scopes = None;
+            continue;
+        }
+        match watch::discovery::cluster_scoped_kinds(&current.client).await {
+            Ok(kinds) => return Some(kinds),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the cluster's kinds after a CRD change")
+            }
         }
     }
 }

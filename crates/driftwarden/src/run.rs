@@ -90,6 +90,21 @@ pub fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
     })
 }
 
+/// The kinds the cluster's discovery calls cluster-scoped, so git's
+/// manifests of them are keyed as the watchers key the objects; none
+/// without cluster access (the built-in kinds and git's CRDs still count).
+pub async fn cluster_scoped_kinds(client: Option<&kube::Client>) -> Vec<(String, String)> {
+    let Some(client) = client else {
+        return Vec::new();
+    };
+    watch::discovery::cluster_scoped_kinds(client)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "cannot read the cluster's kinds; using the built-in cluster-scoped kinds");
+            Vec::new()
+        })
+}
+
 /// A Kubernetes client for the configured cluster.
 pub async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
     let kube_config = match &config.cluster.kubeconfig {
@@ -119,23 +134,65 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         Some(_) => Some(Arc::new(open_ledger(&config)?)),
         None => None,
     };
-    // The watch role alone reads git only to know which kinds to watch; the
-    // correlator continues from the commits its ledger recorded.
-    let (desired, initial, sources) = desired::open_sources(&config, ledger.as_deref()).await?;
+    // The cluster's own view of which kinds are cluster-scoped keys git's
+    // manifests; CRD changes refresh it. A correlator without cluster
+    // access (audit only) keys by the built-in kinds and git's CRDs.
+    let enforcing = config
+        .policies
+        .iter()
+        .any(|p| p.mode == Mode::Enforce || p.sync);
+    let client = match kube_client(&config).await {
+        Ok(client) => Some(client),
+        Err(err) if publisher.is_none() && !enforcing => {
+            tracing::warn!(error = %format!("{err:#}"), "no cluster access: cluster-scoped custom resources are known from git's CRDs only");
+            None
+        }
+        Err(err) => return Err(err),
+    };
+    let cluster_scoped = cluster_scoped_kinds(client.as_ref()).await;
+    let mut crds = None;
+    if let Some(client) = &client {
+        // One CRD watch for every watcher and source: a kind whose CRD
+        // arrives later is watched, and keyed, at once.
+        let (changes, watching_crds) = watch::watch_crds(client.clone());
+        tasks.spawn(async move {
+            watching_crds.await;
+            Ok(())
+        });
+        crds = Some(changes);
+    }
+    let scopes = || {
+        Some(desired::Scopes {
+            client: client.clone()?,
+            crds: crds.clone()?,
+        })
+    };
+    // The correlator continues from the commits its ledger recorded; the
+    // watch role alone reads git only to know which kinds to watch.
+    let (desired, initial, sources) =
+        desired::open_sources(&config, ledger.as_deref(), &cluster_scoped).await?;
     let (kinds_tx, kinds_rx) = latest::channel(watched_kinds(&config, &desired));
+    let (git_tx, mut git_rx) = mpsc::channel(16);
+    for (i, git) in sources.into_iter().enumerate() {
+        let source = &config.sources[i];
+        tasks.spawn(desired::fetch_loop(
+            i,
+            git,
+            source.interval,
+            source.max_staleness,
+            fetch_now.clone(),
+            scopes(),
+            git_tx.clone(),
+        ));
+    }
 
     let mut known = Vec::new();
     if let (Some(consumer), Some(opened)) = (consumer, ledger.clone()) {
         known = known_objects(&opened)?;
-        let executor = if config
-            .policies
-            .iter()
-            .any(|p| p.mode == Mode::Enforce || p.sync)
-        {
-            Some(kinds::executor(kube_client(&config).await?))
-        } else {
-            None
-        };
+        let executor = client
+            .as_ref()
+            .filter(|_| enforcing)
+            .map(|client| kinds::executor(client.clone()));
         let own_writes = OwnWrites::default();
         let enforcer = Enforcer::new(
             &config,
@@ -151,22 +208,21 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         for update in initial {
             correlator.on_git(update).await?;
         }
-        let (git_tx, git_rx) = mpsc::channel(16);
-        for (i, git) in sources.into_iter().enumerate() {
-            let source = &config.sources[i];
-            tasks.spawn(desired::fetch_loop(
-                i,
-                git,
-                source.interval,
-                source.max_staleness,
-                fetch_now.clone(),
-                git_tx.clone(),
-            ));
-        }
         let kinds_config = config.clone();
         tasks.spawn(correlator.run(consumer, git_rx, move |desired: &Desired| {
             kinds_tx.send_replace(watched_kinds(&kinds_config, desired));
         }));
+    } else {
+        // The watch role follows new commits for the kinds they declare.
+        let mut desired = desired;
+        let kinds_config = config.clone();
+        tasks.spawn(async move {
+            while let Some(update) = git_rx.recv().await {
+                desired.update(update.source, update.index);
+                kinds_tx.send_replace(watched_kinds(&kinds_config, &desired));
+            }
+            Ok(())
+        });
     }
     let mut audit_webhook = None;
     if let Some(publisher) = publisher {
@@ -183,14 +239,9 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             tasks.spawn(publish_audits(records_rx, publisher.clone()));
             audit_webhook = Some(running);
         }
-        let client = kube_client(&config).await?;
-        // One CRD watch for every watcher: a kind whose CRD arrives later is
-        // watched at once. Clone `crds` for other parts that need to know.
-        let (crds, watching_crds) = watch::watch_crds(client.clone());
-        tasks.spawn(async move {
-            watching_crds.await;
-            Ok(())
-        });
+        let (Some(client), Some(crds)) = (client, crds) else {
+            bail!("the watch role needs cluster access");
+        };
         // Without a ledger, the watchers remember what they published.
         let published = match ledger {
             Some(_) => None,

@@ -139,7 +139,8 @@ impl GitSource {
             );
             git_error(&spec, action, source)
         })?;
-        let rules = KeyRules::new(&spec.cluster, &spec.default_namespace);
+        let rules = KeyRules::new(&spec.cluster, &spec.default_namespace)
+            .with_cluster_scoped(spec.cluster_scoped.iter().cloned());
         let mut source = Self {
             spec,
             rules,
@@ -179,18 +180,22 @@ impl GitSource {
     }
 
     /// Treats these `(API group, kind)`s as cluster-scoped too (e.g. from API
-    /// discovery) and rebuilds the index with them.
-    pub fn with_cluster_scoped<G, K>(
-        mut self,
-        kinds: impl IntoIterator<Item = (G, K)>,
-    ) -> Result<Self>
-    where
-        G: Into<String>,
-        K: Into<String>,
-    {
-        self.rules = self.rules.with_cluster_scoped(kinds);
+    /// discovery after a CRD appeared); when any is new, rebuilds the index
+    /// so objects of those kinds are keyed without a namespace. Returns
+    /// whether any was new.
+    pub fn learn_cluster_scoped(&mut self, kinds: &[(String, String)]) -> Result<bool> {
+        let new: Vec<(String, String)> = kinds
+            .iter()
+            .filter(|(group, kind)| !self.rules.is_cluster_scoped(group, kind))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(false);
+        }
+        debug!(source = %self.spec.name, kinds = ?new, "cluster-scoped kinds from discovery");
+        self.rules = self.rules.clone().with_cluster_scoped(new);
         self.rebuild()?;
-        Ok(self)
+        Ok(true)
     }
 
     /// The source's configuration.

@@ -20,6 +20,10 @@ pub struct SourceSpec {
     pub default_namespace: String,
     /// The cluster the manifests are for.
     pub cluster: String,
+    /// Kinds known to be cluster-scoped beyond the built-in ones, as
+    /// `(API group, kind)`, e.g. from the cluster's API discovery; CRDs that
+    /// git declares with `scope: Cluster` are learnt on the way.
+    pub cluster_scoped: Vec<(String, String)>,
 }
 
 impl SourceSpec {
@@ -78,6 +82,7 @@ mod tests {
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
             default_namespace: "default".to_owned(),
             cluster: "prod".to_owned(),
+            cluster_scoped: Vec::new(),
         }
     }
 

@@ -172,6 +172,7 @@ impl Setup {
                 paths: Vec::new(),
                 default_namespace: "team-a".to_owned(),
                 cluster: "prod".to_owned(),
+                cluster_scoped: Vec::new(),
             },
         }
     }
@@ -384,12 +385,21 @@ fn namespaces_default_and_cluster_scoped_kinds_have_none() {
         "unknown kinds are namespaced"
     );
 
-    let source = source
-        .with_cluster_scoped([("cert-manager.io", "ClusterIssuer")])
-        .expect("rebuild");
+    let kinds = [("cert-manager.io".to_owned(), "ClusterIssuer".to_owned())];
+    assert!(source.learn_cluster_scoped(&kinds).expect("rebuild"), "new");
     let issuer = ObjectKey::new("prod", "cert-manager.io", "ClusterIssuer", "", "le");
     assert!(source.index().history(&issuer).is_some());
     assert!(source.index().history(&namespaced_issuer).is_none());
+    assert!(
+        !source.learn_cluster_scoped(&kinds).expect("known"),
+        "nothing new"
+    );
+
+    let mut setup = setup;
+    setup.spec.cluster_scoped = kinds.to_vec();
+    let applied = vec![source.head().expect("a head")];
+    let reopened = setup.reopen(&applied);
+    assert!(reopened.index().history(&issuer).is_some(), "from the spec");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! either side holding the plaintext.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -64,12 +64,23 @@ pub fn redact_secret(obj: &mut Value) {
     }
 }
 
+/// Base64 as the apiserver decodes Secret `data` (Go's standard encoding):
+/// line breaks anywhere are skipped, and set bits after the last full byte
+/// are ignored.
+const APISERVER_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
 fn digest_base64_value(value: &Value) -> String {
     match value {
-        Value::String(text) => match STANDARD.decode(text) {
-            Ok(bytes) => secret_digest(&bytes),
-            Err(_) => secret_digest(text.as_bytes()),
-        },
+        Value::String(text) => {
+            let unwrapped: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+            match APISERVER_BASE64.decode(&unwrapped) {
+                Ok(bytes) => secret_digest(&bytes),
+                Err(_) => secret_digest(text.as_bytes()),
+            }
+        }
         other => secret_digest(other.to_string().as_bytes()),
     }
 }
@@ -98,6 +109,7 @@ pub fn redact_history(history: &crate::DesiredHistory) -> crate::DesiredHistory 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
     use serde_json::json;
 
     const CANARY: &str = "canary-7f3a-do-not-leak";
@@ -126,6 +138,22 @@ mod tests {
             "data": {"password": encoded, "user": STANDARD.encode("app")},
             "stringData": {"token": CANARY},
         })
+    }
+
+    #[test]
+    fn wrapped_base64_digests_as_the_apiserver_decodes_it() {
+        let one_line = json!(STANDARD.encode([CANARY; 8].concat()));
+        let text = one_line.as_str().expect("a string");
+        let wrapped = format!("{}\r\n{}\n", &text[..76], &text[76..]);
+        assert_eq!(
+            digest_base64_value(&json!(wrapped)),
+            digest_base64_value(&one_line)
+        );
+        // `QQ==` and `QR==` are both "A" to Go's decoder.
+        assert_eq!(
+            digest_base64_value(&json!("QR==")),
+            digest_base64_value(&json!("QQ=="))
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!          ──► cargo bench -p driftwarden-e2e --bench pipeline           │
 //!          ──► cargo bench -p driftwarden-e2e --bench revert             │
 //!          ──► cargo bench -p driftwarden-e2e --bench attribution        │
-//!          ──► cargo bench -p driftwarden-e2e --bench crd               ─┘
+//!          ──► cargo bench -p driftwarden-e2e --bench crd                │
+//!          ──► cargo bench -p driftwarden-e2e --bench sync              ─┘
 //! ```
 //!
 //! Each bench's output is shown as it runs. A bench that fails is reported
@@ -44,7 +45,7 @@ struct Bench {
 }
 
 /// Every bench, cheapest first.
-const BENCHES: [Bench; 9] = [
+const BENCHES: [Bench; 10] = [
     Bench {
         package: "driftwarden-correlate",
         name: "classify",
@@ -88,6 +89,11 @@ const BENCHES: [Bench; 9] = [
     Bench {
         package: "driftwarden-e2e",
         name: "crd",
+        needs_env: true,
+    },
+    Bench {
+        package: "driftwarden-e2e",
+        name: "sync",
         needs_env: true,
     },
 ];
