@@ -12,7 +12,9 @@ use driftwarden::run::open_ledger;
 use driftwarden_e2e::app::config_map_yaml;
 use driftwarden_e2e::enforcing::{Enforcing, Rule};
 use driftwarden_e2e::git::Served;
-use driftwarden_e2e::scenario::{Bus, PATIENCE, Scenario, describe, key, records, wait_record};
+use driftwarden_e2e::scenario::{
+    Bus, Found, PATIENCE, Scenario, describe, key, records, wait_record,
+};
 use driftwarden_e2e::{User, on_the_embedded_bus, unique_suffix};
 use model::{
     Amendment, DriftKind, Enforcement, GitFetch, GitFetchState, ObjectKey, Outcome, RecordBody,
@@ -84,6 +86,20 @@ fn state_name(state: &GitFetchState) -> &'static str {
 
 fn level(object: &serde_json::Value) -> Option<&str> {
     object.pointer("/data/level")?.as_str()
+}
+
+/// Mallory sets ConfigMap `settings` to `value` by hand: its judged change.
+async fn mallory_sets_level(s: &Scenario, value: &str) -> Result<Found> {
+    let after = s.seq();
+    let patch = json!({"data": {"level": value}}).to_string();
+    s.kubectl(
+        User::Mallory,
+        &["patch", "configmap", "settings", "-p", &patch],
+    )?;
+    s.change(&s.config_map("settings"), after, "mallory's change", |e| {
+        level(&e.object) == Some(value)
+    })
+    .await
 }
 
 /// Git moves away; past `max_staleness` the GitOps user deploys a commit
@@ -190,22 +206,7 @@ async fn run_starts_from_its_clone_while_git_is_away(bus: Bus) -> Result<()> {
     s.start().await.context("run starts with git away")?;
     let failing = fetch_record(&s, 0, "failing").await?;
     ensure!(failing.source == "apps", "{failing:?}");
-    let after = s.seq();
-    s.kubectl(
-        User::Mallory,
-        &[
-            "patch",
-            "configmap",
-            "settings",
-            "-p",
-            r#"{"data":{"level":"trace"}}"#,
-        ],
-    )?;
-    let drift = s
-        .change(&settings, after, "mallory's change", |e| {
-            level(&e.object) == Some("trace")
-        })
-        .await?;
+    let drift = mallory_sets_level(&s, "trace").await?;
     assert!(
         matches!(
             &drift.judgement.verdict,
@@ -302,22 +303,7 @@ async fn a_force_push_is_recorded_and_a_dropped_commits_state_is_a_rollback(
         level(&e.object) == Some("warn")
     })
     .await?;
-    let after = s.seq();
-    s.kubectl(
-        User::Mallory,
-        &[
-            "patch",
-            "configmap",
-            "settings",
-            "-p",
-            r#"{"data":{"level":"debug"}}"#,
-        ],
-    )?;
-    let rollback = s
-        .change(&settings, after, "back to the dropped state", |e| {
-            level(&e.object) == Some("debug")
-        })
-        .await?;
+    let rollback = mallory_sets_level(&s, "debug").await?;
     assert!(
         matches!(
             &rollback.judgement.verdict,
@@ -366,23 +352,8 @@ async fn one_cluster_role_in_git_leaves_every_other_cluster_role_alone(bus: Bus)
 
     // A drift Driftwarden acts on, after the other role's creation: once
     // it is answered, everything before it has been decided.
-    let after = s.seq();
-    s.kubectl(
-        User::Mallory,
-        &[
-            "patch",
-            "configmap",
-            "settings",
-            "-p",
-            r#"{"data":{"level":"trace"}}"#,
-        ],
-    )?;
     let settings = s.config_map("settings");
-    let drift = s
-        .change(&settings, after, "sentinel drift", |e| {
-            level(&e.object) == Some("trace")
-        })
-        .await?;
+    let drift = mallory_sets_level(&s, "trace").await?;
     s.answer(&settings, drift.seq).await?;
 
     let judged_roles: Vec<String> = records(s.ledger())?
