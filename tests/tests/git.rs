@@ -29,6 +29,7 @@ on_the_embedded_bus! {
     a_force_push_is_recorded_and_a_dropped_commits_state_is_a_rollback => force_push_embedded;
     one_cluster_role_in_git_leaves_every_other_cluster_role_alone => cluster_roles_embedded;
     prune_deletes_only_what_an_untrusted_actor_created_while_watched => prune_scope_embedded;
+    files_git_cannot_read_are_ledger_records_with_their_line => git_errors_embedded;
 }
 
 const FILE: &str = "apps/settings.yaml";
@@ -464,5 +465,71 @@ async fn prune_deletes_only_what_an_untrusted_actor_created_while_watched(bus: B
         text.contains(&format!("{later} (policy later): created by")),
         "{text}"
     );
+    Ok(())
+}
+
+/// A file that does not parse, a manifest without `apiVersion` and an
+/// anchor bomb are each a `git_error` record naming the file, the commit and
+/// the line; the objects declared next to them are judged as usual.
+async fn files_git_cannot_read_are_ledger_records_with_their_line(bus: Bus) -> Result<()> {
+    let mut s = declared(bus, "git-errors", Vec::new()).await?;
+    let settings = s.config_map("settings");
+    s.start().await?;
+    s.wait_first_records(std::slice::from_ref(&settings))
+        .await?;
+
+    let bomb = {
+        let mut text = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bomb\n");
+        text.push_str(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (name, previous) in ["bcdefghi".chars().zip("abcdefgh".chars())]
+            .into_iter()
+            .flatten()
+        {
+            let refs = vec![format!("*{previous}"); 9].join(",");
+            text.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        text
+    };
+    let files = [
+        (
+            "apps/syntax.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: [a\n".to_owned(),
+            6,
+        ),
+        (
+            "apps/no-version.yaml",
+            "# a comment\nkind: ConfigMap\nmetadata:\n  name: y\n".to_owned(),
+            2,
+        ),
+        ("apps/bomb.yaml", bomb, 0),
+    ];
+    for (file, text, _) in &files {
+        s.repo.write(file, text)?;
+    }
+    let after = s.seq();
+    let commit = s.commit_and_sync("Three broken files (OPS-8)").await?;
+    for (file, _, line) in &files {
+        let found = wait_record(
+            s.ledger(),
+            after,
+            PATIENCE,
+            file,
+            |body| matches!(body, RecordBody::GitError(e) if e.file == *file),
+        )
+        .await?;
+        let RecordBody::GitError(error) = found.body else {
+            unreachable!("matched a git error");
+        };
+        assert_eq!(error.commit, commit, "{error:?}");
+        assert!(!error.message.is_empty(), "{error:?}");
+        match (line, error.line) {
+            (0, Some(_)) => {}
+            (line, Some(found)) => assert_eq!(found, *line, "{error:?}"),
+            (_, None) => panic!("no line in {error:?}"),
+        }
+    }
+    s.stop().await;
     Ok(())
 }
