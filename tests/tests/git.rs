@@ -112,12 +112,18 @@ async fn a_deploy_while_git_is_away_is_not_reverted_and_is_authorized_after(
     bus: Bus,
 ) -> Result<()> {
     let mut s = declared(bus, "git-outage", Vec::new()).await?;
+    let limits_file = "apps/limits.yaml";
+    let limits_yaml = config_map_yaml(s.namespace(), "limits", &[], &[("max", "10")]);
+    s.repo.write(limits_file, &limits_yaml)?;
+    s.commit("Declare limits (OPS-9)")?;
+    s.apply_as_gitops(&[limits_file])?;
     let served = Served::new(&s.repo)?;
     s.config.sources[0].url = served.url();
     s.config.sources[0].max_staleness = Duration::from_secs(1);
     let settings = s.config_map("settings");
+    let limits = s.config_map("limits");
     s.start().await?;
-    s.wait_first_records(std::slice::from_ref(&settings))
+    s.wait_first_records(&[settings.clone(), limits.clone()])
         .await?;
 
     let before = s.seq();
@@ -154,6 +160,27 @@ async fn a_deploy_while_git_is_away_is_not_reverted_and_is_authorized_after(
         "{held:?}"
     );
 
+    // Mallory uses the outage too: her change is recorded and held.
+    let after_mallory = s.seq();
+    s.kubectl(
+        User::Mallory,
+        &[
+            "patch",
+            "configmap",
+            "limits",
+            "-p",
+            r#"{"data":{"max":"1000"}}"#,
+        ],
+    )?;
+    let hers = s
+        .change(&limits, after_mallory, "mallory's change", |e| {
+            e.object.pointer("/data/max") == Some(&json!("1000"))
+        })
+        .await?;
+    ensure!(hers.judgement.git_stale && hers.judgement.verdict.is_drift());
+    let (_, held) = s.answer(&limits, hers.seq).await?;
+    ensure!(matches!(held.outcome, Outcome::Held { .. }), "{held:?}");
+
     served.bring_back()?;
     s.fetch_now();
     let recovered = fetch_record(&s, after, "recovered").await?;
@@ -187,6 +214,22 @@ async fn a_deploy_while_git_is_away_is_not_reverted_and_is_authorized_after(
         .filter(|e| matches!(e.outcome, Outcome::Reverted { .. }))
         .collect();
     assert!(reverts.is_empty(), "{reverts:?}");
+
+    // Mallory's change, judged again with git fresh, is reverted now.
+    let again = wait_record(s.ledger(), hers.seq, PATIENCE, "hers judged again", |body| {
+        matches!(body, RecordBody::Amendment(Amendment { amends, .. }) if *amends == hers.seq)
+    })
+    .await?;
+    let (_, reverted) = s.answer(&limits, again.seq).await?;
+    ensure!(
+        matches!(reverted.outcome, Outcome::Reverted { .. }),
+        "{reverted:?}\n{}",
+        s.history_since(&limits, 0)
+    );
+    s.wait_live("limits reverted", "configmap", "limits", |live| {
+        live.and_then(|l| l.pointer("/data/max")) == Some(&json!("10"))
+    })
+    .await?;
     s.stop().await;
     Ok(())
 }

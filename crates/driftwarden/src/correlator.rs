@@ -460,6 +460,14 @@ impl Correlator {
     pub async fn on_git(&mut self, update: GitUpdate) -> anyhow::Result<()> {
         let changed: Vec<ObjectKey> = update.changed_keys().into_iter().cloned().collect();
         let bodies = self.apply_git(update)?;
+        // The enforcer judges what it is handed against the same desired
+        // state (a source no longer stale, above all); it syncs the changed
+        // objects once their commits are recorded.
+        self.tell(Command::Desired {
+            desired: self.desired.clone(),
+            changed: Vec::new(),
+        })
+        .await?;
         self.write(bodies, &[]).await?;
         self.tell(Command::Desired {
             desired: self.desired.clone(),
@@ -531,7 +539,8 @@ impl Correlator {
     }
 
     /// Judges the latest change of `key` again with the desired state now:
-    /// an amendment of its open drift when the verdict differs.
+    /// an amendment of its open drift when the verdict differs, or when it
+    /// was judged while git was stale (and so held).
     fn rejudge(&self, key: &ObjectKey) -> anyhow::Result<Option<RecordBody>> {
         let Some(state) = self.ledger.object_state(key)? else {
             return Ok(None);
@@ -546,7 +555,10 @@ impl Correlator {
         let before = self.known_before(key, state.latest_seq)?;
         let actor = Some(&judgement.actor).filter(|a| matches!(a, Actor::Audit { .. }));
         let mut again = self.classify_known(&event, &before, actor).judgement;
-        if again.verdict == judgement.verdict && again.diff == judgement.diff {
+        // A drift judged while git was stale was held: judged again, with
+        // git fresh, it is enforced now even when the verdict stays.
+        let same = again.verdict == judgement.verdict && again.diff == judgement.diff;
+        if same && !judgement.git_stale {
             return Ok(None);
         }
         if matches!(again.actor, Actor::Unknown { .. }) {
