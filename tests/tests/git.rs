@@ -111,7 +111,10 @@ async fn mallory_sets_level(s: &Scenario, value: &str) -> Result<Found> {
 async fn a_deploy_while_git_is_away_is_not_reverted_and_is_authorized_after(
     bus: Bus,
 ) -> Result<()> {
-    let mut s = declared(bus, "git-outage", Vec::new()).await?;
+    let strays = Rule::new("strays", model::Mode::Enforce)
+        .labelled("stray", "yes")
+        .pruning();
+    let mut s = declared(bus, "git-outage", vec![strays]).await?;
     let limits_file = "apps/limits.yaml";
     let limits_yaml = config_map_yaml(s.namespace(), "limits", &[], &[("max", "10")]);
     s.repo.write(limits_file, &limits_yaml)?;
@@ -180,6 +183,18 @@ async fn a_deploy_while_git_is_away_is_not_reverted_and_is_authorized_after(
     ensure!(hers.judgement.git_stale && hers.judgement.verdict.is_drift());
     let (_, held) = s.answer(&limits, hers.seq).await?;
     ensure!(matches!(held.outcome, Outcome::Held { .. }), "{held:?}");
+    let stray = s.config_map("stray");
+    let ns = s.namespace().to_owned();
+    s.create(
+        User::Mallory,
+        &config_map_yaml(&ns, "stray", &[("stray", "yes")], &[("a", "1")]),
+    )?;
+    let created = s
+        .change(&stray, after_mallory, "stray created", |_| true)
+        .await?;
+    ensure!(created.judgement.git_stale, "{:?}", created.judgement);
+    let (_, held) = s.answer(&stray, created.seq).await?;
+    ensure!(matches!(held.outcome, Outcome::Held { .. }), "{held:?}");
 
     served.bring_back()?;
     s.fetch_now();
@@ -230,6 +245,10 @@ async fn a_deploy_while_git_is_away_is_not_reverted_and_is_authorized_after(
         live.and_then(|l| l.pointer("/data/max")) == Some(&json!("10"))
     })
     .await?;
+    // So is her unmanaged object, created while git was away: pruned.
+    s.wait_live("stray pruned", "configmap", "stray", |live| live.is_none())
+        .await
+        .with_context(|| s.history_since(&stray, 0))?;
     s.stop().await;
     Ok(())
 }

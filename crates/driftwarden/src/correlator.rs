@@ -21,7 +21,7 @@
 //! flushed the records they produced; the ledger ignores a change it already
 //! holds, so a crash anywhere loses nothing and duplicates nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -514,28 +514,21 @@ impl Correlator {
         Ok(bodies)
     }
 
-    /// Objects of `source` (or declared by no source) with an open drift
-    /// recorded since `since`.
+    /// Objects of `source` (or declared by no source) changed since `since`.
     fn changed_during_outage(
         &self,
         source: usize,
         since: DateTime<Utc>,
     ) -> anyhow::Result<Vec<ObjectKey>> {
-        let mut keys = Vec::new();
-        for entry in self.ledger.open_drifts() {
-            let (key, state) = entry?;
-            let Some(open) = state.open_drift else {
-                continue;
-            };
-            let recent = self
-                .ledger
-                .get(open)?
-                .is_some_and(|record| record.at >= since);
-            if recent && self.desired.depends_on(&key, source) {
-                keys.push(key);
+        let mut keys = BTreeSet::new();
+        for record in self.ledger.since(since) {
+            if let RecordBody::Change { event, .. } = record?.body
+                && self.desired.depends_on(&event.key, source)
+            {
+                keys.insert(event.key);
             }
         }
-        Ok(keys)
+        Ok(keys.into_iter().collect())
     }
 
     /// Judges the latest change of `key` again with the desired state now:
@@ -545,11 +538,17 @@ impl Correlator {
         let Some(state) = self.ledger.object_state(key)? else {
             return Ok(None);
         };
-        let (Some(open), Some(RecordBody::Change { event, judgement })) = (
-            state.open_drift,
-            self.ledger.get(state.latest_seq)?.map(|r| r.body),
-        ) else {
+        let Some(RecordBody::Change { event, judgement }) =
+            self.ledger.get(state.latest_seq)?.map(|r| r.body)
+        else {
             return Ok(None);
+        };
+        // What the amendment answers: the open drift, or a change held
+        // because git was stale (an unmanaged object keeps no drift open).
+        let open = match state.open_drift {
+            Some(open) => open,
+            None if judgement.git_stale => state.latest_seq,
+            None => return Ok(None),
         };
         // Judged as it was judged then: from the state before the change.
         let before = self.known_before(key, state.latest_seq)?;
@@ -639,13 +638,24 @@ impl Correlator {
         if self.enforcer.is_some() {
             for (i, body) in bodies.iter().enumerate() {
                 let job = match body {
-                    // A late audit record showed an untrusted identity.
-                    RecordBody::Amendment(amendment) if amendment.judgement.verdict.is_drift() => {
+                    // A late audit record showed an untrusted identity, or
+                    // git came back after an outage.
+                    RecordBody::Amendment(amendment)
+                        if amendment.judgement.verdict.is_drift()
+                            || amendment.judgement.verdict == Verdict::Unmanaged =>
+                    {
                         match self.ledger.get(amendment.amends)?.map(|r| r.body) {
                             Some(RecordBody::Change { event, .. }) => Some(Job {
                                 event,
                                 judgement: amendment.judgement.clone(),
-                                seq: 0,
+                                // An unmanaged object stays answered by its
+                                // change record (the ledger keeps no
+                                // amendment of it open).
+                                seq: if amendment.judgement.verdict == Verdict::Unmanaged {
+                                    amendment.amends
+                                } else {
+                                    0
+                                },
                             }),
                             _ => None,
                         }
@@ -683,7 +693,10 @@ impl Correlator {
         let jobs: Vec<Job> = candidates
             .into_iter()
             .filter_map(|(i, mut job)| {
-                job.seq = (*seq_of.get(i)?)?;
+                let written = (*seq_of.get(i)?)?;
+                if job.seq == 0 {
+                    job.seq = written;
+                }
                 Some(job)
             })
             .collect();
