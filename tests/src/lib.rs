@@ -19,6 +19,7 @@ pub mod app;
 pub mod corpus;
 pub mod enforcing;
 pub mod git;
+pub mod process;
 pub mod scenario;
 
 pub use testenv::*;

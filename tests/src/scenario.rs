@@ -49,7 +49,23 @@ pub enum BusSettings {
         topic_prefix: String,
         /// Consumer group of the correlator.
         group_id: String,
+        /// `bus.security`; plaintext without.
+        security: Option<SecuritySettings>,
     },
+}
+
+/// `bus.security` of a test config: TLS trusting `ca_file`, SASL
+/// SCRAM-SHA-512 as `username`, and a client certificate when given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecuritySettings {
+    /// The CA of the brokers' certificates.
+    pub ca_file: PathBuf,
+    /// A client certificate and its key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The SCRAM user.
+    pub username: String,
+    /// The file holding its password.
+    pub password_file: PathBuf,
 }
 
 impl BusSettings {
@@ -60,6 +76,26 @@ impl BusSettings {
             brokers: brokers.to_string(),
             topic_prefix: topic_prefix.to_string(),
             group_id: format!("{topic_prefix}correlators"),
+            security: None,
+        }
+    }
+
+    /// The environment's Kafka over its TLS + SCRAM listener, as its SCRAM
+    /// user with the environment's client certificate; topics and group
+    /// under `driftwarden.<topic_prefix>`, which the user's ACLs cover.
+    pub fn secure_kafka(env: &TestEnv, topic_prefix: &str) -> BusSettings {
+        let secure = env.secure_kafka();
+        let topic_prefix = format!("driftwarden.{topic_prefix}");
+        BusSettings::Kafka {
+            brokers: secure.brokers.clone(),
+            group_id: format!("{topic_prefix}correlators"),
+            topic_prefix,
+            security: Some(SecuritySettings {
+                ca_file: secure.ca_cert.clone(),
+                client_cert: Some((secure.client_cert.clone(), secure.client_key.clone())),
+                username: secure.user.clone(),
+                password_file: secure.password_file.clone(),
+            }),
         }
     }
 }
@@ -170,12 +206,37 @@ impl Settings {
                 brokers,
                 topic_prefix,
                 group_id,
-            } => format!(
-                "  type: kafka\n  brokers: {}\n  topic_prefix: {}\n  group_id: {}\n  partitions: 2\n",
-                q(brokers),
-                q(topic_prefix),
-                q(group_id)
-            ),
+                security,
+            } => {
+                let mut bus = format!(
+                    "  type: kafka\n  brokers: {}\n  topic_prefix: {}\n  group_id: {}\n  partitions: 2\n",
+                    q(brokers),
+                    q(topic_prefix),
+                    q(group_id)
+                );
+                if let Some(security) = security {
+                    let _ = write!(
+                        bus,
+                        "  security:\n    protocol: sasl_ssl\n    ca_file: {}\n",
+                        q(&security.ca_file.to_string_lossy())
+                    );
+                    if let Some((cert, key)) = &security.client_cert {
+                        let _ = write!(
+                            bus,
+                            "    cert_file: {}\n    key_file: {}\n",
+                            q(&cert.to_string_lossy()),
+                            q(&key.to_string_lossy())
+                        );
+                    }
+                    let _ = writeln!(
+                        bus,
+                        "    sasl: {{mechanism: SCRAM-SHA-512, username: {}, password_file: {}}}",
+                        q(&security.username),
+                        q(&security.password_file.to_string_lossy())
+                    );
+                }
+                bus
+            }
         };
         let managers: Vec<String> = self
             .trusted_managers
@@ -931,6 +992,38 @@ mod tests {
             }
             other => panic!("expected kafka, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn secure_kafka_settings_make_a_valid_config() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("written");
+            path
+        };
+        let cert = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n";
+        let security = SecuritySettings {
+            ca_file: file("ca.crt", cert),
+            client_cert: Some((file("client.crt", cert), file("client.key", key))),
+            username: "driftwarden".into(),
+            password_file: file("password", "pw\n"),
+        };
+        let bus = BusSettings::Kafka {
+            brokers: "127.0.0.1:9093".into(),
+            topic_prefix: "driftwarden.e2e-x-1.".into(),
+            group_id: "driftwarden.e2e-x-1.correlators".into(),
+            security: Some(security),
+        };
+        let config = settings(bus).config().expect("loads");
+        let kafka = config.bus.kafka_config().expect("kafka");
+        assert_eq!(kafka.security.protocol, bus::Protocol::SaslSsl);
+        assert!(kafka.security.client_cert.is_some());
+        assert_eq!(
+            kafka.security.sasl.map(|s| s.username),
+            Some("driftwarden".to_string())
+        );
     }
 
     #[test]

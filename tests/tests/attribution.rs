@@ -295,7 +295,11 @@ async fn diff_shows_an_out_of_band_sidecar_and_who_added_it(bus: Bus) -> Result<
     )?;
     let found = change(&s, &key, after, "the sidecar", |j| j.verdict.is_drift()).await?;
     let (desired, _, _) = driftwarden::desired::open_sources(&s.config, None, &[]).await?;
-    let drift = driftwarden::inspect::drift(s.ledger(), &desired)?;
+    let drift = driftwarden::inspect::drift(
+        s.ledger(),
+        &desired,
+        &driftwarden::keys::digest_key(&s.config)?,
+    )?;
     let sidecar = drift
         .iter()
         .find(|d| d.change.path.to_string() == "spec.template.spec.containers[name=miner]")

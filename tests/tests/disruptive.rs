@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use driftwarden::run::{Role, Running};
 use driftwarden_e2e::git::GitRepo;
+use driftwarden_e2e::process::Process;
 use driftwarden_e2e::scenario::{BusSettings, Settings, key, records, wait_change};
 use driftwarden_e2e::{
     TestEnv, TestNamespace, User, eventually, kafka_answers, logs, read_topic, topic_prefix,
@@ -34,13 +34,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use ledger::Ledger;
 use model::RecordBody;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tempfile::TempDir;
-use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 /// ConfigMaps in a burst.
@@ -381,90 +378,6 @@ fn problems_logged() -> String {
     problems[problems.len().saturating_sub(30)..].join("\n")
 }
 
-/// The Driftwarden binary under test, run with a config file; killed when
-/// dropped.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    /// `driftwarden run -c config`, output appended to `log`.
-    fn run(config: &Path, log: &Path) -> Result<Process> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_driftwarden-under-test"))
-            .arg("run")
-            .arg("-c")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting driftwarden")?;
-        Ok(Process {
-            child,
-            log: log.to_path_buf(),
-        })
-    }
-
-    /// Fails, with the end of the log, when the process has exited.
-    fn check_running(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("driftwarden exited ({status}):\n{}", tail(&self.log, 30));
-        }
-        Ok(())
-    }
-
-    /// Waits until the log shows the watchers started.
-    async fn wait_watching(&mut self, log_offset: usize) -> Result<()> {
-        eventually(Duration::from_secs(60), "driftwarden watching", || {
-            let ready = self.check_running().map(|()| {
-                std::fs::read_to_string(&self.log)
-                    .unwrap_or_default()
-                    .get(log_offset..)
-                    .is_some_and(|text| text.contains("watching"))
-            });
-            async move { Ok(ready?.then_some(())) }
-        })
-        .await
-    }
-
-    /// SIGKILL, and wait for the end.
-    async fn kill(mut self) -> Result<()> {
-        self.child.kill().await.context("killing driftwarden")?;
-        Ok(())
-    }
-
-    /// SIGINT (Ctrl-C), and wait for a clean exit.
-    async fn interrupt(mut self) -> Result<()> {
-        let pid = self.child.id().context("driftwarden already exited")?;
-        kill(
-            Pid::from_raw(i32::try_from(pid).context("pid out of range")?),
-            Signal::SIGINT,
-        )?;
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .context("driftwarden did not stop within 30s of SIGINT")??;
-        if !status.success() {
-            bail!("driftwarden exited with {status}:\n{}", tail(&self.log, 30));
-        }
-        Ok(())
-    }
-}
-
-/// The last `n` lines of a file.
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// The brokers and the changes topic of a Kafka test config.
 fn changes_topic(settings: &Settings) -> Result<(String, String)> {
     match &settings.bus {
@@ -524,7 +437,11 @@ async fn driftwarden_killed_mid_burst_loses_and_duplicates_nothing() -> Result<(
     let config = world.data.path().join("driftwarden.yaml");
     world.settings.write(&config)?;
     let log = world.data.path().join("driftwarden.log");
-    let mut first = Process::run(&config, &log)?;
+    let mut first = Process::run(
+        Path::new(env!("CARGO_BIN_EXE_driftwarden-under-test")),
+        &config,
+        &log,
+    )?;
     first.wait_watching(0).await?;
 
     let api = world.config_maps().await?;
@@ -536,7 +453,11 @@ async fn driftwarden_killed_mid_burst_loses_and_duplicates_nothing() -> Result<(
     first.kill().await?;
     let killed_at = progress.load(Ordering::Relaxed);
     let offset = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
-    let mut second = Process::run(&config, &log)?;
+    let mut second = Process::run(
+        Path::new(env!("CARGO_BIN_EXE_driftwarden-under-test")),
+        &config,
+        &log,
+    )?;
     second.wait_watching(offset).await?;
     let writes = writing.await??;
     assert_eq!(writes.len(), WRITES);

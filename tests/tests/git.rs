@@ -301,7 +301,11 @@ async fn diff_between_a_commit_and_a_restart_moves_nothing(bus: Bus) -> Result<(
         let ledger = open_ledger(&s.config)?;
         let (desired, _, _) =
             driftwarden::desired::open_sources(&s.config, Some(&ledger), &[]).await?;
-        let drift = driftwarden::inspect::drift(&ledger, &desired)?;
+        let drift = driftwarden::inspect::drift(
+            &ledger,
+            &desired,
+            &driftwarden::keys::digest_key(&s.config)?,
+        )?;
         ensure!(
             drift.iter().any(|open| open.key == settings),
             "diff sees the cluster behind the new commit: {drift:?}"
@@ -518,6 +522,8 @@ async fn prune_deletes_only_what_an_untrusted_actor_created_while_watched(bus: B
             config: config_file.clone(),
             object: None,
             labels: Vec::new(),
+            rbac: false,
+            service_account: Default::default(),
         },
     };
     let text = driftwarden::cli::run(check).await?.text;

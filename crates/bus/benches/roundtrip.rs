@@ -42,10 +42,10 @@ fn main() {
             .expect("clock after 1970")
             .as_nanos();
         let prefix = format!("bench-{nanos}.");
-        ensure_topics(&brokers, &prefix, 3)
+        let config = KafkaConfig::new(brokers, format!("{prefix}group")).with_prefix(prefix);
+        ensure_topics(&config, 3)
             .await
             .unwrap_or_else(|err| panic!("{NOT_RUNNING} ({err})"));
-        let config = KafkaConfig::new(brokers, format!("{prefix}group")).with_prefix(prefix);
         let publisher = Publisher::kafka(&config).expect("kafka publisher");
         let consumer = Consumer::kafka(&config).expect("kafka consumer");
         run("kafka", &publisher, consumer, samples, burst).await;

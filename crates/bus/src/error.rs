@@ -2,6 +2,7 @@
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use crate::security::SecurityError;
 use crate::wire::Position;
 
 /// Everything that can go wrong publishing, consuming or decoding.
@@ -73,6 +74,50 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
+    /// A message is larger than the bus accepts: the producer's
+    /// `message.max.bytes` or the topic's `max.message.bytes`. Nothing was
+    /// stored; the producer stays usable. Send a smaller message instead
+    /// ([`Publisher::publish_fitting`](crate::Publisher::publish_fitting)
+    /// does so for changes).
+    #[error("a message of {bytes} bytes is too large for topic `{topic}`")]
+    TooLarge {
+        /// The topic the message was meant for.
+        topic: String,
+        /// The payload's size.
+        bytes: usize,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The brokers refused the client's credentials (SASL) or the TLS
+    /// handshake failed (untrusted broker certificate, a client certificate
+    /// the broker refused). Retrying will not help: fix the security
+    /// settings.
+    #[error("kafka at {brokers} refused the connection: {reason}")]
+    Refused {
+        /// The bootstrap brokers.
+        brokers: String,
+        /// Which check failed.
+        kind: Refusal,
+        /// The client's report, e.g. `SASL authentication error:
+        /// Authentication failed during authentication due to invalid
+        /// credentials with SASL mechanism SCRAM-SHA-512`.
+        reason: String,
+    },
+    /// The security settings cannot work (see
+    /// [`SecurityError::setting`] for the setting at fault).
+    #[error("kafka security setting `{}`", .0.setting())]
+    Security(#[source] SecurityError),
+    /// An extra librdkafka option would override one Driftwarden sets.
+    #[error(
+        "librdkafka option `{key}` is set by Driftwarden itself and cannot be overridden{hint}"
+    )]
+    ReservedOption {
+        /// The option.
+        key: String,
+        /// Where to set it instead, if anywhere.
+        hint: &'static str,
+    },
     /// The broker did not acknowledge a message.
     #[error("kafka did not accept a message for topic `{topic}`")]
     Delivery {
@@ -97,6 +142,16 @@ pub enum Error {
     /// or the consumer's polling thread stopped (Kafka).
     #[error("the bus is closed")]
     Closed,
+}
+
+/// What a broker's refusal was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// SASL authentication failed: wrong user, password or mechanism.
+    Authentication,
+    /// The TLS handshake failed: the broker's certificate is not trusted,
+    /// or the broker refused the client's certificate.
+    Tls,
 }
 
 impl Error {

@@ -1,10 +1,10 @@
 //! The Kafka bus (rdkafka).
 //!
 //! ```text
-//! publish ──▶ FutureProducer (idempotent, acks=all, lz4) ──▶ topics
-//! topics ──▶ BaseConsumer, polled on its own thread ──bounded channel──▶ next_batch
-//!                        ▲
-//! commit ────────────────┘ (synchronous, on a blocking thread)
+//! publish ──▶ FutureProducer (idempotent, acks=all, lz4) ──▶ changes, audit
+//! changes, audit ──▶ BaseConsumer, polled on its own thread ──bounded channel──▶ receive / next_batch
+//!                        ▲                                     │ refused payloads
+//! commit ────────────────┘ (synchronous, on a blocking thread) └──dead_letter──▶ deadletter
 //! ```
 //!
 //! The consumer is a `BaseConsumer` polled on a dedicated thread rather than a
@@ -12,30 +12,63 @@
 //! only when the caller says so, after it has durably stored what the
 //! messages produced; on restart a consumer of the same group resumes after
 //! the last committed offset, so anything not committed is delivered again.
+//!
+//! Every client (producer, consumer, admin) gets the same connection and
+//! [`Security`] settings. Messages up to [`MAX_MESSAGE_BYTES`] pass: the
+//! producer's `message.max.bytes` and the `max.message.bytes` of the topics
+//! [`ensure_topics`] creates; a larger one is [`Error::TooLarge`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message as _};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{
+    BaseProducer, DeliveryResult, FutureProducer, FutureRecord, Producer as _, ProducerContext,
+};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::embedded::receive;
-use crate::{Delivery, Error, Message, Position, Result, Topics};
+use crate::error::Refusal;
+use crate::security::RESERVED_OPTIONS;
+use crate::wire::reason;
+use crate::{Delivery, Error, Message, Position, Received, Rejected, Result, Security, Topics};
 
 /// How many received messages wait in memory for `next_batch` by default.
 pub const DEFAULT_BUFFER: usize = 1_024;
+
+/// The largest message the bus carries, in bytes: a Kubernetes object at the
+/// apiserver's limit (about 1.5 MiB in etcd, more as JSON) with its envelope.
+/// The producer's `message.max.bytes`, the consumer's
+/// `max.partition.fetch.bytes` and the `max.message.bytes` of the topics
+/// [`ensure_topics`] creates.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Header of a dead letter: the topic the refused payload was read from.
+pub const HEADER_SOURCE_TOPIC: &str = "driftwarden.source.topic";
+/// Header of a dead letter: its partition, in decimal.
+pub const HEADER_SOURCE_PARTITION: &str = "driftwarden.source.partition";
+/// Header of a dead letter: its offset, in decimal.
+pub const HEADER_SOURCE_OFFSET: &str = "driftwarden.source.offset";
+/// Header of a dead letter: why it was refused ([`Rejected::reason`]).
+pub const HEADER_REASON: &str = "driftwarden.reason";
+/// Header of a dead letter sent without its payload (too large to send
+/// again): the payload's SHA-256, lowercase hex.
+pub const HEADER_PAYLOAD_SHA256: &str = "driftwarden.payload.sha256";
+/// Header of a dead letter sent without its payload: its size in bytes.
+pub const HEADER_PAYLOAD_BYTES: &str = "driftwarden.payload.bytes";
 
 /// How long one poll of the consumer blocks; bounds how long the polling
 /// thread takes to notice it should stop.
@@ -44,8 +77,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long topic creation may take before it is reported as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How to reach Kafka and which topics and group to use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How long one metadata request of the connection probe waits.
+const PROBE_REQUEST: Duration = Duration::from_millis(500);
+
+/// How to reach Kafka, how to authenticate, and which topics and group to
+/// use.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, comma-separated `host:port`.
     pub brokers: String,
@@ -57,20 +94,38 @@ pub struct KafkaConfig {
     /// How many received messages wait in memory before the consumer stops
     /// fetching.
     pub buffer: usize,
-    /// Extra librdkafka properties (TLS, SASL, tuning), applied last so they
-    /// override the defaults set here.
+    /// TLS and SASL.
+    pub security: Security,
+    /// Extra librdkafka properties (tuning, `client.id`, …) for every
+    /// client. A property Driftwarden sets itself is refused
+    /// ([`Error::ReservedOption`]).
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Extra options may hold secrets (`ssl.key.password`): names only.
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("prefix", &self.prefix)
+            .field("group_id", &self.group_id)
+            .field("buffer", &self.buffer)
+            .field("security", &self.security)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl KafkaConfig {
     /// Settings for `brokers` and consumer group `group_id`, with no topic
-    /// prefix and the default buffer.
+    /// prefix, plaintext, and the default buffer.
     pub fn new(brokers: impl Into<String>, group_id: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
             prefix: String::new(),
             group_id: group_id.into(),
             buffer: DEFAULT_BUFFER,
+            security: Security::default(),
             options: BTreeMap::new(),
         }
     }
@@ -81,25 +136,64 @@ impl KafkaConfig {
         self
     }
 
-    /// The extra properties, applied over `client`.
-    fn apply_options(&self, client: &mut ClientConfig) {
+    /// The same settings with `security`.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Checks what can be checked without a broker: brokers given, a valid
+    /// topic prefix, security settings that fit together with readable
+    /// files, and no extra option overriding one Driftwarden sets.
+    pub fn check(&self) -> Result<()> {
+        if self.brokers.trim().is_empty() {
+            return Err(Error::NoBrokers);
+        }
+        Topics::new(&self.prefix)?;
+        self.security.check().map_err(Error::Security)?;
+        check_options(&self.options)
+    }
+
+    /// Connection and security settings every client gets, then the extra
+    /// options.
+    fn client(&self) -> Result<ClientConfig> {
+        if self.brokers.trim().is_empty() {
+            return Err(Error::NoBrokers);
+        }
+        check_options(&self.options)?;
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.brokers)
+            // Small messages must not wait for Nagle's algorithm.
+            .set("socket.nagle.disable", "true");
+        self.security.apply(&mut client).map_err(Error::Security)?;
         for (key, value) in &self.options {
             client.set(key, value);
         }
+        Ok(client)
     }
 }
 
-/// Connection settings every client gets.
-fn base_client(brokers: &str) -> Result<ClientConfig> {
-    if brokers.trim().is_empty() {
-        return Err(Error::NoBrokers);
-    }
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", brokers)
-        // Small messages must not wait for Nagle's algorithm.
-        .set("socket.nagle.disable", "true");
-    Ok(client)
+/// Refuses an extra option that would override one Driftwarden sets.
+fn check_options(options: &BTreeMap<String, String>) -> Result<()> {
+    let Some(key) = options
+        .keys()
+        .find(|key| RESERVED_OPTIONS.contains(&key.trim()))
+    else {
+        return Ok(());
+    };
+    let hint = match key.trim() {
+        k if k.starts_with("ssl.") || k.starts_with("sasl.") || k == "security.protocol" => {
+            ": use the security settings"
+        }
+        "bootstrap.servers" | "metadata.broker.list" => ": use the brokers setting",
+        "group.id" => ": use the group setting",
+        _ => "",
+    };
+    Err(Error::ReservedOption {
+        key: key.clone(),
+        hint,
+    })
 }
 
 /// Maps a client error to [`Error::Kafka`] for `action`.
@@ -107,23 +201,138 @@ fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> Error {
     move |source| Error::Kafka { action, source }
 }
 
-/// Creates the topics under `prefix` with `partitions` partitions each and
-/// the broker's default replication factor. Topics that already exist are
-/// left as they are.
-pub async fn ensure_topics(brokers: &str, prefix: &str, partitions: i32) -> Result<Topics> {
+/// Whether the client refused a message for its size, or the broker did.
+fn too_large(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+    )
+}
+
+/// The context of every client: librdkafka's logs and errors go to
+/// `tracing`, and the last refused connection (SASL or TLS) is kept so
+/// that a request that would otherwise only time out can say why.
+#[derive(Clone, Default)]
+pub(crate) struct BusContext {
+    refused: Arc<Mutex<Option<(Refusal, String)>>>,
+}
+
+impl BusContext {
+    /// The last refusal, if any.
+    fn refusal(&self) -> Option<(Refusal, String)> {
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ClientContext for BusContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => error!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => warn!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(facility, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => debug!(facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, err: KafkaError, reason: &str) {
+        let refusal = match err.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                Some(Refusal::Authentication)
+            }
+            Some(RDKafkaErrorCode::SSL) => Some(Refusal::Tls),
+            _ => None,
+        };
+        match refusal {
+            Some(kind) => {
+                error!(error = %err, reason, "kafka refused the connection");
+                *self.refused.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((kind, reason.to_owned()));
+            }
+            // The client retries on its own; errors here are reports.
+            None => warn!(error = %err, reason, "kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for BusContext {}
+
+impl ProducerContext for BusContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// Connects as `config` says and asks for the cluster's metadata until the
+/// brokers answer, refuse the connection (SASL or TLS: [`Error::Refused`]),
+/// or [`ADMIN_TIMEOUT`] passes (the last request's error). librdkafka
+/// reports a refusal only as an event of the client's main queue, which
+/// this polls between requests.
+async fn probe(config: &KafkaConfig) -> Result<()> {
+    let context = BusContext::default();
+    let producer: BaseProducer<BusContext> = config
+        .client()?
+        .create_with_context(context.clone())
+        .map_err(kafka("create the connection probe"))?;
+    let brokers = config.brokers.clone();
+    let probed = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let err = match producer.client().fetch_metadata(None, PROBE_REQUEST) {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            producer.poll(Duration::ZERO);
+            if let Some((kind, reason)) = context.refusal() {
+                return Err(Error::Refused {
+                    brokers,
+                    kind,
+                    reason,
+                });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(kafka("reach the brokers")(err));
+            }
+        }
+    });
+    probed.await.map_err(|_| Error::Closed)?
+}
+
+/// Creates the topics under `config.prefix`, with `partitions` partitions
+/// each, the broker's default replication factor and `max.message.bytes`
+/// of [`MAX_MESSAGE_BYTES`]: changes, audit records and dead letters.
+/// Topics that already exist are left as they are.
+///
+/// This is the first request a process makes: credentials the brokers
+/// refuse, or a TLS handshake that fails, end it with [`Error::Refused`]
+/// at once rather than after the request's timeout.
+pub async fn ensure_topics(config: &KafkaConfig, partitions: i32) -> Result<Topics> {
     if partitions < 1 {
         return Err(Error::Zero {
             setting: "partitions",
         });
     }
-    let topics = Topics::new(prefix)?;
-    let admin: AdminClient<DefaultClientContext> = base_client(brokers)?
-        .create()
+    let topics = Topics::new(&config.prefix)?;
+    probe(config).await?;
+    let admin: AdminClient<BusContext> = config
+        .client()?
+        .create_with_context(BusContext::default())
         .map_err(kafka("create the admin client"))?;
+    let max = MAX_MESSAGE_BYTES.to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .all()
         .into_iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(-1)))
+        .map(|name| {
+            NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
+                .set("max.message.bytes", &max)
+        })
         .collect();
     let options = AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))
@@ -141,10 +350,25 @@ pub async fn ensure_topics(brokers: &str, prefix: &str, partitions: i32) -> Resu
     Ok(topics)
 }
 
+/// An idempotent producer that waits for all in-sync replicas, compresses
+/// with lz4 and sends messages up to [`MAX_MESSAGE_BYTES`].
+fn producer(config: &KafkaConfig) -> Result<FutureProducer<BusContext>> {
+    let mut client = config.client()?;
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "1")
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string());
+    client
+        .create_with_context(BusContext::default())
+        .map_err(kafka("create the producer"))
+}
+
 /// Publishes to Kafka; clones share one producer.
 #[derive(Clone)]
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: FutureProducer<BusContext>,
     topics: Topics,
 }
 
@@ -160,14 +384,7 @@ impl KafkaPublisher {
     /// An idempotent producer that waits for all in-sync replicas.
     pub(crate) fn new(config: &KafkaConfig) -> Result<Self> {
         let topics = Topics::new(&config.prefix)?;
-        let mut client = base_client(&config.brokers)?;
-        client
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "1");
-        config.apply_options(&mut client);
-        let producer = client.create().map_err(kafka("create the producer"))?;
+        let producer = producer(config)?;
         Ok(Self { producer, topics })
     }
 
@@ -178,28 +395,47 @@ impl KafkaPublisher {
         let payload = message.encode()?;
         let key = message.key();
         let record = FutureRecord::to(topic).key(&key).payload(&payload);
-        self.producer
-            .send(record, Timeout::Never)
-            .await
-            .map(|_| ())
-            .map_err(|(source, _)| Error::Delivery {
+        match self.producer.send(record, Timeout::Never).await {
+            Ok(_) => Ok(()),
+            Err((source, _)) if too_large(&source) => Err(Error::TooLarge {
+                topic: topic.to_owned(),
+                bytes: payload.len(),
+                source,
+            }),
+            Err((source, _)) => Err(Error::Delivery {
                 topic: topic.to_owned(),
                 source,
-            })
+            }),
+        }
     }
 }
 
-/// Consumes both topics in a consumer group.
+/// A received message, decoded or refused, on its way from the polling
+/// thread to `receive` / `next_batch`.
+type Item = std::result::Result<Delivery, Box<Rejection>>;
+
+/// A refused payload, with the decoding error `next_batch` returns for it.
+#[derive(Debug)]
+struct Rejection {
+    rejected: Rejected,
+    error: Error,
+}
+
+/// Consumes the changes and audit topics in a consumer group, and sends
+/// refused payloads to the dead-letter topic.
 ///
 /// Dropping it stops the polling thread, which then leaves the group in the
 /// background; [`Consumer::close`](crate::Consumer::close) waits for that.
 pub struct KafkaConsumer {
     /// The polling thread owns the consumer; commits borrow it while it lives.
-    consumer: Weak<BaseConsumer>,
-    receiver: mpsc::Receiver<Result<Delivery>>,
-    /// Received but not yet returned, in order; an error stays at the front
-    /// until the messages before it have been returned.
-    pending: VecDeque<Result<Delivery>>,
+    consumer: Weak<BaseConsumer<BusContext>>,
+    receiver: mpsc::Receiver<Item>,
+    /// Received but not yet returned, in order; for `next_batch`, a refused
+    /// payload stays at the front until the messages before it have been
+    /// returned.
+    pending: VecDeque<Item>,
+    dead_letters: FutureProducer<BusContext>,
+    dead_letter_topic: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -208,6 +444,7 @@ impl std::fmt::Debug for KafkaConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaConsumer")
             .field("pending", &self.pending.len())
+            .field("dead_letter_topic", &self.dead_letter_topic)
             .field("stopped", &self.stop.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -220,20 +457,24 @@ impl KafkaConsumer {
             return Err(Error::Zero { setting: "buffer" });
         }
         let topics = Topics::new(&config.prefix)?;
-        let mut client = base_client(&config.brokers)?;
+        let mut client = config.client()?;
         client
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
+            .set("max.partition.fetch.bytes", MAX_MESSAGE_BYTES.to_string())
+            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
-        config.apply_options(&mut client);
-        let consumer: BaseConsumer = client.create().map_err(kafka("create the consumer"))?;
+        let consumer: BaseConsumer<BusContext> = client
+            .create_with_context(BusContext::default())
+            .map_err(kafka("create the consumer"))?;
         consumer
-            .subscribe(&topics.all())
+            .subscribe(&topics.consumed())
             .map_err(kafka("subscribe to the topics"))?;
+        let dead_letters = producer(config)?;
         let consumer = Arc::new(consumer);
         let weak = Arc::downgrade(&consumer);
         let (sender, receiver) = mpsc::channel(config.buffer);
@@ -249,13 +490,32 @@ impl KafkaConsumer {
             consumer: weak,
             receiver,
             pending: VecDeque::new(),
+            dead_letters,
+            dead_letter_topic: topics.dead_letter,
             stop,
             thread: Some(thread),
         })
     }
 
     /// Waits up to `wait` for messages, then returns what is ready, up to
-    /// `max`. A message that cannot be decoded is returned as an error on its
+    /// `max`, refused payloads included, in order.
+    pub(crate) async fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Received>> {
+        if self.pending.is_empty() {
+            self.pending = receive(&mut self.receiver, max, wait).await?.into();
+        }
+        let take = max.min(self.pending.len());
+        Ok(self
+            .pending
+            .drain(..take)
+            .map(|item| match item {
+                Ok(delivery) => Received::Message(delivery),
+                Err(rejection) => Received::Rejected(rejection.rejected),
+            })
+            .collect())
+    }
+
+    /// Waits up to `wait` for messages, then returns what is ready, up to
+    /// `max`. A refused payload is returned as its decoding error on its
     /// own, after the messages before it.
     pub(crate) async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
         if self.pending.is_empty() {
@@ -266,14 +526,89 @@ impl KafkaConsumer {
             match self.pending.pop_front() {
                 None => break,
                 Some(Ok(delivery)) => batch.push(delivery),
-                Some(Err(err)) if batch.is_empty() => return Err(err),
-                Some(Err(err)) => {
-                    self.pending.push_front(Err(err));
+                Some(Err(rejection)) if batch.is_empty() => return Err(rejection.error),
+                Some(Err(rejection)) => {
+                    self.pending.push_front(Err(rejection));
                     break;
                 }
             }
         }
         Ok(batch)
+    }
+
+    /// Sends `rejected` to the dead-letter topic with its key, its payload
+    /// and the headers naming where it came from and why it was refused;
+    /// waits for the broker's acknowledgement. A payload too large to send
+    /// again goes without it, with its digest and size in headers instead.
+    pub(crate) async fn dead_letter(&self, rejected: &Rejected) -> Result<()> {
+        let position = &rejected.position;
+        let partition = position.partition.to_string();
+        let offset = position.offset.to_string();
+        let headers = [
+            (HEADER_SOURCE_TOPIC, position.topic.as_str()),
+            (HEADER_SOURCE_PARTITION, partition.as_str()),
+            (HEADER_SOURCE_OFFSET, offset.as_str()),
+            (HEADER_REASON, rejected.reason.as_str()),
+        ];
+        let whole = self.send_dead_letter(rejected, &headers, &rejected.payload);
+        let source = match whole.await {
+            Ok(()) => return Ok(()),
+            Err(source) if too_large(&source) => source,
+            Err(source) => return Err(self.delivery_error(source)),
+        };
+        warn!(
+            at = %position,
+            bytes = rejected.payload.len(),
+            error = %source,
+            "dead letter too large: sent without its payload"
+        );
+        let sha256 = hex::encode(Sha256::digest(&rejected.payload));
+        let bytes = rejected.payload.len().to_string();
+        let headers = [
+            headers[0],
+            headers[1],
+            headers[2],
+            headers[3],
+            (HEADER_PAYLOAD_SHA256, sha256.as_str()),
+            (HEADER_PAYLOAD_BYTES, bytes.as_str()),
+        ];
+        self.send_dead_letter(rejected, &headers, &[])
+            .await
+            .map_err(|source| self.delivery_error(source))
+    }
+
+    async fn send_dead_letter(
+        &self,
+        rejected: &Rejected,
+        headers: &[(&str, &str)],
+        payload: &[u8],
+    ) -> std::result::Result<(), KafkaError> {
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |all, (key, value)| {
+                all.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
+            });
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic)
+            .payload(payload)
+            .headers(headers);
+        if let Some(key) = &rejected.key {
+            record = record.key(key.as_slice());
+        }
+        self.dead_letters
+            .send(record, Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| source)
+    }
+
+    fn delivery_error(&self, source: KafkaError) -> Error {
+        Error::Delivery {
+            topic: self.dead_letter_topic.clone(),
+            source,
+        }
     }
 
     /// Commits, for each partition, the offset after the highest of
@@ -321,36 +656,51 @@ impl Drop for KafkaConsumer {
 /// Polls until told to stop or until nobody receives any more. The polling
 /// thread owns the consumer and drops it when this returns, which leaves the
 /// group without blocking the async runtime.
-fn poll_loop(consumer: &BaseConsumer, sender: &mpsc::Sender<Result<Delivery>>, stop: &AtomicBool) {
+fn poll_loop(consumer: &BaseConsumer<BusContext>, sender: &mpsc::Sender<Item>, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
-        let delivery = match consumer.poll(POLL_INTERVAL) {
+        let item = match consumer.poll(POLL_INTERVAL) {
             None => continue,
-            Some(Ok(message)) => delivery(&message),
+            Some(Ok(message)) => item(&message),
             Some(Err(err)) => {
                 // The client retries on its own; errors here are reports.
                 warn!(error = %err, "kafka consumer error");
                 continue;
             }
         };
-        if sender.blocking_send(delivery).is_err() {
+        if sender.blocking_send(item).is_err() {
             break;
         }
     }
     debug!("kafka consumer thread stopped");
 }
 
-/// Decodes one received message, remembering where it sits.
-fn delivery(message: &BorrowedMessage<'_>) -> Result<Delivery> {
+/// Decodes one received message, remembering where it sits; a payload this
+/// build does not read is kept, raw, as a [`Rejected`].
+fn item(message: &BorrowedMessage<'_>) -> Item {
     let position = Position {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
     };
-    let decoded = Message::decode(message.payload().unwrap_or_default(), &position)?;
-    Ok(Delivery {
-        message: decoded,
-        position: Some(position),
-    })
+    let payload = message.payload().unwrap_or_default();
+    match Message::decode(payload, &position) {
+        Ok(decoded) => Ok(Delivery {
+            message: decoded,
+            position: Some(position),
+        }),
+        Err(error) => {
+            debug!(at = %position, error = %error, "refused payload");
+            Err(Box::new(Rejection {
+                rejected: Rejected {
+                    position,
+                    reason: reason(&error),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                },
+                error,
+            }))
+        }
+    }
 }
 
 /// For each partition, the offset after the highest position: where a
@@ -374,6 +724,7 @@ fn commit_list(positions: &[Position]) -> Result<TopicPartitionList> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::{Mechanism, Protocol, Sasl};
 
     fn at(topic: &str, partition: i32, offset: i64) -> Position {
         Position {
@@ -418,6 +769,8 @@ mod tests {
     fn missing_brokers_are_rejected() {
         let err = KafkaPublisher::new(&KafkaConfig::new(" ", "g")).expect_err("no brokers");
         assert!(matches!(err, Error::NoBrokers), "{err:?}");
+        let err = KafkaConfig::new("", "g").check().expect_err("no brokers");
+        assert!(matches!(err, Error::NoBrokers), "{err:?}");
     }
 
     #[test]
@@ -430,7 +783,7 @@ mod tests {
 
     #[tokio::test]
     async fn zero_partitions_are_rejected() {
-        let err = ensure_topics("127.0.0.1:9", "", 0)
+        let err = ensure_topics(&KafkaConfig::new("127.0.0.1:9", "g"), 0)
             .await
             .expect_err("zero partitions");
         assert!(err.to_string().contains("partitions"), "{err}");
@@ -448,5 +801,74 @@ mod tests {
                 .unwrap_or_default()
         );
         assert!(chain.contains("no.such.property"), "{chain}");
+    }
+
+    #[test]
+    fn an_option_driftwarden_sets_is_refused_naming_it_and_where_to_set_it() {
+        for (key, hint) in [
+            ("sasl.password", "security settings"),
+            ("security.protocol", "security settings"),
+            ("bootstrap.servers", "brokers setting"),
+            ("enable.idempotence", ""),
+            ("message.max.bytes", ""),
+        ] {
+            let mut config = KafkaConfig::new("127.0.0.1:9", "g");
+            config.options.insert(key.into(), "x".into());
+            let err = config.check().expect_err("reserved option");
+            let text = err.to_string();
+            assert!(
+                matches!(&err, Error::ReservedOption { key: k, .. } if k == key),
+                "{err:?}"
+            );
+            assert!(text.contains(key) && text.contains(hint), "{text}");
+            assert!(
+                KafkaPublisher::new(&config).is_err(),
+                "{key} reached a client"
+            );
+        }
+        let mut config = KafkaConfig::new("127.0.0.1:9", "g");
+        config.options.insert("client.id".into(), "dw-1".into());
+        config.check().expect("a free option is fine");
+    }
+
+    #[test]
+    fn security_errors_name_the_setting_and_passwords_stay_out_of_debug() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, "hunter2\n").expect("written");
+        let mut config = KafkaConfig::new("127.0.0.1:9", "g").with_security(Security {
+            protocol: Protocol::SaslPlaintext,
+            sasl: Some(Sasl {
+                mechanism: Mechanism::ScramSha512,
+                username: "dw".into(),
+                password_file: password_file.clone(),
+            }),
+            ..Security::default()
+        });
+        config
+            .options
+            .insert("ssl.key.password".into(), "hunter3".into());
+        config.check().expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("ssl.key.password"), "{shown}");
+        // A producer reads the password file and keeps the password in
+        // librdkafka only.
+        let publisher = KafkaPublisher::new(&config).expect("producer");
+        assert!(!format!("{publisher:?}").contains("hunter"));
+
+        std::fs::write(&password_file, "").expect("emptied");
+        let err = config.check().expect_err("empty password");
+        assert!(err.to_string().contains("sasl.password_file"), "{err}");
+        let err = KafkaPublisher::new(&config).expect_err("empty password");
+        assert!(matches!(err, Error::Security(_)), "{err:?}");
+    }
+
+    #[test]
+    fn size_errors_are_recognized_by_their_code() {
+        let local = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        let batch = KafkaError::MessageProduction(RDKafkaErrorCode::MessageBatchTooLarge);
+        let other = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(too_large(&local) && too_large(&batch) && !too_large(&other));
     }
 }

@@ -18,6 +18,8 @@ use crate::{Error, Result};
 pub const CHANGES_TOPIC: &str = "driftwarden.changes.v1";
 /// Topic of audit records, after the prefix.
 pub const AUDIT_TOPIC: &str = "driftwarden.audit.v1";
+/// Topic of payloads a consumer refused (see [`Rejected`]), after the prefix.
+pub const DEAD_LETTER_TOPIC: &str = "driftwarden.deadletter.v1";
 
 /// Kafka's longest topic name; the prefix leaves room for the longest suffix.
 const MAX_TOPIC_LEN: usize = 249;
@@ -112,13 +114,20 @@ pub struct Topics {
     pub changes: String,
     /// Where audit records go.
     pub audit: String,
+    /// Where refused payloads go; never consumed by Driftwarden.
+    pub dead_letter: String,
 }
 
 impl Topics {
     /// The topics under `prefix`, which is prepended as given (include a
     /// separator, e.g. `staging.`). An empty prefix gives the plain names.
     pub fn new(prefix: &str) -> Result<Self> {
-        let max = MAX_TOPIC_LEN - CHANGES_TOPIC.len().max(AUDIT_TOPIC.len());
+        let longest = [CHANGES_TOPIC, AUDIT_TOPIC, DEAD_LETTER_TOPIC]
+            .map(str::len)
+            .into_iter()
+            .max()
+            .unwrap_or_default();
+        let max = MAX_TOPIC_LEN - longest;
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if prefix.len() > max || !prefix.chars().all(allowed) {
             return Err(Error::InvalidPrefix {
@@ -129,12 +138,19 @@ impl Topics {
         Ok(Self {
             changes: format!("{prefix}{CHANGES_TOPIC}"),
             audit: format!("{prefix}{AUDIT_TOPIC}"),
+            dead_letter: format!("{prefix}{DEAD_LETTER_TOPIC}"),
         })
     }
 
-    /// Both topic names.
-    pub fn all(&self) -> [&str; 2] {
+    /// The topics a correlator consumes: changes and audit records.
+    pub fn consumed(&self) -> [&str; 2] {
         [&self.changes, &self.audit]
+    }
+
+    /// Every topic Driftwarden creates: the consumed ones and the
+    /// dead-letter topic.
+    pub fn all(&self) -> [&str; 3] {
+        [&self.changes, &self.audit, &self.dead_letter]
     }
 }
 
@@ -170,6 +186,74 @@ pub struct Delivery {
     pub message: Message,
     /// Where it sits in Kafka; `None` on the embedded bus.
     pub position: Option<Position>,
+}
+
+/// A payload on the bus this build refuses to read: not JSON, not a
+/// message, empty, or of a `schema` other than [`model::SCHEMA`]. Only
+/// Kafka carries such payloads (someone else wrote them); the embedded bus
+/// never does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Where it sits.
+    pub position: Position,
+    /// Why it was refused, in one line without the position, e.g.
+    /// `schema version 99, but this build reads version 1`.
+    pub reason: String,
+    /// Its key, as sent (`None` when it had none).
+    pub key: Option<Vec<u8>>,
+    /// Its payload, as sent (empty when it had none).
+    pub payload: Vec<u8>,
+}
+
+impl fmt::Debug for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The payload may be large and is foreign data: its size is enough.
+        f.debug_struct("Rejected")
+            .field("position", &self.position)
+            .field("reason", &self.reason)
+            .field("key", &self.key.as_deref().map(String::from_utf8_lossy))
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+/// One item handed out by [`Consumer::receive`](crate::Consumer::receive),
+/// in the order of the bus.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "messages are nearly every item: boxing them would cost an allocation each"
+)]
+pub enum Received {
+    /// A message this build reads.
+    Message(Delivery),
+    /// A payload this build refuses: record it, dead-letter it, then commit
+    /// its position.
+    Rejected(Rejected),
+}
+
+impl Received {
+    /// Where the item sits in Kafka; `None` for messages of the embedded
+    /// bus.
+    pub fn position(&self) -> Option<&Position> {
+        match self {
+            Self::Message(delivery) => delivery.position.as_ref(),
+            Self::Rejected(rejected) => Some(&rejected.position),
+        }
+    }
+}
+
+/// Why `err`, a decoding error of [`Message::decode`], refused a payload:
+/// its message without the position.
+pub(crate) fn reason(err: &Error) -> String {
+    match err {
+        Error::EmptyPayload { .. } => "empty payload".to_owned(),
+        Error::UnknownSchema {
+            version, expected, ..
+        } => format!("schema version {version}, but this build reads version {expected}"),
+        Error::Decode { source, .. } => format!("not a message this build reads: {source}"),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -339,8 +423,71 @@ mod tests {
         let topics = Topics::new("test-7.").expect("valid prefix");
         assert_eq!(topics.changes, "test-7.driftwarden.changes.v1");
         assert_eq!(topics.audit, "test-7.driftwarden.audit.v1");
+        assert_eq!(topics.dead_letter, "test-7.driftwarden.deadletter.v1");
         assert_eq!(change().topic(&topics), topics.changes);
         assert_eq!(audit().topic(&topics), topics.audit);
+        assert_eq!(
+            topics.consumed(),
+            [topics.changes.as_str(), topics.audit.as_str()]
+        );
+        assert_eq!(topics.all().len(), 3);
+        assert!(topics.all().contains(&topics.dead_letter.as_str()));
+    }
+
+    #[test]
+    fn the_longest_prefix_leaves_room_for_every_topic() {
+        let longest = "p".repeat(MAX_TOPIC_LEN - DEAD_LETTER_TOPIC.len());
+        let topics = Topics::new(&longest).expect("fits");
+        assert!(topics.all().iter().all(|t| t.len() <= MAX_TOPIC_LEN));
+        assert!(Topics::new(&format!("{longest}p")).is_err());
+    }
+
+    #[test]
+    fn rejection_reasons_say_why_without_the_position() {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&change().encode().expect("encodes")).expect("json");
+        value["schema"] = json!(99);
+        let unknown = serde_json::to_vec(&value).expect("json");
+        let cases: [(&[u8], &str); 4] = [
+            (b"", "empty payload"),
+            (
+                &unknown,
+                "schema version 99, but this build reads version 1",
+            ),
+            (b"not json", "not a message this build reads: expected"),
+            (
+                b"{\"type\":\"nope\",\"schema\":1}",
+                "not a message this build reads: unknown variant `nope`",
+            ),
+        ];
+        for (payload, expected) in cases {
+            let err = Message::decode(payload, &at()).expect_err("refused");
+            let reason = reason(&err);
+            assert!(
+                reason.starts_with(expected),
+                "{reason} should start with {expected}"
+            );
+            assert!(!reason.contains("@17"), "{reason} repeats the position");
+        }
+    }
+
+    #[test]
+    fn rejected_debug_shows_the_payload_size_not_the_payload() {
+        let rejected = Rejected {
+            position: at(),
+            reason: "empty payload".into(),
+            key: Some(b"k".to_vec()),
+            payload: b"secret-ish foreign bytes".to_vec(),
+        };
+        let shown = format!("{rejected:?}");
+        assert!(shown.contains("payload_bytes: 24"), "{shown}");
+        assert!(!shown.contains("foreign"), "{shown}");
+        assert_eq!(Received::Rejected(rejected).position(), Some(&at()));
+        let delivery = Delivery {
+            message: change(),
+            position: None,
+        };
+        assert_eq!(Received::Message(delivery).position(), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{change, collect, id};
-use driftwarden_bus::{Error, embedded};
+use driftwarden_bus::{Error, MAX_MESSAGE_BYTES, Message, Received, Sent, embedded};
+use model::ChangeEvent;
 
 #[tokio::test]
 async fn embedded_delivers_everything_in_order_per_key() {
@@ -101,4 +102,54 @@ async fn embedded_publish_fails_once_the_consumer_is_gone() {
 async fn embedded_bus_with_zero_capacity_is_rejected() {
     let err = embedded(0).expect_err("zero capacity");
     assert!(err.to_string().contains("capacity"), "{err}");
+}
+
+#[tokio::test]
+async fn embedded_receive_hands_out_messages_and_dead_letters_nothing() {
+    let (publisher, mut consumer) = embedded(4).expect("embedded bus");
+    publisher.publish(&change("a", 1)).await.expect("room");
+    let items = consumer
+        .receive(10, Duration::from_secs(1))
+        .await
+        .expect("an item");
+    let [Received::Message(delivery)] = items.as_slice() else {
+        panic!("expected one message, got {items:?}");
+    };
+    assert_eq!(id(&delivery.message), "a#1");
+    assert_eq!(delivery.position, None);
+    let foreign = driftwarden_bus::Rejected {
+        position: driftwarden_bus::Position {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        },
+        reason: "empty payload".into(),
+        key: None,
+        payload: Vec::new(),
+    };
+    consumer
+        .dead_letter(&foreign)
+        .await
+        .expect("nothing to do on the embedded bus");
+}
+
+#[tokio::test]
+async fn embedded_bus_carries_a_change_larger_than_kafka_would_whole() {
+    let (publisher, mut consumer) = embedded(4).expect("embedded bus");
+    let Message::Change(mut event) = change("big", 1) else {
+        unreachable!("change() is a change")
+    };
+    event.object = serde_json::json!({"data": {"blob": "x".repeat(MAX_MESSAGE_BYTES + 1)}});
+    let message = Message::Change(event);
+    let sent = publisher.publish_fitting(&message).await.expect("sent");
+    assert_eq!(sent, Sent::Whole);
+    let batch = consumer
+        .next_batch(1, Duration::from_secs(1))
+        .await
+        .expect("a message");
+    let Message::Change(ChangeEvent { truncated, .. }) = &batch[0].message else {
+        panic!("a change");
+    };
+    assert_eq!(truncated, &None);
+    assert_eq!(batch[0].message, message);
 }

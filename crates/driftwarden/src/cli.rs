@@ -54,6 +54,14 @@ pub enum Command {
         /// labels git declares decide, as when running.
         #[arg(long, requires = "object", value_delimiter = ',')]
         labels: Vec<String>,
+        /// Print instead the least RBAC the config needs (Kubernetes YAML;
+        /// a `v1/List` with `-o json`): reads of the watched kinds, writes
+        /// only where a rule enforces or syncs.
+        #[arg(long, conflicts_with = "object")]
+        rbac: bool,
+        /// With `--rbac`: the ServiceAccount to bind, `NAMESPACE:NAME`.
+        #[arg(long, requires = "rbac", default_value = "driftwarden:driftwarden")]
+        service_account: crate::rbac::ServiceAccount,
     },
     /// Watch the cluster, judge every change against git, keep the ledger.
     Run {
@@ -63,6 +71,10 @@ pub enum Command {
         /// Which parts to run in this process.
         #[arg(long, value_enum, default_value_t = Role::All)]
         role: Role,
+        /// Start although the ledger holds fewer records than its last
+        /// signed checkpoint names: the loss is recorded in the ledger.
+        #[arg(long)]
+        accept_truncation: bool,
     },
     /// Current drift against git HEAD, as last observed.
     Diff {
@@ -81,11 +93,20 @@ pub enum Command {
         key: String,
     },
     /// Walk the ledger's hash chain and report any record that was altered,
-    /// removed or reordered.
+    /// removed or reordered; compare the indexes derived from it, and the
+    /// chain with its last signed checkpoint (records lost from the end).
     Verify {
         /// The config file.
         #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
         config: PathBuf,
+        /// Compare with the last checkpoint in this file (one kept
+        /// elsewhere) instead of `checkpoints.jsonl` beside the ledger.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Rebuild the indexes that differ from the chain (only when the
+        /// chain itself verifies); the repair is recorded in the ledger.
+        #[arg(long)]
+        repair: bool,
     },
     /// Grant a time-boxed break-glass exemption: changes in scope are
     /// allowed (and not reverted) until it expires. Recorded in the ledger.
@@ -183,11 +204,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Check {
-            config,
+            config: path,
             object,
             labels,
+            rbac,
+            service_account,
         } => {
-            let config = Config::load(&config)?;
+            let config = Config::load(&path)?;
+            if rbac {
+                return rbac_text(&config, &path, service_account, json)
+                    .await
+                    .map(Into::into);
+            }
             let mut text = if json {
                 to_json(&summary(&config))?
             } else {
@@ -237,8 +265,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(text.into())
         }
-        Command::Run { config, role } => {
+        Command::Run {
+            config,
+            role,
+            accept_truncation,
+        } => {
             let config = Config::load(&config)?;
+            if accept_truncation && let Some(accepted) = crate::run::accept_truncation(&config)? {
+                tracing::warn!("{accepted}");
+            }
             let running = crate::run::start(config, role).await?;
             // SIGHUP fetches every git source now (e.g. from a push hook).
             let fetch_now = running.fetch_now.clone();
@@ -266,7 +301,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 &cluster_scoped(&config).await,
             )
             .await?;
-            let drift = inspect::drift(&ledger, &desired)?;
+            let drift = inspect::drift(&ledger, &desired, &crate::keys::digest_key(&config)?)?;
             let text = if json {
                 to_json(&drift)?
             } else {
@@ -349,23 +384,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let reason = format!("{reason} (by {})", local_user());
             Ok(deliver(&config, &Request::Resume { reason })?.into())
         }
-        Command::Verify { config } => {
+        Command::Verify {
+            config,
+            checkpoint,
+            repair,
+        } => {
             let config = Config::load(&config)?;
-            let ledger = crate::run::open_ledger(&config)?;
-            let report = ledger.verify()?;
-            let text = if json {
-                to_json(&report)?
-            } else if report.is_ok() {
-                format!("ledger ok: {} records, hash chain intact\n", report.records)
-            } else {
-                let mut text = format!(
-                    "ledger BROKEN: {} problem(s) in {} records\n",
-                    report.problem_count, report.records
-                );
-                for problem in &report.problems {
-                    let _ = writeln!(text, "  {problem}");
+            let ledger = crate::run::open_ledger_unchecked(&config)?;
+            let trusted = ledger::checkpoint::trusted_key(
+                &config.data_dir.join(ledger::checkpoint::KEY_FILE),
+            )?;
+            let checkpoint = match checkpoint {
+                Some(file) => Some(
+                    ledger::checkpoint::latest(&file)?
+                        .ok_or_else(|| anyhow::anyhow!("no checkpoint in {}", file.display()))?,
+                ),
+                None => {
+                    ledger::checkpoint::latest(&config.data_dir.join(ledger::checkpoint::LOG_FILE))?
                 }
-                text
+            };
+            let mut report = ledger.verify_with(checkpoint.as_ref(), trusted.as_ref())?;
+            let mut repaired = None;
+            if repair && !report.is_ok() && report.chain_ok() {
+                repaired = Some(ledger.repair(checkpoint.as_ref(), trusted.as_ref())?);
+                report = ledger.verify_with(checkpoint.as_ref(), trusted.as_ref())?;
+            }
+            let text = match (json, &repaired) {
+                (true, None) => to_json(&report)?,
+                (true, Some(repaired)) => to_json(&serde_json::json!({
+                    "repaired": repaired,
+                    "report": report,
+                }))?,
+                (false, _) => inspect::verify(&report, repaired.as_ref(), repair),
             };
             Ok(Outcome {
                 text,
@@ -435,10 +485,15 @@ fn describe(config: &Config) -> String {
             brokers,
             topic_prefix,
             group_id,
+            security,
             ..
         } => writeln!(
             w,
-            "bus: kafka {brokers} (topics {topic_prefix}driftwarden.*.v1, group {group_id})"
+            "bus: kafka {brokers} (topics {topic_prefix}driftwarden.*.v1, group {group_id}; {})",
+            security.as_ref().map_or_else(
+                || "plaintext, no authentication".to_owned(),
+                |s| s.to_bus().summary()
+            )
         ),
     };
     let _ = writeln!(w, "desired state:");
@@ -539,6 +594,125 @@ fn describe(config: &Config) -> String {
 async fn cluster_scoped(config: &Config) -> Vec<(String, String)> {
     let client = crate::run::kube_client(config).await.ok();
     crate::run::cluster_scoped_kinds(client.as_ref()).await
+}
+
+/// The least RBAC `config` needs, for `check --rbac`: reads the sources
+/// for the kinds git declares, resolves them with the cluster's discovery
+/// when it answers, and checks that discovery is open.
+async fn rbac_text(
+    config: &Config,
+    path: &std::path::Path,
+    subject: crate::rbac::ServiceAccount,
+    json: bool,
+) -> anyhow::Result<String> {
+    use crate::rbac::{Discovery, Needs, WatchedKind};
+    let client = match crate::run::kube_client(config).await {
+        Ok(client) => Some(client),
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "no cluster: resources are guessed");
+            None
+        }
+    };
+    let cluster_scoped = crate::run::cluster_scoped_kinds(client.as_ref()).await;
+    let (desired, _, sources) = crate::desired::open_sources(config, None, &cluster_scoped).await?;
+    let mut header = vec![format!(
+        "The least RBAC for {} (`driftwarden check --rbac`), bound to ServiceAccount {subject}.",
+        path.display()
+    )];
+    for (opened, source) in sources.iter().zip(&config.sources) {
+        if opened.failing.is_some() {
+            header.push(format!(
+                "WARNING: git source `{}` could not be fetched: kinds it declares beyond its clone are missing.",
+                source.name
+            ));
+            tracing::warn!(source = %source.name, "git source not fetched: the RBAC may miss kinds it declares");
+        }
+    }
+    let mut wanted: std::collections::BTreeMap<(String, String), &str> = desired
+        .kinds()
+        .into_iter()
+        .map(|kind| (kind, "declared in git"))
+        .collect();
+    for kind in &config.watch.extra_kinds {
+        wanted
+            .entry((kind.api_version.clone(), kind.kind.clone()))
+            .or_insert("watch.extra_kinds");
+    }
+    let mut kinds = Vec::new();
+    for ((api_version, kind), why) in wanted {
+        let resolved = match &client {
+            Some(client) => watch::discovery::resolve(client, &api_version, &kind)
+                .await
+                .map_err(|err| tracing::warn!(%api_version, %kind, error = %err, "kind not served: resource guessed"))
+                .ok(),
+            None => None,
+        };
+        kinds.push(match resolved {
+            Some((resource, scope)) => WatchedKind {
+                api_version,
+                kind,
+                resource: resource.plural,
+                namespaced: scope == kube::discovery::Scope::Namespaced,
+                guessed: false,
+                why: why.to_owned(),
+            },
+            None => WatchedKind::guess(&api_version, &kind, why),
+        });
+    }
+    let discovery = match &client {
+        Some(client) => discovery_open(client, &subject).await,
+        None => Discovery::Unchecked,
+    };
+    let manifests = crate::rbac::manifests(&Needs {
+        policies: &config.policies,
+        namespaces: &config.watch.namespaces,
+        kinds,
+        discovery,
+        subject,
+    });
+    if json {
+        to_json(&crate::rbac::list(&manifests))
+    } else {
+        let mut text: String = header.iter().map(|line| format!("# {line}\n")).collect();
+        text.push_str(&crate::rbac::yaml(&manifests)?);
+        Ok(text)
+    }
+}
+
+/// Whether `subject` may read `/apis` without a rule of its own: a
+/// SubjectAccessReview for it with no grants but the built-in ones.
+async fn discovery_open(
+    client: &kube::Client,
+    subject: &crate::rbac::ServiceAccount,
+) -> crate::rbac::Discovery {
+    use crate::rbac::Discovery;
+    let gvk = kube::api::GroupVersionKind::gvk("authorization.k8s.io", "v1", "SubjectAccessReview");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "subjectaccessreviews");
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
+    let review = kube::api::DynamicObject::new("", &resource).data(serde_json::json!({
+        "spec": {
+            "user": format!("system:serviceaccount:{}:{}", subject.namespace, subject.name),
+            "groups": [
+                "system:serviceaccounts",
+                format!("system:serviceaccounts:{}", subject.namespace),
+                "system:authenticated",
+            ],
+            "nonResourceAttributes": {"path": "/apis", "verb": "get"},
+        }
+    }));
+    match api.create(&Default::default(), &review).await {
+        Ok(answer) => {
+            if answer.data.pointer("/status/allowed") == Some(&serde_json::Value::Bool(true)) {
+                Discovery::Open
+            } else {
+                Discovery::Closed
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot ask whether discovery is open");
+            Discovery::Unchecked
+        }
+    }
 }
 
 /// What `prune` could delete, for `check`: from git, and from the ledger

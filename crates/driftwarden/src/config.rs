@@ -91,6 +91,20 @@ pub struct Config {
     /// Safety rails of enforcement.
     #[serde(default)]
     pub enforcement: Enforcement,
+    /// How Secret values are digested.
+    #[serde(default)]
+    pub secrets: Secrets,
+}
+
+/// How Secret values are digested: HMAC-SHA256 with an installation key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// The key file (64 hex digits, mode 0600); every process of one
+    /// installation (watchers and correlators on other hosts too) must read
+    /// the same. Without it, `data_dir/digest.key` is created on first start.
+    #[serde(default)]
+    pub digest_key_file: Option<PathBuf>,
 }
 
 /// Safety rails of enforcement.
@@ -170,30 +184,294 @@ pub struct Cluster {
     pub kubeconfig: Option<PathBuf>,
 }
 
-/// The event bus.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// The event bus, chosen by `type`.
+#[derive(Debug, Clone)]
 pub enum Bus {
     /// In-process bounded channels: a single binary, no broker.
     Embedded {
-        /// Channel capacity in events; writers wait when it is full.
-        #[serde(default = "default_capacity")]
+        /// Channel capacity in events (default 10 000); writers wait when
+        /// it is full.
         capacity: usize,
     },
     /// Apache Kafka.
     Kafka {
         /// Bootstrap servers, `host:port,host:port`.
         brokers: String,
-        /// Prefix for topic names, e.g. `staging.`.
-        #[serde(default)]
+        /// Prefix for topic names, e.g. `staging.` (default none).
         topic_prefix: String,
-        /// Consumer group of the correlators.
-        #[serde(default = "default_group")]
+        /// Consumer group of the correlators (default `driftwarden`).
         group_id: String,
-        /// Partitions when Driftwarden creates the topics.
-        #[serde(default = "default_partitions")]
+        /// Partitions when Driftwarden creates the topics (default 6).
         partitions: i32,
+        /// TLS and SASL of every connection to Kafka; plaintext without
+        /// authentication when absent.
+        security: Option<Box<KafkaSecurity>>,
+        /// Extra librdkafka properties for every Kafka client (tuning,
+        /// `client.id`, …); one Driftwarden sets itself is refused.
+        librdkafka: std::collections::BTreeMap<String, OptionValue>,
     },
+}
+
+/// `bus` as written: one struct rather than a tagged enum, so that an
+/// error inside it names its whole path (`bus.security.sasl.username`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusFields {
+    #[serde(rename = "type")]
+    kind: BusKind,
+    capacity: Option<usize>,
+    brokers: Option<String>,
+    topic_prefix: Option<String>,
+    group_id: Option<String>,
+    partitions: Option<i32>,
+    security: Option<KafkaSecurity>,
+    librdkafka: Option<std::collections::BTreeMap<String, OptionValue>>,
+}
+
+/// `bus.type`.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BusKind {
+    Embedded,
+    Kafka,
+}
+
+impl<'de> Deserialize<'de> for Bus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = BusFields::deserialize(deserializer)?;
+        let misplaced = |name: &str, kind: &str| {
+            serde::de::Error::custom(format!(
+                "`{name}` is a setting of `type: {kind}`, not of this bus"
+            ))
+        };
+        match fields.kind {
+            BusKind::Embedded => {
+                let kafka_only = [
+                    ("brokers", fields.brokers.is_some()),
+                    ("topic_prefix", fields.topic_prefix.is_some()),
+                    ("group_id", fields.group_id.is_some()),
+                    ("partitions", fields.partitions.is_some()),
+                    ("security", fields.security.is_some()),
+                    ("librdkafka", fields.librdkafka.is_some()),
+                ];
+                if let Some((name, _)) = kafka_only.into_iter().find(|(_, given)| *given) {
+                    return Err(misplaced(name, "kafka"));
+                }
+                Ok(Bus::Embedded {
+                    capacity: fields.capacity.unwrap_or_else(default_capacity),
+                })
+            }
+            BusKind::Kafka => {
+                if fields.capacity.is_some() {
+                    return Err(misplaced("capacity", "embedded"));
+                }
+                Ok(Bus::Kafka {
+                    brokers: fields
+                        .brokers
+                        .ok_or_else(|| serde::de::Error::missing_field("brokers"))?,
+                    topic_prefix: fields.topic_prefix.unwrap_or_default(),
+                    group_id: fields.group_id.unwrap_or_else(default_group),
+                    partitions: fields.partitions.unwrap_or_else(default_partitions),
+                    security: fields.security.map(Box::new),
+                    librdkafka: fields.librdkafka.unwrap_or_default(),
+                })
+            }
+        }
+    }
+}
+
+/// `bus.security`: how Driftwarden's Kafka clients secure their
+/// connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: KafkaProtocol,
+    /// PEM file of the CAs that signed the brokers' certificates; the
+    /// system's trust store when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate to present (PEM), with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// SASL credentials, for the `sasl_*` protocols.
+    #[serde(default)]
+    pub sasl: Option<KafkaSasl>,
+}
+
+/// The Kafka listener's security protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaProtocol {
+    /// No encryption, no authentication.
+    Plaintext,
+    /// TLS; with `cert_file` and `key_file`, a client certificate.
+    Ssl,
+    /// SASL without encryption.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+/// `bus.security.sasl`: SASL credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    /// `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN` (over TLS only).
+    #[serde(deserialize_with = "mechanism")]
+    pub mechanism: bus::Mechanism,
+    /// The user name.
+    pub username: String,
+    /// A file holding the password (a final line break is ignored); the
+    /// password itself never appears in the config.
+    pub password_file: PathBuf,
+}
+
+/// A value of `bus.librdkafka`: YAML strings, numbers and booleans are all
+/// passed as text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OptionValue {
+    /// Text.
+    Text(String),
+    /// A whole number.
+    Integer(i64),
+    /// A number with a fraction.
+    Float(f64),
+    /// `true` or `false`.
+    Bool(bool),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(text) => f.write_str(text),
+            Self::Integer(n) => write!(f, "{n}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+fn mechanism<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bus::Mechanism, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    bus::Mechanism::parse(&name).map_err(serde::de::Error::custom)
+}
+
+impl KafkaSecurity {
+    /// The bus crate's form of these settings.
+    pub fn to_bus(&self) -> bus::Security {
+        bus::Security {
+            protocol: match self.protocol {
+                KafkaProtocol::Plaintext => bus::Protocol::Plaintext,
+                KafkaProtocol::Ssl => bus::Protocol::Ssl,
+                KafkaProtocol::SaslPlaintext => bus::Protocol::SaslPlaintext,
+                KafkaProtocol::SaslSsl => bus::Protocol::SaslSsl,
+            },
+            ca_file: self.ca_file.clone(),
+            // A half-given certificate is refused by `validate`.
+            client_cert: match (&self.cert_file, &self.key_file) {
+                (Some(cert_file), Some(key_file)) => Some(bus::ClientCert {
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.clone(),
+                }),
+                _ => None,
+            },
+            sasl: self.sasl.as_ref().map(|sasl| bus::Sasl {
+                mechanism: sasl.mechanism,
+                username: sasl.username.clone(),
+                password_file: sasl.password_file.clone(),
+            }),
+        }
+    }
+
+    /// The key of the half of a client certificate that is missing.
+    fn missing_half(&self) -> Option<&'static str> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Some("key_file"),
+            (None, Some(_)) => Some("cert_file"),
+            _ => None,
+        }
+    }
+}
+
+impl Bus {
+    /// The Kafka client settings of a Kafka bus; `None` for the embedded
+    /// bus.
+    pub fn kafka_config(&self) -> Option<bus::KafkaConfig> {
+        let Bus::Kafka {
+            brokers,
+            topic_prefix,
+            group_id,
+            security,
+            librdkafka,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut config = bus::KafkaConfig::new(brokers.clone(), group_id.clone())
+            .with_prefix(topic_prefix.clone())
+            .with_security(
+                security
+                    .as_deref()
+                    .map(KafkaSecurity::to_bus)
+                    .unwrap_or_default(),
+            );
+        config.options = librdkafka
+            .iter()
+            .map(|(key, value)| (key.clone(), value.to_string()))
+            .collect();
+        Some(config)
+    }
+
+    /// Checks a Kafka bus's settings as the clients will use them (files
+    /// read, options compared with Driftwarden's own); the error is the key
+    /// and the message.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let Bus::Kafka {
+            brokers,
+            partitions,
+            security,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if brokers.trim().is_empty() {
+            return Err(("bus.brokers".into(), "needs at least one host:port".into()));
+        }
+        if *partitions < 1 {
+            return Err(("bus.partitions".into(), "must be at least 1".into()));
+        }
+        if let Some(missing) = security.as_deref().and_then(KafkaSecurity::missing_half) {
+            return Err((
+                format!("bus.security.{missing}"),
+                "a client certificate needs both `cert_file` and `key_file`".into(),
+            ));
+        }
+        let Some(config) = self.kafka_config() else {
+            return Ok(());
+        };
+        config.check().map_err(|err| match err {
+            bus::Error::Security(err) => {
+                let mut message = err.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(cause) = source {
+                    message.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                (format!("bus.security.{}", err.setting()), message)
+            }
+            bus::Error::ReservedOption { .. } => ("bus.librdkafka".into(), err.to_string()),
+            bus::Error::InvalidPrefix { .. } => ("bus.topic_prefix".into(), err.to_string()),
+            bus::Error::NoBrokers => ("bus.brokers".into(), err.to_string()),
+            other => ("bus".into(), other.to_string()),
+        })
+    }
 }
 
 impl Default for Bus {
@@ -540,25 +818,9 @@ impl Config {
                 ));
             }
         }
-        if let Bus::Kafka {
-            brokers,
-            partitions,
-            ..
-        } = &self.bus
-        {
-            if brokers.trim().is_empty() {
-                return Err(invalid(
-                    "bus.brokers".into(),
-                    "needs at least one host:port".into(),
-                ));
-            }
-            if *partitions < 1 {
-                return Err(invalid(
-                    "bus.partitions".into(),
-                    "must be at least 1".into(),
-                ));
-            }
-        }
+        self.bus
+            .validate()
+            .map_err(|(at, message)| invalid(at, message))?;
         self.trust
             .validate()
             .map_err(|err| invalid("trust".into(), err.to_string()))?;
@@ -993,6 +1255,252 @@ g+HxHbSSx70IL5bvyM7SjHJgpDuYE888oVVd6JNVebI6BlE2fGRz37C0
             "{MINIMAL}policies:\n  - name: p\n    trust: {{ groups: [\"\"] }}\n"
         ));
         assert!(err.contains("policies[0].trust"), "{err}");
+    }
+
+    /// Files of a Kafka bus over TLS with SASL: `ca.pem`, `client.pem`,
+    /// `client.key` and `password`.
+    struct KafkaFiles(tempfile::TempDir);
+
+    impl KafkaFiles {
+        fn new() -> Self {
+            let files = Self(tempfile::tempdir().expect("temp dir"));
+            files.write("ca.pem", TEST_CERT);
+            files.write("client.pem", TEST_CERT);
+            files.write("client.key", TEST_KEY);
+            files.write("password", "correct horse\n");
+            files
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.0.path().join(name).display().to_string()
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.path().join(name), text).expect("file written");
+        }
+
+        /// A config with a Kafka bus whose `security` has `sasl` and
+        /// `extra` lines, and `tail` after it (in the bus).
+        fn config(&self, sasl: &str, extra: &str, tail: &str) -> String {
+            format!(
+                "{MINIMAL}bus:
+  type: kafka
+  brokers: kafka-1:9094
+  security:
+    protocol: sasl_ssl
+    ca_file: '{}'
+{extra}    sasl: {sasl}
+{tail}",
+                self.path("ca.pem"),
+            )
+        }
+
+        fn scram(&self) -> String {
+            format!(
+                "{{ mechanism: SCRAM-SHA-512, username: driftwarden, password_file: '{}' }}",
+                self.path("password")
+            )
+        }
+    }
+
+    #[test]
+    fn kafka_security_loads_and_reaches_every_client_setting() {
+        let files = KafkaFiles::new();
+        let text = files.config(
+            &files.scram(),
+            &format!(
+                "    cert_file: '{}'\n    key_file: '{}'\n",
+                files.path("client.pem"),
+                files.path("client.key")
+            ),
+            "  librdkafka:\n    client.id: dw-eu\n    socket.keepalive.enable: true\n    reconnect.backoff.ms: 50\n",
+        );
+        let config = parse(&text).expect("config loads");
+        let kafka = config.bus.kafka_config().expect("a kafka bus");
+        let security = &kafka.security;
+        assert_eq!(security.protocol, bus::Protocol::SaslSsl);
+        assert_eq!(security.ca_file, Some(files.path("ca.pem").into()));
+        let cert = security.client_cert.as_ref().expect("client certificate");
+        assert_eq!(cert.key_file, PathBuf::from(files.path("client.key")));
+        let sasl = security.sasl.as_ref().expect("sasl");
+        assert_eq!(sasl.mechanism, bus::Mechanism::ScramSha512);
+        assert_eq!(sasl.username, "driftwarden");
+        let options: Vec<(&str, &str)> = kafka
+            .options
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            options,
+            [
+                ("client.id", "dw-eu"),
+                ("reconnect.backoff.ms", "50"),
+                ("socket.keepalive.enable", "true"),
+            ]
+        );
+        let shown = format!("{config:?} {kafka:?}");
+        assert!(!shown.contains("correct horse"), "{shown}");
+        assert!(
+            security
+                .summary()
+                .starts_with("sasl_ssl, SCRAM-SHA-512 as driftwarden"),
+            "{}",
+            security.summary()
+        );
+    }
+
+    #[test]
+    fn bus_settings_of_the_other_type_are_refused() {
+        let config = parse(&format!(
+            "{MINIMAL}bus: {{ brokers: k:9092, type: kafka }}\n"
+        ))
+        .expect("`type` may come last");
+        assert!(matches!(config.bus, Bus::Kafka { partitions: 6, .. }));
+        let err = error_of(&format!(
+            "{MINIMAL}bus: {{ type: embedded, brokers: k:9092 }}\n"
+        ));
+        assert!(
+            err.contains("bus") && err.contains("`brokers` is a setting of `type: kafka`"),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "{MINIMAL}bus: {{ type: kafka, brokers: k, capacity: 5 }}\n"
+        ));
+        assert!(
+            err.contains("`capacity` is a setting of `type: embedded`"),
+            "{err}"
+        );
+        let err = error_of(&format!("{MINIMAL}bus: {{ type: kafka }}\n"));
+        assert!(err.contains("bus") && err.contains("brokers"), "{err}");
+        let err = error_of(&format!("{MINIMAL}bus: {{ type: kafka, brokers: ' ' }}\n"));
+        assert!(err.contains("bus.brokers"), "{err}");
+    }
+
+    #[test]
+    fn kafka_without_security_is_plaintext() {
+        let config = parse(&format!(
+            "{MINIMAL}bus: {{ type: kafka, brokers: k:9092 }}\n"
+        ))
+        .expect("config loads");
+        let kafka = config.bus.kafka_config().expect("a kafka bus");
+        assert_eq!(kafka.security, bus::Security::default());
+        assert!(kafka.options.is_empty());
+        assert!(parse(MINIMAL).expect("loads").bus.kafka_config().is_none());
+    }
+
+    #[test]
+    fn kafka_security_errors_name_the_setting() {
+        let files = KafkaFiles::new();
+        let scram = files.scram();
+        let cases = [
+            (
+                files.config(&scram, "    protocl: ssl\n", ""),
+                "bus.security.protocl",
+                "unknown field",
+            ),
+            (
+                files.config(&scram.replace("username", "user"), "", ""),
+                "bus.security.sasl.user",
+                "unknown field",
+            ),
+            (
+                files.config(&scram.replace("SCRAM-SHA-512", "OAUTHBEARER"), "", ""),
+                "bus.security.sasl.mechanism",
+                "token issuer",
+            ),
+            (
+                files.config(&scram.replace("SCRAM-SHA-512", "SCRAM-SHA-1"), "", ""),
+                "bus.security.sasl.mechanism",
+                "unknown SASL mechanism",
+            ),
+            (
+                files.config(&scram.replace("password_file", "password"), "", ""),
+                "bus.security.sasl.password",
+                "password_file",
+            ),
+            (
+                files.config(&scram, "", "").replace("sasl_ssl", "ssl"),
+                "bus.security.sasl",
+                "does not use them",
+            ),
+            (
+                files
+                    .config(&scram, "", "")
+                    .replace("    sasl: ", "    unused: "),
+                "bus.security.unused",
+                "unknown field",
+            ),
+            (
+                files.config(&scram, "", "").replace("sasl_ssl", "sasl_tls"),
+                "bus.security.protocol",
+                "sasl_tls",
+            ),
+            (
+                files.config(
+                    &scram,
+                    &format!("    cert_file: '{}'\n", files.path("client.pem")),
+                    "",
+                ),
+                "bus.security.key_file",
+                "both `cert_file` and `key_file`",
+            ),
+            (
+                files.config(&scram, "", "  librdkafka: { sasl.password: hunter2 }\n"),
+                "bus.librdkafka",
+                "`sasl.password` is set by Driftwarden itself",
+            ),
+            (
+                files.config(&scram, "", "  librdkafka: { group.id: other }\n"),
+                "bus.librdkafka",
+                "use the group setting",
+            ),
+        ];
+        for (text, key, says) in cases {
+            let err = error_of(&text);
+            assert!(
+                err.contains(key) && err.contains(says),
+                "{err} should name {key} and say {says}"
+            );
+            assert!(!err.contains("correct horse"), "{err} shows the password");
+        }
+    }
+
+    #[test]
+    fn kafka_security_files_must_be_readable_and_hold_what_they_should() {
+        // (file, new text or None to remove it, the key, the fix)
+        let cases: [(&str, Option<&str>, &str, &str); 4] = [
+            (
+                "password",
+                None,
+                "bus.security.sasl.password_file",
+                "check the path",
+            ),
+            (
+                "password",
+                Some("\n"),
+                "bus.security.sasl.password_file",
+                "holds no password",
+            ),
+            ("ca.pem", None, "bus.security.ca_file", "check the path"),
+            (
+                "ca.pem",
+                Some("nothing"),
+                "bus.security.ca_file",
+                "BEGIN CERTIFICATE",
+            ),
+        ];
+        for (name, text, key, fix) in cases {
+            let files = KafkaFiles::new();
+            match text {
+                Some(text) => files.write(name, text),
+                None => std::fs::remove_file(files.path(name)).expect("file removed"),
+            }
+            let err = error_of(&files.config(&files.scram(), "", ""));
+            assert!(
+                err.contains(key) && err.contains(fix),
+                "{name}: {err} should name {key} and say {fix}"
+            );
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ enum Judging {
 pub struct Correlator {
     ledger: Arc<Ledger>,
     desired: Desired,
+    digest_key: model::redact::DigestKey,
     lists: ListSemantics,
     policies: Policies,
     exemptions: Vec<Exemption>,
@@ -198,6 +199,7 @@ impl Correlator {
         Ok(Self {
             ledger,
             desired,
+            digest_key: crate::keys::digest_key(config)?,
             lists: ListSemantics::builtin(),
             policies: config.rules(),
             exemptions,
@@ -386,7 +388,7 @@ impl Correlator {
             .trust_under(governing.map(|(policy, _)| policy));
         let redacted = desired
             .filter(|_| event.key.is_secret())
-            .map(model::redact::redact_history);
+            .map(|history| self.digest_key.redact_history(history));
         let mut input = known.input(event, &trust, &self.lists).ignoring(ignored);
         if let Some(desired) = redacted.as_ref().or(desired) {
             input = input.desired(desired);
@@ -885,27 +887,32 @@ impl Correlator {
                 self.expire_exemptions().await?;
                 last_requests = std::time::Instant::now();
             }
-            let deliveries = match consumer.next_batch(BATCH, POLL).await {
-                Ok(deliveries) => deliveries,
+            let received = match consumer.receive(BATCH, POLL).await {
+                Ok(received) => received,
                 Err(bus::Error::Closed) => return Ok(()),
                 Err(err) => {
-                    // A message that cannot be decoded is reported and
-                    // skipped; it stays in Kafka for inspection.
-                    tracing::error!(error = %err, "bad message on the bus");
-                    if let Some(position) = err.position() {
-                        commit(&mut consumer, std::slice::from_ref(position)).await;
-                    }
+                    tracing::error!(error = %err, "cannot read the bus; retrying");
                     continue;
                 }
             };
-            if deliveries.is_empty() && self.pending.is_empty() && self.deferred.is_empty() {
+            if received.is_empty() && self.pending.is_empty() && self.deferred.is_empty() {
                 continue;
             }
             let mut audits = Vec::new();
             let mut consumed = Vec::new();
             let mut audit_positions = Vec::new();
+            let mut rejected = Vec::new();
             let arrived = Instant::now();
-            for delivery in deliveries {
+            for item in received {
+                let delivery = match item {
+                    bus::Received::Message(delivery) => delivery,
+                    bus::Received::Rejected(item) => {
+                        tracing::error!(position = ?item.position, reason = %item.reason, "message refused; to the dead-letter topic");
+                        consumed.push(item.position.clone());
+                        rejected.push(item);
+                        continue;
+                    }
+                };
                 match delivery.message {
                     Message::Change(event) => self.pending.push_back(Pending {
                         event,
@@ -930,11 +937,20 @@ impl Correlator {
                 bodies = learnt;
                 consumed.extend(positions);
             }
+            bodies.extend(rejected.iter().map(rejected_record));
             let before = bodies.len();
             bodies.extend(judged.bodies);
             let committable = self.committable(consumed);
             let seqs = self.write(bodies, &offsets(&committable)).await?;
             self.remember(judged.later, seqs.get(before..).unwrap_or_default());
+            // A refused message is recorded, then kept in the dead-letter
+            // topic, and only then passed over.
+            for item in &rejected {
+                consumer
+                    .dead_letter(item)
+                    .await
+                    .context("cannot keep a refused message in the dead-letter topic")?;
+            }
             commit(&mut consumer, &committable).await;
         }
     }
@@ -956,6 +972,19 @@ impl Correlator {
         });
         consumed
     }
+}
+
+/// The ledger record of a message the bus refused.
+fn rejected_record(item: &bus::Rejected) -> RecordBody {
+    use sha2::Digest as _;
+    RecordBody::Rejected(model::RejectedMessage {
+        topic: item.position.topic.clone(),
+        partition: item.position.partition,
+        offset: item.position.offset,
+        reason: item.reason.clone(),
+        payload_sha256: hex::encode(sha2::Sha256::digest(&item.payload)),
+        payload_bytes: item.payload.len() as u64,
+    })
 }
 
 /// Commits consumed positions. A failed commit (the group rebalanced, the

@@ -6,8 +6,15 @@
 //! ```
 //!
 //! Every decision, including a decision not to act, is a ledger record
-//! linked to the drift it answers. Driftwarden's own writes come back as
+//! linked to the drift it answers; a write is recorded as intended before it
+//! is made and with its result after. Driftwarden's own writes come back as
 //! change events and are judged like anyone else's.
+//!
+//! Nothing the enforcer holds lives only in memory: at start it is derived
+//! from the ledger again ([`Enforcer::restore`]): a tripped breaker stays
+//! tripped until its pause ends, reverts inside the flap window still count,
+//! and every drift not yet answered (waiting out its grace, or written when
+//! the process stopped) is queued for when it is due.
 
 use std::sync::Arc;
 
@@ -121,8 +128,101 @@ impl Enforcer {
         })
     }
 
+    /// Takes the state the enforcer had before a stop from the ledger: the
+    /// breaker's pause, the reverts inside the flap window, and every drift
+    /// or unmanaged object under an acting policy that no final enforcement
+    /// answers, queued for the end of its grace (or now).
+    pub fn restore(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let e = *self.rails.config();
+        let horizon = now - e.breaker_pause.max(e.flap_window);
+        let mut pause: Option<(String, Option<DateTime<Utc>>)> = None;
+        for record in self.ledger.since(horizon) {
+            let record = record?;
+            match record.body {
+                RecordBody::Control(model::Control::Paused { reason, until }) => {
+                    pause = Some((reason, until));
+                }
+                RecordBody::Control(model::Control::Resumed { .. }) => pause = None,
+                RecordBody::Enforcement(Enforcement {
+                    key,
+                    outcome: Outcome::Reverted { .. },
+                    ..
+                }) if record.at >= now - e.flap_window => self.rails.record_revert(&key, record.at),
+                _ => {}
+            }
+        }
+        if let Some((reason, until)) = pause.filter(|(_, until)| until.is_none_or(|u| u > now)) {
+            tracing::warn!(%reason, ?until, "enforcement still paused");
+            self.rails.pause(reason, until);
+        }
+        let mut queued = 0;
+        for entry in self.ledger.objects() {
+            let (key, state) = entry?;
+            let waiting = match state.open_drift {
+                Some(seq) => Some(seq),
+                None if state.verdict == Verdict::Unmanaged.name() && state.latest.is_some() => {
+                    Some(state.latest_seq)
+                }
+                None => None,
+            };
+            let Some(seq) = waiting else {
+                continue;
+            };
+            let Some(job) = self.unanswered(&key, seq)? else {
+                continue;
+            };
+            let last_good = state.last_good.as_ref();
+            let Some((policy, _)) =
+                self.policies
+                    .governing(&key, self.desired.history(&key), last_good)
+            else {
+                continue;
+            };
+            if policy.mode == Mode::Audit {
+                continue;
+            }
+            let recorded = self.ledger.get(seq)?.map_or(now, |record| record.at);
+            let due = (recorded + chrono::Duration::from_std(policy.grace)?).max(now);
+            self.grace.push(due, job);
+            queued += 1;
+        }
+        if queued > 0 {
+            tracing::info!(queued, "drift from before the start queued for enforcement");
+        }
+        Ok(())
+    }
+
+    /// The job of record `seq` (a change, or an amendment of one) about
+    /// `key`, unless an enforcement record already answered it for good.
+    fn unanswered(&self, key: &ObjectKey, seq: u64) -> anyhow::Result<Option<Job>> {
+        let history = self.ledger.history(key)?;
+        let answered = history.iter().any(|record| {
+            matches!(&record.body, RecordBody::Enforcement(e)
+                if e.drift_seq == seq && e.outcome != Outcome::Intended)
+        });
+        if answered {
+            return Ok(None);
+        }
+        let find = |seq: u64| history.iter().find(|record| record.seq == seq);
+        let job = match find(seq).map(|record| &record.body) {
+            Some(RecordBody::Change { event, judgement }) => Some((event, judgement)),
+            Some(RecordBody::Amendment(amendment)) => match find(amendment.amends).map(|r| &r.body)
+            {
+                Some(RecordBody::Change { event, .. }) => Some((event, &amendment.judgement)),
+                _ => None,
+            },
+            _ => None,
+        };
+        Ok(job.map(|(event, judgement)| Job {
+            event: event.clone(),
+            judgement: judgement.clone(),
+            seq,
+        }))
+    }
+
     /// Runs until the command channel closes.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> anyhow::Result<()> {
+        self.restore(Utc::now())?;
         loop {
             let wait = self
                 .grace
@@ -263,6 +363,15 @@ impl Enforcer {
                 outcome,
             })
         };
+        if let Some(truncated) = &job.event.truncated {
+            return Ok(vec![record(Outcome::Held {
+                reason: format!(
+                    "the change arrived truncated ({} bytes, more than the bus carries): \
+                     it was judged from its metadata only, so it is not written back",
+                    truncated.size
+                ),
+            })]);
+        }
         let stale = self.desired.stale_for(key);
         if !stale.is_empty() || job.judgement.git_stale {
             return Ok(vec![record(Outcome::Held {
@@ -352,6 +461,9 @@ impl Enforcer {
             }
             _ => None,
         };
+        // The intent is in the ledger before the cluster is written.
+        self.ledger.append(vec![record(Outcome::Intended)], &[])?;
+        self.ledger.flush_async().await?;
         self.own_writes.begin(&job.event.uid);
         let outcome = executor.execute(&job.event, &action, manifest).await;
         match &outcome {

@@ -95,6 +95,7 @@ fn outcome(outcome: &Outcome) -> String {
         Outcome::Superseded { detail } => format!("superseded by a newer write: {detail}"),
         Outcome::Held { reason } => format!("held: {reason}"),
         Outcome::Failed { error } => format!("FAILED: {error}"),
+        Outcome::Intended => "writing (the result follows)".to_owned(),
     }
 }
 
@@ -159,7 +160,11 @@ pub struct OpenDrift {
 /// observed state differs from git HEAD, declared objects that are missing,
 /// and out-of-band fields still open on any object; each with the record
 /// that opened it and its actor.
-pub fn drift(ledger: &Ledger, desired: &Desired) -> anyhow::Result<Vec<OpenDrift>> {
+pub fn drift(
+    ledger: &Ledger,
+    desired: &Desired,
+    digest_key: &model::redact::DigestKey,
+) -> anyhow::Result<Vec<OpenDrift>> {
     let lists = ListSemantics::builtin();
     let mut out = Vec::new();
     let mut declared_keys = HashSet::new();
@@ -169,7 +174,7 @@ pub fn drift(ledger: &Ledger, desired: &Desired) -> anyhow::Result<Vec<OpenDrift
             continue;
         };
         // Git's Secret values are compared as digests, never shown.
-        model::redact::redact_secret(&mut manifest);
+        digest_key.redact_secret(&mut manifest);
         let state = ledger.object_state(key)?;
         let Some(live) = state.as_ref().and_then(|s| s.latest.as_ref()) else {
             let (opened_by_record, actor) = match &state {
@@ -471,4 +476,86 @@ pub fn prune_text(candidates: &[PruneCandidate], from_ledger: bool) -> String {
         );
     }
     out
+}
+
+/// The `verify` report for people: what was checked, what differs, and
+/// what a repair did (when `repair` was asked for).
+pub fn verify(
+    report: &ledger::VerifyReport,
+    repaired: Option<&ledger::Repaired>,
+    repair: bool,
+) -> String {
+    let mut text = String::new();
+    if let Some(repaired) = repaired {
+        let _ = writeln!(
+            text,
+            "repaired: rebuilt {} from the chain ({} entries differed, {} written), recorded as \
+             ledger record #{}",
+            repaired.trees.join(", "),
+            repaired.differences,
+            repaired.entries_written,
+            repaired.record.unwrap_or_default()
+        );
+    }
+    if report.is_ok() {
+        let _ = writeln!(
+            text,
+            "ledger ok: {} records, hash chain intact, indexes match the chain",
+            report.records
+        );
+    } else {
+        let _ = writeln!(
+            text,
+            "ledger BROKEN: {} problem(s) in {} records",
+            report.problem_count, report.records
+        );
+        for problem in &report.problems {
+            let _ = writeln!(text, "  {problem}");
+        }
+        if report.problem_count > report.problems.len() as u64 {
+            let _ = writeln!(
+                text,
+                "  ... and {} more",
+                report.problem_count - report.problems.len() as u64
+            );
+        }
+        if !report.index_differences.is_empty() {
+            let trees: Vec<String> = report
+                .index_differences
+                .iter()
+                .map(|(tree, n)| format!("{tree} {n}"))
+                .collect();
+            let _ = writeln!(
+                text,
+                "indexes that differ from the chain: {}",
+                trees.join(", ")
+            );
+            if report.chain_ok() && !repair {
+                let _ = writeln!(
+                    text,
+                    "the chain itself is intact: `driftwarden verify --repair` rebuilds them from it"
+                );
+            }
+        }
+        if repair && !report.chain_ok() {
+            let _ = writeln!(
+                text,
+                "not repaired: indexes are rebuilt only from a chain that verifies; restore the \
+                 ledger from a backup"
+            );
+        }
+    }
+    let _ = match &report.checkpoint {
+        Some(checkpoint) => writeln!(
+            text,
+            "compared with the checkpoint of record {} signed at {}",
+            checkpoint.seq,
+            checkpoint.at.to_rfc3339()
+        ),
+        None => writeln!(
+            text,
+            "no checkpoint to compare with: records lost from the end would go unnoticed"
+        ),
+    };
+    text
 }

@@ -17,8 +17,8 @@ use enforce::execute::Resolved;
 use enforce::{Executor, ResolveKind, Resolving};
 
 /// An executor writing through `client`, resolving kinds through [`Kinds`].
-pub fn executor(client: kube::Client) -> Executor {
-    Executor::new(client.clone(), Kinds::new(client))
+pub fn executor(client: kube::Client, digest_key: model::redact::DigestKey) -> Executor {
+    Executor::new(client.clone(), Kinds::new(client), digest_key)
 }
 
 /// Discovery with a cache per `(apiVersion, kind)`.

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use bus::{Consumer, KafkaConfig, Message, Publisher};
+use bus::{Consumer, Message, Publisher, Sent};
 use futures::{StreamExt as _, TryStreamExt as _};
-use ledger::Ledger;
+use ledger::{CheckpointKey, CheckpointStatus, Ledger, checkpoint};
 use tokio::sync::{Notify, mpsc, watch as latest};
 use tokio::task::JoinSet;
 
@@ -79,15 +79,115 @@ impl Running {
     }
 }
 
-/// Opens the ledger in the config's data directory.
+/// Opens the ledger in the config's data directory, refusing one whose
+/// chain is shorter than, or differs from, its last signed checkpoint:
+/// records lost or altered are never written over in silence.
 pub fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
+    let ledger = open_ledger_unchecked(config)?;
+    let Some((checkpoint, _)) = last_checkpoint(config)? else {
+        return Ok(ledger);
+    };
     let path = config.data_dir.join("ledger");
-    Ledger::open(&path).with_context(|| {
-        format!(
-            "cannot open the ledger in {} (is another driftwarden using it?)",
+    match ledger.check_against_checkpoint(&checkpoint)? {
+        CheckpointStatus::Matches => Ok(ledger),
+        status @ CheckpointStatus::Behind { .. } => bail!(
+            "the ledger in {} is shorter than its last checkpoint: {status}. Run `driftwarden \
+             verify` to see what else is damaged; restore the ledger from a backup, or start \
+             with `driftwarden run --accept-truncation` to record the loss and go on",
             path.display()
+        ),
+        status => bail!(
+            "the ledger in {} does not match its last checkpoint: {status}. Someone rewrote it, \
+             or it was replaced: run `driftwarden verify`, and restore the ledger from a backup",
+            path.display()
+        ),
+    }
+}
+
+/// Opens the ledger as it is, for `verify` to report on. A ledger another
+/// process holds is said to be in use; one the storage engine cannot read is
+/// reported as damaged, with what its last checkpoint says it held.
+pub fn open_ledger_unchecked(config: &Config) -> anyhow::Result<Ledger> {
+    let path = config.data_dir.join("ledger");
+    match Ledger::open(&path) {
+        Ok(ledger) => Ok(ledger),
+        Err(err @ ledger::Error::Damaged { .. }) => {
+            let log = config.data_dir.join(checkpoint::LOG_FILE);
+            let held = match checkpoint::latest(&log) {
+                Ok(Some(last)) => format!(
+                    "its last checkpoint ({}) says it held {} records, the last with hash {}, \
+                     at {}",
+                    log.display(),
+                    last.seq,
+                    last.head,
+                    last.at.to_rfc3339()
+                ),
+                Ok(None) => format!(
+                    "no checkpoint ({}) says how many records it held",
+                    log.display()
+                ),
+                Err(err) => format!("its checkpoints cannot be read either: {err}"),
+            };
+            Err(anyhow::Error::new(err).context(format!(
+                "the ledger in {} is damaged, not in use: {held}. To go on, move the directory \
+                 aside (keep it for investigation), restore the ledger from a backup if there is \
+                 one, and run `driftwarden verify`; or start with an empty ledger and \
+                 `driftwarden run --accept-truncation`, which records the records lost",
+                path.display()
+            )))
+        }
+        Err(err) => Err(anyhow::Error::new(err)),
+    }
+}
+
+/// The last checkpoint beside the ledger, checked against the ledger's
+/// checkpoint key (when it has one), and that key.
+pub fn last_checkpoint(
+    config: &Config,
+) -> anyhow::Result<Option<(ledger::Checkpoint, Option<ledger::PublicKey>)>> {
+    let log = config.data_dir.join(checkpoint::LOG_FILE);
+    let Some(last) = checkpoint::latest(&log)? else {
+        return Ok(None);
+    };
+    let trusted = checkpoint::trusted_key(&config.data_dir.join(checkpoint::KEY_FILE))?;
+    last.verify(trusted.as_ref()).with_context(|| {
+        format!(
+            "the last checkpoint in {} is not valid: someone altered it; run `driftwarden verify`",
+            log.display()
         )
-    })
+    })?;
+    Ok(Some((last, trusted)))
+}
+
+/// The checkpointer of `ledger`: its key is `data_dir/checkpoint.key`,
+/// created on first use, and its checkpoints go to
+/// `data_dir/checkpoints.jsonl`.
+pub fn checkpointer(config: &Config, ledger: &Ledger) -> anyhow::Result<ledger::Checkpointer> {
+    let key = CheckpointKey::load_or_create(&config.data_dir.join(checkpoint::KEY_FILE))?;
+    Ok(ledger.checkpointer(key, config.data_dir.join(checkpoint::LOG_FILE))?)
+}
+
+/// Accepts the records lost from the end of the ledger (`run
+/// --accept-truncation`): records a `control` record naming them and signs
+/// a fresh checkpoint. Says what was accepted; nothing when the ledger
+/// holds everything its checkpoint names.
+pub fn accept_truncation(config: &Config) -> anyhow::Result<Option<String>> {
+    let ledger = open_ledger_unchecked(config)?;
+    let Some((checkpoint, _)) = last_checkpoint(config)? else {
+        return Ok(None);
+    };
+    match ledger.check_against_checkpoint(&checkpoint)? {
+        CheckpointStatus::Matches => Ok(None),
+        CheckpointStatus::Behind { .. } => {
+            let accepted =
+                ledger.accept_truncation(&checkpoint, &checkpointer(config, &ledger)?)?;
+            Ok(Some(format!(
+                "accepted the loss of records {}..={} (recorded as ledger record #{})",
+                accepted.from, accepted.to, accepted.record
+            )))
+        }
+        status => bail!("not a truncation, not accepted: {status}; run `driftwarden verify`"),
+    }
 }
 
 /// The kinds the cluster's discovery calls cluster-scoped, so git's
@@ -129,11 +229,17 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
     let (publisher, consumer) = connect_bus(&config, role).await?;
     let mut tasks = JoinSet::new();
     let fetch_now = Arc::new(Notify::new());
+    let digest_key = crate::keys::digest_key(&config)?;
 
     let ledger = match consumer {
         Some(_) => Some(Arc::new(open_ledger(&config)?)),
         None => None,
     };
+    // Signed checkpoints of the chain head beside the ledger: every
+    // DEFAULT_INTERVAL, and once more when the ledger closes.
+    if let Some(opened) = &ledger {
+        opened.start_checkpoints(checkpointer(&config, opened)?, checkpoint::DEFAULT_INTERVAL)?;
+    }
     // The cluster's own view of which kinds are cluster-scoped keys git's
     // manifests; CRD changes refresh it. A correlator without cluster
     // access (audit only) keys by the built-in kinds and git's CRDs.
@@ -192,7 +298,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         let executor = client
             .as_ref()
             .filter(|_| enforcing)
-            .map(|client| kinds::executor(client.clone()));
+            .map(|client| kinds::executor(client.clone(), digest_key.clone()));
         let own_writes = OwnWrites::default();
         let enforcer = Enforcer::new(
             &config,
@@ -247,8 +353,13 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             Some(_) => None,
             None => Some(watch::KnownFile::open(&config.data_dir.join(KNOWN_DIR))?),
         };
+        // What every watcher shares; each adds its kinds and known objects.
+        let mut base = watch::WatchSpec::new(config.cluster.name.clone(), digest_key)
+            .record_derived(config.watch.record_derived);
+        base.namespaces = config.watch.namespaces.clone();
+        base.label_selector = config.watch.label_selector.clone();
         tasks.spawn(watch_loop(
-            config, client, publisher, kinds_rx, known, crds, published,
+            base, client, publisher, kinds_rx, known, crds, published,
         ));
     }
     Ok(Running {
@@ -273,29 +384,81 @@ async fn connect_bus(
         (Bus::Embedded { .. }, _) => bail!(
             "--role {role:?} needs a shared bus: set `bus: {{type: kafka, ...}}` in the config, or run --role all"
         ),
-        (
-            Bus::Kafka {
-                brokers,
-                topic_prefix,
-                group_id,
-                partitions,
-            },
-            role,
-        ) => {
-            bus::ensure_topics(brokers, topic_prefix, *partitions)
+        (Bus::Kafka { partitions, .. }, role) => {
+            let kafka = config
+                .bus
+                .kafka_config()
+                .context("a Kafka bus has Kafka settings")?;
+            // The first request: refused credentials end the start here.
+            bus::ensure_topics(&kafka, *partitions)
                 .await
-                .with_context(|| format!("cannot reach Kafka at {brokers}"))?;
-            let kafka = KafkaConfig::new(brokers.clone(), group_id.clone())
-                .with_prefix(topic_prefix.clone());
+                .map_err(|err| kafka_error(&config.bus, err))?;
             let publisher = matches!(role, Role::All | Role::Watch)
                 .then(|| Publisher::kafka(&kafka))
-                .transpose()?;
+                .transpose()
+                .map_err(|err| kafka_error(&config.bus, err))?;
             let consumer = matches!(role, Role::All | Role::Correlate)
                 .then(|| Consumer::kafka(&kafka))
-                .transpose()?;
+                .transpose()
+                .map_err(|err| kafka_error(&config.bus, err))?;
             Ok((publisher, consumer))
         }
     }
+}
+
+/// A Kafka bus error at start, naming the config setting to fix.
+fn kafka_error(bus: &Bus, err: bus::Error) -> anyhow::Error {
+    let Bus::Kafka {
+        brokers, security, ..
+    } = bus
+    else {
+        return err.into();
+    };
+    let sasl = security.as_ref().and_then(|s| s.sasl.as_ref());
+    let message = match (&err, sasl) {
+        (
+            bus::Error::Refused {
+                kind: bus::Refusal::Authentication,
+                ..
+            },
+            Some(sasl),
+        ) => format!(
+            "`bus.security.sasl` is refused: Kafka at {brokers} did not authenticate user `{}` \
+             with {}; check `bus.security.sasl.username` and the password in {}",
+            sasl.username,
+            sasl.mechanism,
+            sasl.password_file.display()
+        ),
+        (
+            bus::Error::Refused {
+                kind: bus::Refusal::Authentication,
+                ..
+            },
+            None,
+        ) => format!(
+            "`bus.security` is refused: Kafka at {brokers} asks for authentication; \
+             set `protocol` and `sasl`"
+        ),
+        (
+            bus::Error::Refused {
+                kind: bus::Refusal::Tls,
+                ..
+            },
+            _,
+        ) => format!(
+            "`bus.security`: the TLS handshake with Kafka at {brokers} failed; check \
+             `bus.security.ca_file` (the CA of the brokers' certificates) and \
+             `bus.security.cert_file`/`key_file`"
+        ),
+        (bus::Error::Security(security), _) => {
+            format!("`bus.security.{}` is not usable", security.setting())
+        }
+        (bus::Error::Kafka { action, .. }, _) if action.starts_with("create the") => format!(
+            "cannot set up the Kafka client for {brokers}: check `bus.security` and `bus.librdkafka`"
+        ),
+        _ => format!("cannot reach Kafka at {brokers}"),
+    };
+    anyhow::Error::new(err).context(message)
 }
 
 /// Every kind git declares plus the configured extra kinds.
@@ -335,7 +498,7 @@ fn known_objects(ledger: &Ledger) -> anyhow::Result<Vec<watch::KnownObject>> {
 /// is then read for `known` and kept up to date (saved every
 /// [`KNOWN_SAVE_INTERVAL`] when it changed, and on stopping).
 async fn watch_loop(
-    config: Config,
+    base: watch::WatchSpec,
     client: kube::Client,
     publisher: Publisher,
     mut kinds: latest::Receiver<BTreeSet<(String, String)>>,
@@ -369,12 +532,8 @@ async fn watch_loop(
             tracing::info!(kinds = ?new, "watching");
             // Every spec gets every known object; each watcher keeps those
             // of its kind and namespace.
-            let mut spec = watch::WatchSpec::new(config.cluster.name.clone())
-                .record_derived(config.watch.record_derived)
-                .known(known.iter().cloned());
+            let mut spec = base.clone().known(known.iter().cloned());
             spec.kinds = new.clone();
-            spec.namespaces = config.watch.namespaces.clone();
-            spec.label_selector = config.watch.label_selector.clone();
             watchers.spawn(publish_changes(
                 client.clone(),
                 spec,
@@ -422,8 +581,23 @@ async fn publish_changes(
             let publisher = publisher.clone();
             async move {
                 let seen = (watch::KnownObject::from(&event), event.kind);
+                let key = event.key.to_string();
                 let message = Message::Change(event);
-                publisher.publish(&message).await.map(|()| seen)
+                // An object too large for the bus goes truncated, marked
+                // with its digest and size, rather than ending the watch.
+                if let Sent::Truncated {
+                    bytes,
+                    identity_only,
+                } = publisher.publish_fitting(&message).await?
+                {
+                    tracing::warn!(
+                        %key,
+                        bytes,
+                        identity_only,
+                        "change too large for the bus: published truncated"
+                    );
+                }
+                Ok::<_, bus::Error>(seen)
             }
         })
         .buffered(IN_FLIGHT)

@@ -37,6 +37,8 @@ async fn every_shipped_driftwarden_config_passes_check() {
                 config: path.clone(),
                 object: None,
                 labels: Vec::new(),
+                rbac: false,
+                service_account: Default::default(),
             },
         };
         let outcome = run(cli)

@@ -160,6 +160,7 @@ pub trait ResolveKind: Send + Sync {
 pub struct Executor {
     client: kube::Client,
     kinds: Box<dyn ResolveKind>,
+    digest_key: model::redact::DigestKey,
 }
 
 impl fmt::Debug for Executor {
@@ -173,10 +174,15 @@ impl fmt::Debug for Executor {
 impl Executor {
     /// An executor writing through `client` as field manager `driftwarden`,
     /// resolving kinds through `kinds`.
-    pub fn new(client: kube::Client, kinds: impl ResolveKind + 'static) -> Self {
+    pub fn new(
+        client: kube::Client,
+        kinds: impl ResolveKind + 'static,
+        digest_key: model::redact::DigestKey,
+    ) -> Self {
         Self {
             client,
             kinds: Box::new(kinds),
+            digest_key,
         }
     }
 
@@ -322,7 +328,7 @@ impl Executor {
             if current_version == expected {
                 return Err(rejected(event, verb, &err));
             }
-            if !only_churn_since(&current, &event.object) {
+            if !only_churn_since(&current, &event.object, &self.digest_key) {
                 return Ok(Outcome::Superseded {
                     detail: format!(
                         "changed again (resourceVersion {current_version}, the revert was \
@@ -479,11 +485,15 @@ fn strip_server_fields(manifest: &mut Value) {
 
 /// Whether `current` differs from the `seen` state (a change event's
 /// object, Secret values as digests) only by churn, as the watcher counts it.
-fn only_churn_since(current: &impl Serialize, seen: &Value) -> bool {
+fn only_churn_since(
+    current: &impl Serialize,
+    seen: &Value,
+    digest_key: &model::redact::DigestKey,
+) -> bool {
     let Ok(mut current) = serde_json::to_value(current) else {
         return false;
     };
-    model::redact::redact_secret(&mut current);
+    digest_key.redact_secret(&mut current);
     model::churn::is_churn(&current, seen)
 }
 
@@ -533,6 +543,10 @@ fn detail(event: &ChangeEvent, err: &kube::Error) -> String {
 mod tests {
     use super::*;
 
+    fn key() -> model::redact::DigestKey {
+        model::redact::DigestKey::from_bytes([2; 32])
+    }
+
     #[test]
     fn manifests_lose_server_owned_fields_before_they_are_written() {
         let mut manifest = json!({
@@ -565,10 +579,10 @@ mod tests {
             "spec": {"replicas": 1},
             "status": {"replicas": 1},
         });
-        assert!(only_churn_since(&later, &seen));
+        assert!(only_churn_since(&later, &seen, &key()));
         let mut changed = later.clone();
         changed["metadata"]["labels"]["x"] = json!("2");
-        assert!(!only_churn_since(&changed, &seen));
+        assert!(!only_churn_since(&changed, &seen, &key()));
     }
 
     #[test]
@@ -576,11 +590,11 @@ mod tests {
         let mut seen = json!({"kind": "Secret", "metadata": {"labels": {"x": "1"}},
                               "data": {"token": "c2VjcmV0"}});
         let current = seen.clone();
-        model::redact::redact_secret(&mut seen);
-        assert!(only_churn_since(&current, &seen));
+        key().redact_secret(&mut seen);
+        assert!(only_churn_since(&current, &seen, &key()));
         let mut rotated = current.clone();
         rotated["data"]["token"] = json!("bmV3");
-        assert!(!only_churn_since(&rotated, &seen));
+        assert!(!only_churn_since(&rotated, &seen, &key()));
     }
 
     #[test]
@@ -614,7 +628,7 @@ mod tests {
         // Nothing listens there: the revert must fail before any request.
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
         let client = kube::Client::try_from(config).expect("a client");
-        let executor = Executor::new(client, NoKinds);
+        let executor = Executor::new(client, NoKinds, key());
         let event = ChangeEvent::new(
             model::ObjectKey::new("c", "example.invalid", "Widget", "ns", "w"),
             "example.invalid/v1",

@@ -244,6 +244,11 @@ impl Rails {
         }
     }
 
+    /// The limits.
+    pub fn config(&self) -> &RailsConfig {
+        &self.config
+    }
+
     /// Counts one drift at `now`. Returns the pause record when the breaker
     /// trips: more than `breaker_limit` drifts within `breaker_window`. It
     /// trips once; drifts seen while paused count towards the next trip.

@@ -57,7 +57,11 @@ impl Fixture {
         let ns = env.fresh_namespace(prefix).await?;
         let client = env.client(User::Admin).await?;
         Ok(Self {
-            executor: Executor::new(client.clone(), KnownKinds),
+            executor: Executor::new(
+                client.clone(),
+                KnownKinds,
+                model::redact::DigestKey::from_bytes([4; 32]),
+            ),
             config_maps: Api::namespaced(client.clone(), &ns.name),
             deployments: Api::namespaced(client, &ns.name),
             ns,

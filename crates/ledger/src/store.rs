@@ -6,15 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use model::{Attribution, Enforcement, LedgerRecord, ObjectKey, RecordBody};
+use model::{LedgerRecord, ObjectKey, RecordBody};
 use serde_json::Value;
 use sled::Transactional;
 use sled::transaction::TransactionError;
 
+use crate::checkpoint::CheckpointThread;
 use crate::codec::{
-    decode_head, decode_sealed, decode_u64, encode_head, object_key, seal_into, seq_key, time_key,
-    time_prefix, trailing_seq,
+    decode_head, decode_sealed, decode_u64, encode_head, seal_into, seq_key, time_prefix,
+    trailing_seq,
 };
+use crate::derive::{EXEMPTION_PREFIX, Subject, dedup_id, derive, git_sync_prefix, time_entry};
 use crate::state::StoredState;
 use crate::{Error, ObjectState, Result};
 
@@ -27,9 +29,12 @@ pub(crate) const HEAD_KEY: &[u8] = b"head";
 /// serialized, reads run concurrently with them.
 pub struct Ledger {
     path: PathBuf,
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     pub(crate) trees: Trees,
     head: Mutex<Head>,
+    /// The thread writing checkpoints, if started; stopped (after a last
+    /// checkpoint) when the ledger is dropped.
+    pub(crate) checkpoints: Mutex<Option<CheckpointThread>>,
 }
 
 /// The sled trees of a ledger.
@@ -109,15 +114,23 @@ impl Ledger {
         // sled's background flusher has stopped, a moment later.
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
-            match config.open() {
+            match open_db(&config) {
                 Ok(db) => break db,
-                Err(sled::Error::Io(err))
-                    if err.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
+                Err(OpenFailure::Locked) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err(source) => {
+                Err(OpenFailure::Locked) => {
+                    return Err(Error::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(OpenFailure::Damaged(reason)) => {
+                    return Err(Error::Damaged {
+                        path: path.to_path_buf(),
+                        reason,
+                    });
+                }
+                Err(OpenFailure::Other(source)) => {
                     return Err(Error::Open {
                         path: path.to_path_buf(),
                         source: source.into(),
@@ -125,8 +138,20 @@ impl Ledger {
                 }
             }
         };
-        let open =
-            |name: &'static str| db.open_tree(name).map_err(Error::storage("opening a tree"));
+        let damaged = |source: sled::Error| match classify(source) {
+            OpenFailure::Damaged(reason) => Error::Damaged {
+                path: path.to_path_buf(),
+                reason,
+            },
+            OpenFailure::Locked => Error::Locked {
+                path: path.to_path_buf(),
+            },
+            OpenFailure::Other(source) => Error::Open {
+                path: path.to_path_buf(),
+                source: source.into(),
+            },
+        };
+        let open = |name: &'static str| db.open_tree(name).map_err(damaged);
         let trees = Trees {
             records: open("records")?,
             by_object: open("by_object")?,
@@ -136,13 +161,21 @@ impl Ledger {
             dedup: open("dedup")?,
             meta: open("meta")?,
         };
-        let head = read_head(&trees.meta)?;
+        let head = read_head(&trees.meta).map_err(|err| match err {
+            Error::Storage { source, .. } => damaged(source.0),
+            Error::Corrupt { reason, .. } => Error::Damaged {
+                path: path.to_path_buf(),
+                reason: format!("its head entry is unreadable: {reason}"),
+            },
+            other => other,
+        })?;
         tracing::info!(path = %path.display(), head_seq = head.seq, "ledger opened");
         Ok(Self {
             path: path.to_path_buf(),
             db,
             trees,
             head: Mutex::new(head),
+            checkpoints: Mutex::new(None),
         })
     }
 
@@ -156,6 +189,17 @@ impl Ledger {
     /// durable until [`Ledger::flush`].
     pub fn append(&self, bodies: Vec<RecordBody>, offsets: &[(String, i64)]) -> Result<Appended> {
         let mut head = self.lock_head()?;
+        self.append_locked(&mut head, bodies, offsets)
+    }
+
+    /// [`Ledger::append`] with the append lock held: `head` is the head it
+    /// guards.
+    pub(crate) fn append_locked(
+        &self,
+        head: &mut Head,
+        bodies: Vec<RecordBody>,
+        offsets: &[(String, i64)],
+    ) -> Result<Appended> {
         let mut batch = Batch::new(*head, bodies.len());
         let appended = self.prepare(&mut batch, Utc::now(), bodies)?;
         if !appended.seqs.is_empty() || !offsets.is_empty() {
@@ -341,7 +385,7 @@ impl Ledger {
 
     /// Takes the append lock; after a panic in another append the head is
     /// re-read from the database.
-    fn lock_head(&self) -> Result<MutexGuard<'_, Head>> {
+    pub(crate) fn lock_head(&self) -> Result<MutexGuard<'_, Head>> {
         match self.head.lock() {
             Ok(guard) => Ok(guard),
             Err(poisoned) => {
@@ -364,50 +408,30 @@ impl Ledger {
         let mut seen = HashSet::new();
         let mut states: HashMap<Vec<u8>, StoredState> = HashMap::new();
         for body in bodies {
-            if let RecordBody::Change { event, judgement } = &body {
-                let id = event.dedup_id();
-                if !seen.insert(id.clone()) || self.is_stored_change(&id)? {
-                    appended.duplicates.push(id);
-                    continue;
-                }
-                let seq = batch.next_seq()?;
-                let index = event.key.index_bytes();
-                let previous = match states.remove(&index) {
-                    Some(state) => Some(state),
-                    None => stored_state(&self.trees.objects, &index)?,
-                };
-                let state = StoredState::observe(previous, event, &judgement.verdict, seq);
-                batch.by_object.push(object_key(&index, seq));
-                batch.dedup.push((id, seq_key(seq)));
-                states.insert(index, state);
+            if let Some(id) = dedup_id(Subject::of(&body))
+                && (!seen.insert(id.clone()) || self.is_stored_change(&id)?)
+            {
+                appended.duplicates.push(id);
+                continue;
             }
-            match &body {
-                RecordBody::Amendment(amendment) => {
-                    let seq = batch.next_seq()?;
-                    let index = amendment.key.index_bytes();
-                    let previous = match states.remove(&index) {
-                        Some(state) => Some(state),
-                        None => stored_state(&self.trees.objects, &index)?,
-                    };
-                    batch.by_object.push(object_key(&index, seq));
-                    if let Some(state) = previous {
-                        states.insert(index, state.amend(amendment, seq));
-                    }
+            let seq = batch.next_seq()?;
+            let derived = derive(Subject::of(&body), seq, |index| {
+                match states.remove(index) {
+                    Some(state) => Ok(Some(state)),
+                    None => stored_state(&self.trees.objects, index),
                 }
-                RecordBody::Enforcement(Enforcement { key, .. })
-                | RecordBody::Attribution(Attribution { key, .. }) => {
-                    let seq = batch.next_seq()?;
-                    batch.by_object.push(object_key(&key.index_bytes(), seq));
-                }
-                RecordBody::Exemption(_) => {
-                    let seq = batch.next_seq()?;
-                    batch.meta.push(exemption_key(seq));
-                }
-                RecordBody::GitSync(sync) => {
-                    let seq = batch.next_seq()?;
-                    batch.meta.push(git_sync_key(&sync.source, seq));
-                }
-                _ => {}
+            })?;
+            if let Some(key) = derived.by_object {
+                batch.by_object.push(key);
+            }
+            if let Some(id) = derived.dedup {
+                batch.dedup.push((id, seq_key(seq)));
+            }
+            if let Some(key) = derived.meta {
+                batch.meta.push(key);
+            }
+            if let Some((index, state)) = derived.state {
+                states.insert(index, state);
             }
             appended.seqs.push(batch.seal(at, body)?);
         }
@@ -452,7 +476,8 @@ impl Ledger {
                         by_object.insert(key.as_slice(), &[][..])?;
                     }
                     if let Some((first, at)) = batch.first {
-                        by_time.insert(&time_key(at, first)[..], &seq_key(batch.head.seq)[..])?;
+                        let (key, last) = time_entry(at, first, batch.head.seq);
+                        by_time.insert(&key[..], &last[..])?;
                     }
                     for (key, value) in &batch.objects {
                         objects.insert(key.as_slice(), value.as_slice())?;
@@ -479,6 +504,86 @@ impl Ledger {
                     Error::corrupt("records", batch.head.seq, "append aborted")
                 }
             })
+    }
+}
+
+impl Ledger {
+    /// Sequence number of the last record stored (0 when none), whatever
+    /// the head says.
+    pub(crate) fn last_stored_seq(&self) -> Result<u64> {
+        let last = self
+            .trees
+            .records
+            .last()
+            .map_err(Error::storage("reading the last record"))?;
+        Ok(last.and_then(|(key, _)| decode_u64(&key)).unwrap_or(0))
+    }
+
+    /// The hash record `seq` is stored with, if it is stored and readable.
+    pub(crate) fn stored_hash(&self, seq: u64) -> Result<Option<[u8; 32]>> {
+        let value = self
+            .trees
+            .records
+            .get(seq_key(seq))
+            .map_err(Error::storage("reading a record"))?;
+        Ok(value.and_then(|value| decode_sealed(&value).ok().map(|view| *view.hash)))
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let thread = self
+            .checkpoints
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            thread.stop();
+        }
+    }
+}
+
+/// Why sled could not open a database.
+enum OpenFailure {
+    /// Another process holds its lock.
+    Locked,
+    /// Its files are damaged: what sled said.
+    Damaged(String),
+    /// Anything else (permissions, a full disk, ...).
+    Other(sled::Error),
+}
+
+/// Opens the database, telling a held lock and damaged files apart. sled
+/// panics on some damaged files instead of returning an error; that panic
+/// is caught here and reported as damage.
+fn open_db(config: &sled::Config) -> Result<sled::Db, OpenFailure> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(err)) => Err(classify(err)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".to_owned());
+            Err(OpenFailure::Damaged(format!(
+                "the storage engine failed reading its files ({what})"
+            )))
+        }
+    }
+}
+
+/// Sorts a sled error met while opening.
+fn classify(err: sled::Error) -> OpenFailure {
+    match err {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            OpenFailure::Locked
+        }
+        err @ sled::Error::Corruption { .. } => OpenFailure::Damaged(crate::error::describe(&err)),
+        sled::Error::ReportableBug(what) | sled::Error::Unsupported(what) => {
+            OpenFailure::Damaged(what)
+        }
+        other => OpenFailure::Other(other),
     }
 }
 
@@ -546,28 +651,6 @@ impl Batch {
         self.head = Head { seq, hash };
         Ok(seq)
     }
-}
-
-/// Prefix of the exemption index entries in the `meta` tree.
-const EXEMPTION_PREFIX: &[u8] = b"exemption/";
-
-/// Prefix of the `meta` entries indexing the git syncs of `source`.
-fn git_sync_prefix(source: &str) -> Vec<u8> {
-    format!("git/{source}/").into_bytes()
-}
-
-/// The `meta` key indexing git sync record `seq` of `source`.
-fn git_sync_key(source: &str, seq: u64) -> Vec<u8> {
-    let mut key = git_sync_prefix(source);
-    key.extend_from_slice(&seq_key(seq));
-    key
-}
-
-/// The `meta` key indexing exemption record `seq`.
-fn exemption_key(seq: u64) -> Vec<u8> {
-    let mut key = EXEMPTION_PREFIX.to_vec();
-    key.extend_from_slice(&seq_key(seq));
-    key
 }
 
 /// The head stored in `meta`, or the empty head.

@@ -100,6 +100,10 @@ pub enum Outcome {
         /// The error.
         error: String,
     },
+    /// About to write: recorded before the write, its result follows in
+    /// another record. An intent without a result (the process stopped in
+    /// between) is planned again at start, from the object as it is then.
+    Intended,
 }
 
 /// A revert planned, held or done, linked to the drift it answers.
@@ -235,6 +239,26 @@ pub enum Control {
         reverts: usize,
         /// The flap window, for people (`5m`).
         window: String,
+    },
+    /// The ledger's indexes (trees derived from the chain) disagreed with
+    /// the chain and were rebuilt from it.
+    Repaired {
+        /// The trees rebuilt, e.g. `dedup`, `objects`.
+        trees: Vec<String>,
+        /// How many entries differed from what the chain says.
+        differences: u64,
+    },
+    /// The chain was found shorter than its last signed checkpoint, and the
+    /// loss was accepted by hand: records `from..=to` are gone.
+    TruncationAccepted {
+        /// The first record lost.
+        from: u64,
+        /// The last record lost (the checkpoint's sequence number).
+        to: u64,
+        /// When the checkpoint that names the lost records was signed.
+        checkpoint_at: DateTime<Utc>,
+        /// Its head hash, hex.
+        checkpoint_head: String,
     },
 }
 

@@ -22,7 +22,7 @@ pub mod trust;
 mod verdict;
 
 pub use audit::{AuditObjectRef, AuditRecord, AuditUser};
-pub use change::{ChangeEvent, ChangeKind, ManagedField};
+pub use change::{ChangeEvent, ChangeKind, ManagedField, Truncation};
 pub use desired::{Commit, DesiredEntry, DesiredHistory};
 pub use enforcement::{
     Amendment, Attribution, Control, Enforcement, Exemption, ExemptionScope, Mode, Outcome,
@@ -31,8 +31,8 @@ pub use enforcement::{
 pub use key::{KeyError, ObjectKey};
 pub use path::{FieldPath, PathError, Segment};
 pub use record::{
-    GitError, GitFetch, GitFetchState, GitRewrite, GitSync, LedgerRecord, RecordBody, Sealed,
-    chain_hash,
+    GitError, GitFetch, GitFetchState, GitRewrite, GitSync, LedgerRecord, RecordBody,
+    RejectedMessage, Sealed, chain_hash,
 };
 pub use trust::{ManagerBinding, Trust};
 pub use verdict::{Actor, DriftKind, FieldChange, Judgement, PathVerdict, Verdict};

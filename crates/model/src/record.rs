@@ -93,6 +93,26 @@ pub enum GitFetchState {
     },
 }
 
+/// A message on the bus this build refused (it does not decode, or has a
+/// schema version this build does not read): kept in the dead-letter topic,
+/// recorded here, and only then passed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedMessage {
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Why it was refused.
+    pub reason: String,
+    /// SHA-256 of its payload (the payload itself is foreign data and stays
+    /// in the dead-letter topic).
+    pub payload_sha256: String,
+    /// The payload's size.
+    pub payload_bytes: u64,
+}
+
 /// What a ledger record says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -125,6 +145,8 @@ pub enum RecordBody {
     /// A write the apiserver refused (e.g. RBAC), in a watched scope: the
     /// attempt is kept although nothing changed.
     Refused(AuditRecord),
+    /// A message on the bus this build refused.
+    Rejected(RejectedMessage),
 }
 
 /// One ledger entry before it is sealed into the chain.

@@ -1,66 +1,137 @@
 //! Secret redaction: Secret values become digests before an object is
 //! logged, published, stored or compared.
 //!
-//! A digest is `sha256:<hex>` of the *decoded* value, so a `data` entry
-//! (base64) and a `stringData` entry holding the same plaintext get the same
-//! digest, and a manifest in git can be compared with the cluster without
-//! either side holding the plaintext.
+//! A digest is `hmac-sha256:<hex>`, keyed with the installation's
+//! [`DigestKey`], of the *decoded* value, so a `data` entry (base64) and a
+//! `stringData` entry holding the same plaintext get the same digest, and a
+//! manifest in git can be compared with the cluster without either side
+//! holding the plaintext. The key never leaves the host: whoever reads the
+//! bus or the ledger cannot try a dictionary of passwords against a digest.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// The annotation `kubectl apply` writes; for a Secret it holds the plaintext
 /// manifest, values included.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The digest written in place of a secret value: `sha256:<hex>` of `bytes`.
-pub fn secret_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+/// The installation's key for Secret digests: every process that judges or
+/// records the same cluster uses the same one, so digests compare, also
+/// across restarts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DigestKey([u8; 32]);
+
+impl DigestKey {
+    /// A key of these bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key's bytes, to store it.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The digest written in place of a secret value: `hmac-sha256:<hex>`
+    /// of `bytes`.
+    pub fn digest(&self, bytes: &[u8]) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(bytes);
+        format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+    }
 }
 
-/// Replaces every value of a Secret by its digest.
-///
-/// Acts only when `obj.kind` is `Secret` (in any API group: over-redacting a
-/// look-alike custom kind is the safe mistake); any other object is left
-/// untouched, so it is safe to call on everything. Redacted are:
-/// - each `data` value (base64): the digest of the decoded bytes, or of the
-///   raw string when it is not valid base64;
-/// - each `stringData` value: the digest of the string, moved into `data`
-///   as the apiserver does (a manifest from git and the live object then
-///   compare equal);
-/// - the `kubectl.kubernetes.io/last-applied-configuration` annotation,
-///   which contains the plaintext manifest: the digest of the annotation.
-///
-/// A value that is not a string (which the apiserver never sends) is replaced
-/// by the digest of its JSON text, so nothing passes through unredacted.
-pub fn redact_secret(obj: &mut Value) {
-    if obj.get("kind").and_then(Value::as_str) != Some("Secret") {
-        return;
+impl std::fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DigestKey(..)")
     }
-    if let Some(data) = obj.get_mut("data").and_then(Value::as_object_mut) {
-        for value in data.values_mut() {
-            *value = Value::String(digest_base64_value(value));
+}
+
+impl DigestKey {
+    /// Replaces every value of a Secret by its digest.
+    ///
+    /// Acts only when `obj.kind` is `Secret` (in any API group: over-redacting
+    /// a look-alike custom kind is the safe mistake); any other object is left
+    /// untouched, so it is safe to call on everything. Redacted are:
+    /// - each `data` value (base64): the digest of the decoded bytes (decoded
+    ///   as the apiserver decodes them), or of the raw string when it is not
+    ///   valid base64;
+    /// - each `stringData` value: the digest of the string, moved into `data`
+    ///   as the apiserver does (a manifest from git and the live object then
+    ///   compare equal);
+    /// - the `kubectl.kubernetes.io/last-applied-configuration` annotation,
+    ///   which contains the plaintext manifest: the digest of the annotation.
+    ///
+    /// A value that is not a string (which the apiserver never sends) is
+    /// replaced by the digest of its JSON text, so nothing passes through
+    /// unredacted.
+    pub fn redact_secret(&self, obj: &mut Value) {
+        if obj.get("kind").and_then(Value::as_str) != Some("Secret") {
+            return;
         }
-    }
-    if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
-        let digests = plain
-            .into_iter()
-            .map(|(key, value)| (key, Value::String(digest_plain_value(&value))));
-        match obj.get_mut("data").and_then(Value::as_object_mut) {
-            Some(data) => data.extend(digests),
-            None => {
-                obj["data"] = Value::Object(digests.collect());
+        if let Some(data) = obj.get_mut("data").and_then(Value::as_object_mut) {
+            for value in data.values_mut() {
+                *value = Value::String(self.digest_base64_value(value));
             }
         }
+        if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+        {
+            let digests = plain
+                .into_iter()
+                .map(|(key, value)| (key, Value::String(self.digest_plain_value(&value))));
+            match obj.get_mut("data").and_then(Value::as_object_mut) {
+                Some(data) => data.extend(digests),
+                None => {
+                    obj["data"] = Value::Object(digests.collect());
+                }
+            }
+        }
+        if let Some(annotations) = obj
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+            && let Some(value) = annotations.get_mut(LAST_APPLIED_ANNOTATION)
+        {
+            *value = Value::String(self.digest_plain_value(value));
+        }
     }
-    if let Some(annotations) = obj
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-        && let Some(value) = annotations.get_mut(LAST_APPLIED_ANNOTATION)
-    {
-        *value = Value::String(digest_plain_value(value));
+
+    /// A desired history whose Secret values are digests, as the live side's
+    /// are: git's plaintext is compared, never recorded.
+    pub fn redact_history(&self, history: &crate::DesiredHistory) -> crate::DesiredHistory {
+        let mut history = history.clone();
+        for manifest in history
+            .entries
+            .iter_mut()
+            .filter_map(|e| e.manifest.as_mut())
+        {
+            self.redact_secret(manifest);
+        }
+        history
+    }
+
+    fn digest_base64_value(&self, value: &Value) -> String {
+        match value {
+            Value::String(text) => {
+                let unwrapped: String =
+                    text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+                match APISERVER_BASE64.decode(&unwrapped) {
+                    Ok(bytes) => self.digest(&bytes),
+                    Err(_) => self.digest(text.as_bytes()),
+                }
+            }
+            other => self.digest(other.to_string().as_bytes()),
+        }
+    }
+
+    fn digest_plain_value(&self, value: &Value) -> String {
+        match value {
+            Value::String(text) => self.digest(text.as_bytes()),
+            other => self.digest(other.to_string().as_bytes()),
+        }
     }
 }
 
@@ -72,40 +143,6 @@ const APISERVER_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
 );
 
-fn digest_base64_value(value: &Value) -> String {
-    match value {
-        Value::String(text) => {
-            let unwrapped: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
-            match APISERVER_BASE64.decode(&unwrapped) {
-                Ok(bytes) => secret_digest(&bytes),
-                Err(_) => secret_digest(text.as_bytes()),
-            }
-        }
-        other => secret_digest(other.to_string().as_bytes()),
-    }
-}
-
-fn digest_plain_value(value: &Value) -> String {
-    match value {
-        Value::String(text) => secret_digest(text.as_bytes()),
-        other => secret_digest(other.to_string().as_bytes()),
-    }
-}
-
-/// A desired history whose Secret values are digests, as the live side's
-/// are: git's plaintext is compared, never recorded.
-pub fn redact_history(history: &crate::DesiredHistory) -> crate::DesiredHistory {
-    let mut history = history.clone();
-    for manifest in history
-        .entries
-        .iter_mut()
-        .filter_map(|e| e.manifest.as_mut())
-    {
-        redact_secret(manifest);
-    }
-    history
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +150,22 @@ mod tests {
     use serde_json::json;
 
     const CANARY: &str = "canary-7f3a-do-not-leak";
+
+    fn key() -> DigestKey {
+        DigestKey::from_bytes([7; 32])
+    }
+
+    fn redact_secret(obj: &mut Value) {
+        key().redact_secret(obj);
+    }
+
+    fn secret_digest(bytes: &[u8]) -> String {
+        key().digest(bytes)
+    }
+
+    fn digest_base64_value(value: &Value) -> String {
+        key().digest_base64_value(value)
+    }
 
     fn secret_with_canary() -> Value {
         let encoded = STANDARD.encode(CANARY);
@@ -166,7 +219,7 @@ mod tests {
         assert_eq!(secret["data"]["token"], json!(expected));
         assert!(secret.get("stringData").is_none());
         assert_eq!(secret["data"]["user"], json!(secret_digest(b"app")));
-        assert!(expected.starts_with("sha256:") && expected.len() == 7 + 64);
+        assert!(expected.starts_with("hmac-sha256:") && expected.len() == 12 + 64);
     }
 
     #[test]
@@ -241,5 +294,16 @@ mod tests {
             secret,
             json!({"kind": "Secret", "metadata": {"name": "empty"}})
         );
+    }
+
+    #[test]
+    fn digests_depend_on_the_key_and_are_stable_for_it() {
+        let other = DigestKey::from_bytes([8; 32]);
+        assert_eq!(key().digest(b"hunter2"), key().digest(b"hunter2"));
+        assert_ne!(key().digest(b"hunter2"), other.digest(b"hunter2"));
+        // Not the plain SHA-256 a dictionary could be run against.
+        let plain = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"hunter2"));
+        assert!(!key().digest(b"hunter2").contains(&plain));
+        assert_eq!(format!("{:?}", key()), "DigestKey(..)");
     }
 }

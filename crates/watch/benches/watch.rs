@@ -90,6 +90,7 @@ fn change_events(c: &mut Criterion) {
     let object = deployment();
     let mut group = c.benchmark_group("watch");
     group.throughput(Throughput::Elements(1));
+    let key = driftwarden_watch::DigestKey::from_bytes([1; 32]);
     group.bench_function("to_change_event", |b| {
         b.iter(|| {
             to_change_event(
@@ -97,6 +98,7 @@ fn change_events(c: &mut Criterion) {
                 ChangeKind::Modified,
                 black_box(object.clone()),
                 Utc::now(),
+                &key,
             )
         })
     });

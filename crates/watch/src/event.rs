@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::managed::{managed_fields_summary, strip_managed_fields};
 use model::churn::is_derived;
-use model::redact::redact_secret;
+use model::redact::DigestKey;
 
 /// An object that cannot become a change event.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,12 +33,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// (empty when cluster-scoped) and `metadata.name`. The event carries the
 /// managedFields summary, whether a controller owns the object, and the
 /// object itself without `metadata.managedFields` and with Secret values
-/// replaced by digests.
+/// replaced by digests keyed with `digest_key`.
 pub fn to_change_event(
     cluster: &str,
     kind: ChangeKind,
     mut obj: Value,
     observed_at: DateTime<Utc>,
+    digest_key: &DigestKey,
 ) -> Result<ChangeEvent> {
     let fields = Identity::of(&obj)?;
     let key = ObjectKey::new(
@@ -51,7 +52,7 @@ pub fn to_change_event(
     let managed_fields = managed_fields_summary(&obj);
     let derived = is_derived(&obj);
     strip_managed_fields(&mut obj);
-    redact_secret(&mut obj);
+    digest_key.redact_secret(&mut obj);
     let mut event = ChangeEvent::new(
         key,
         fields.api_version,
@@ -114,7 +115,10 @@ fn describe(obj: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::redact::secret_digest;
+
+    fn key() -> DigestKey {
+        DigestKey::from_bytes([3; 32])
+    }
     use serde_json::json;
 
     fn observed() -> DateTime<Utc> {
@@ -143,8 +147,14 @@ mod tests {
 
     #[test]
     fn event_carries_key_versions_managers_and_derivation() {
-        let event = to_change_event("prod", ChangeKind::Modified, replica_set(), observed())
-            .expect("valid object");
+        let event = to_change_event(
+            "prod",
+            ChangeKind::Modified,
+            replica_set(),
+            observed(),
+            &key(),
+        )
+        .expect("valid object");
         assert_eq!(event.key.to_string(), "prod/apps/ReplicaSet/team-a/web-abc");
         assert_eq!(event.api_version, "apps/v1");
         assert_eq!(event.uid, "u-1");
@@ -169,7 +179,7 @@ mod tests {
             "kind": "Namespace",
             "metadata": {"name": "team-a", "uid": "u-2", "resourceVersion": "7"}
         });
-        let event = to_change_event("prod", ChangeKind::Added, namespace, observed())
+        let event = to_change_event("prod", ChangeKind::Added, namespace, observed(), &key())
             .expect("valid object");
         assert_eq!(event.key.to_string(), "prod/core/Namespace//team-a");
         assert!(!event.derived);
@@ -184,11 +194,11 @@ mod tests {
             "metadata": {"name": "db", "namespace": "a", "uid": "u-3", "resourceVersion": "9"},
             "stringData": {"password": "hunter2"}
         });
-        let event =
-            to_change_event("prod", ChangeKind::Added, secret, observed()).expect("valid object");
+        let event = to_change_event("prod", ChangeKind::Added, secret, observed(), &key())
+            .expect("valid object");
         assert_eq!(
             event.object["data"]["password"],
-            json!(secret_digest(b"hunter2"))
+            json!(key().digest(b"hunter2"))
         );
         let text = serde_json::to_string(&event).expect("serializes");
         assert!(!text.contains("hunter2"));
@@ -201,7 +211,7 @@ mod tests {
             .as_object_mut()
             .expect("metadata")
             .remove("uid");
-        let err = to_change_event("prod", ChangeKind::Added, obj, observed())
+        let err = to_change_event("prod", ChangeKind::Added, obj, observed(), &key())
             .expect_err("uid is required");
         assert_eq!(
             err,
@@ -211,7 +221,7 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("metadata.uid"), "{err}");
-        let err = to_change_event("prod", ChangeKind::Added, json!([1]), observed())
+        let err = to_change_event("prod", ChangeKind::Added, json!([1]), observed(), &key())
             .expect_err("not an object");
         assert!(err.to_string().contains("apiVersion"), "{err}");
     }

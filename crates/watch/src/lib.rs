@@ -31,7 +31,7 @@
 //! - [`serve_audit_webhook`] serves it over TLS only, authenticating every
 //!   request by a bearer token or a client certificate, and counts refused
 //!   clients, accepted batches and records in [`WebhookCounters`].
-//! - The pure parts ([`redact_secret`], [`managed_fields_summary`],
+//! - The pure parts ([`DigestKey::redact_secret`], [`managed_fields_summary`],
 //!   [`is_churn`], [`is_derived`], [`to_change_event`], [`parse_audit_batch`])
 //!   do no I/O and are usable on their own.
 //!
@@ -57,7 +57,7 @@ pub use event::to_change_event;
 pub use known::{KnownFile, KnownObjects};
 pub use managed::{managed_fields_summary, strip_managed_fields};
 pub use model::churn::{CHURN_ANNOTATIONS, content_digest, is_churn, is_derived};
-pub use model::redact::{LAST_APPLIED_ANNOTATION, redact_secret, secret_digest};
+pub use model::redact::{DigestKey, LAST_APPLIED_ANNOTATION};
 pub use server::{
     RunningWebhook, TlsFiles, WebhookAuth, WebhookCounters, WebhookFile, WebhookServer,
     serve_audit_webhook,

@@ -30,6 +30,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::discovery::{ApiResource, Scope};
 use kube::runtime::watcher as kube_watcher;
 use kube::runtime::watcher::{self, Event};
+use model::redact::DigestKey;
 use model::{ChangeEvent, ChangeKind, ObjectKey};
 use serde_json::{Value, json};
 
@@ -129,10 +130,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What to watch in one cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchSpec {
     /// Name of the cluster as configured; the first segment of every key.
     pub cluster: String,
+    /// The installation's key for Secret digests.
+    pub digest_key: DigestKey,
     /// `(apiVersion, kind)` pairs, e.g. `("apps/v1", "Deployment")`;
     /// custom resources work the same way.
     pub kinds: Vec<(String, String)>,
@@ -149,11 +152,17 @@ pub struct WatchSpec {
 }
 
 impl WatchSpec {
-    /// A spec for `cluster` watching nothing yet.
-    pub fn new(cluster: impl Into<String>) -> Self {
+    /// A spec for `cluster` watching nothing yet, digesting Secret values
+    /// with `digest_key`.
+    pub fn new(cluster: impl Into<String>, digest_key: DigestKey) -> Self {
         Self {
             cluster: cluster.into(),
-            ..Self::default()
+            digest_key,
+            kinds: Vec::new(),
+            namespaces: Vec::new(),
+            label_selector: None,
+            record_derived: false,
+            known: Vec::new(),
         }
     }
 
@@ -420,6 +429,7 @@ pub(crate) struct Vanished {
 #[derive(Debug)]
 pub(crate) struct Tracker {
     cluster: String,
+    digest_key: DigestKey,
     api_version: String,
     kind: String,
     scope: String,
@@ -445,6 +455,7 @@ pub(crate) struct Step {
 #[derive(Debug, Clone)]
 struct DeletionContext {
     cluster: String,
+    digest_key: DigestKey,
     api_version: String,
     kind: String,
     scope: String,
@@ -477,6 +488,7 @@ impl Tracker {
             .collect();
         Self {
             cluster: spec.cluster.clone(),
+            digest_key: spec.digest_key.clone(),
             api_version: resource.api_version.clone(),
             kind: resource.kind.clone(),
             scope,
@@ -498,6 +510,7 @@ impl Tracker {
             vanished: Vec::new(),
             context: DeletionContext {
                 cluster: self.cluster.clone(),
+                digest_key: self.digest_key.clone(),
                 api_version: self.api_version.clone(),
                 kind: self.kind.clone(),
                 scope: self.scope.clone(),
@@ -619,7 +632,7 @@ impl Tracker {
                 return None;
             }
         };
-        match to_change_event(&self.cluster, kind, value, observed_at) {
+        match to_change_event(&self.cluster, kind, value, observed_at, &self.digest_key) {
             Ok(event) => Some(event),
             Err(source) => {
                 step.events.push(Err(Error::Event {
@@ -703,6 +716,7 @@ impl Step {
                 ChangeKind::Deleted,
                 stub,
                 context.observed_at,
+                &context.digest_key,
             )
             .map_err(|source| Error::Event {
                 scope: context.scope.clone(),
@@ -817,7 +831,7 @@ mod tests {
 
     #[test]
     fn listing_gives_resync_then_watch_gives_added_modified_deleted() {
-        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let mut tracker = tracker(&WatchSpec::new("prod", DigestKey::from_bytes([1; 32])));
         let out = feed(
             &mut tracker,
             vec![
@@ -844,7 +858,7 @@ mod tests {
 
     #[test]
     fn churn_is_dropped_but_a_later_real_change_is_not() {
-        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let mut tracker = tracker(&WatchSpec::new("prod", DigestKey::from_bytes([1; 32])));
         let mut status_only = config_map("a", "u-a", "22", json!({"k": "1"}));
         status_only.data["status"] = json!({"phase": "whatever"});
         let out = feed(
@@ -867,7 +881,7 @@ mod tests {
 
     #[test]
     fn relisting_reports_objects_deleted_while_unobserved() {
-        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let mut tracker = tracker(&WatchSpec::new("prod", DigestKey::from_bytes([1; 32])));
         let out = feed(
             &mut tracker,
             vec![
@@ -898,7 +912,7 @@ mod tests {
             key: ObjectKey::new("prod", "", kind, namespace, name),
             uid: uid.into(),
         };
-        let spec = WatchSpec::new("prod").known([
+        let spec = WatchSpec::new("prod", DigestKey::from_bytes([1; 32])).known([
             known("kept", "u-kept", "team-a", "ConfigMap"),
             known("gone", "u-gone", "team-a", "ConfigMap"),
             known("elsewhere", "u-x", "team-b", "ConfigMap"),
@@ -938,7 +952,7 @@ mod tests {
 
     #[test]
     fn known_object_seen_again_on_the_watch_is_modified_not_added() {
-        let spec = WatchSpec::new("prod").known([KnownObject {
+        let spec = WatchSpec::new("prod", DigestKey::from_bytes([1; 32])).known([KnownObject {
             key: ObjectKey::new("prod", "", "ConfigMap", "team-a", "a"),
             uid: "u-a".into(),
         }]);
@@ -961,10 +975,11 @@ mod tests {
                 Event::Delete(owned(config_map("rs", "u-rs", "3", json!({"k": "v"})))),
             ]
         };
-        let mut skipping = tracker(&WatchSpec::new("prod"));
+        let mut skipping = tracker(&WatchSpec::new("prod", DigestKey::from_bytes([1; 32])));
         assert!(feed(&mut skipping, events()).is_empty());
 
-        let mut recording = tracker(&WatchSpec::new("prod").record_derived(true));
+        let mut recording =
+            tracker(&WatchSpec::new("prod", DigestKey::from_bytes([1; 32])).record_derived(true));
         let derived: Vec<bool> = events()
             .into_iter()
             .flat_map(|event| recording.step(Ok(event), now()).with_deletions("9"))
@@ -975,7 +990,7 @@ mod tests {
 
     #[test]
     fn malformed_objects_and_watch_errors_become_errors_not_panics() {
-        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let mut tracker = tracker(&WatchSpec::new("prod", DigestKey::from_bytes([1; 32])));
         let mut nameless = config_map("x", "u-x", "1", json!({}));
         nameless.metadata.uid = None;
         let step = tracker.step(Ok(Event::Apply(nameless)), now());
@@ -988,7 +1003,7 @@ mod tests {
 
     #[test]
     fn a_failing_watcher_reports_its_first_error_only_until_it_recovers() {
-        let mut tracker = tracker(&WatchSpec::new("prod"));
+        let mut tracker = tracker(&WatchSpec::new("prod", DigestKey::from_bytes([1; 32])));
         let errors = |tracker: &mut Tracker, item: watcher::Result<Event<DynamicObject>>| {
             let step = tracker.step(item, now());
             step.events.iter().filter(|event| event.is_err()).count()
@@ -1016,7 +1031,11 @@ mod tests {
             plural: "secrets".into(),
             ..config_map_resource()
         };
-        let mut tracker = Tracker::new(&WatchSpec::new("prod"), &resource, None);
+        let mut tracker = Tracker::new(
+            &WatchSpec::new("prod", DigestKey::from_bytes([1; 32])),
+            &resource,
+            None,
+        );
         let secret: DynamicObject = serde_json::from_value(json!({
             "metadata": {"name": "db", "namespace": "a", "uid": "u", "resourceVersion": "1"},
             "data": {"password": "aHVudGVyMg=="}

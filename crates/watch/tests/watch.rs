@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine as _;
-use driftwarden_watch::{
-    KnownObject, WatchSpec, discovery, parse_audit_batch, secret_digest, watch,
-};
+use driftwarden_watch::{DigestKey, KnownObject, WatchSpec, discovery, parse_audit_batch, watch};
 use futures::StreamExt;
 use kube::discovery::Scope;
 use model::{ChangeEvent, ChangeKind};
@@ -41,7 +39,7 @@ impl Watching {
         configure: impl FnOnce(WatchSpec) -> WatchSpec,
     ) -> Result<Self> {
         let spec = configure(
-            WatchSpec::new(CLUSTER)
+            WatchSpec::new(CLUSTER, test_key())
                 .kind("v1", "ConfigMap")
                 .kind("v1", "Secret")
                 .kind("apps/v1", "Deployment")
@@ -366,7 +364,7 @@ async fn secret_values_never_leave_the_watcher() -> Result<()> {
     )?;
     let (modified, _) = watching.next_for("db").await?;
 
-    let digest = secret_digest(canary.as_bytes());
+    let digest = test_key().digest(canary.as_bytes());
     assert_eq!(added.object["data"]["password"], json!(digest));
     assert_eq!(modified.object["data"]["token"], json!(digest));
     let annotation = &added.object["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"];
@@ -721,7 +719,7 @@ async fn custom_resource_is_watched_once_its_crd_arrives_and_again_after_it_retu
 
     let ns = namespace("watch-crd").await?;
     let crd = WidgetCrd::new();
-    let spec = WatchSpec::new(CLUSTER)
+    let spec = WatchSpec::new(CLUSTER, test_key())
         .kind(crd.api_version(), "Widget")
         .namespace(&ns.name);
     let client = TestEnv::get().client(User::Admin).await?;
@@ -792,4 +790,9 @@ async fn custom_resource_is_watched_once_its_crd_arrives_and_again_after_it_retu
         "the first widget's deletion: {after_delete:?} {before:?} {after:?}"
     );
     Ok(())
+}
+
+/// The digest key of the watches these tests run.
+fn test_key() -> DigestKey {
+    DigestKey::from_bytes([5; 32])
 }

@@ -1,7 +1,8 @@
 //! Certificates and keys for one run: a CA, serving certificates for
 //! 127.0.0.1/localhost signed by it (kube-apiserver's, the audit relay's,
-//! and one for the Driftwarden audit webhooks tests start), and the
-//! service-account signing key (ECDSA P-256).
+//! Kafka's TLS listener's, and one for the Driftwarden audit webhooks tests
+//! start), a client certificate for Kafka, and the service-account signing
+//! key (ECDSA P-256).
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,18 @@ pub struct Certs {
     pub webhook_cert: PathBuf,
     /// Its key (PEM).
     pub webhook_key: PathBuf,
+    /// Kafka's serving certificate for its TLS listener (PEM).
+    pub kafka_cert: PathBuf,
+    /// Its key (PEM).
+    pub kafka_key: PathBuf,
+    /// Kafka's key store: the key followed by the certificate, one PEM file
+    /// (`ssl.keystore.type=PEM`).
+    pub kafka_keystore: PathBuf,
+    /// A client certificate Kafka's TLS listener accepts (PEM), signed by
+    /// the CA.
+    pub kafka_client_cert: PathBuf,
+    /// Its key (PEM).
+    pub kafka_client_key: PathBuf,
     /// The service-account signing key (PKCS#8 PEM).
     pub sa_key: PathBuf,
     /// The service-account verification key (PEM).
@@ -51,6 +64,11 @@ impl Certs {
             relay_key: dir.join("audit-relay.key"),
             webhook_cert: dir.join("audit-webhook.crt"),
             webhook_key: dir.join("audit-webhook.key"),
+            kafka_cert: dir.join("kafka.crt"),
+            kafka_key: dir.join("kafka.key"),
+            kafka_keystore: dir.join("kafka-keystore.pem"),
+            kafka_client_cert: dir.join("kafka-client.crt"),
+            kafka_client_key: dir.join("kafka-client.key"),
             sa_key: dir.join("sa.key"),
             sa_pub: dir.join("sa.pub"),
         }
@@ -84,10 +102,18 @@ impl Certs {
             ),
         ];
         for (name, names, cert, key) in leaves {
-            let (cert_pem, key_pem) = serving_certificate(&ca, name, names)?;
+            let (cert_pem, key_pem) = leaf_certificate(&ca, name, names, Usage::Server)?;
             paths::write(cert, cert_pem)?;
             paths::write(key, key_pem)?;
         }
+        let (cert_pem, key_pem) = leaf_certificate(&ca, "kafka", &LOOPBACK, Usage::Server)?;
+        paths::write(&certs.kafka_keystore, format!("{key_pem}{cert_pem}"))?;
+        paths::write(&certs.kafka_cert, cert_pem)?;
+        paths::write(&certs.kafka_key, key_pem)?;
+        let (cert_pem, key_pem) =
+            leaf_certificate(&ca, "driftwarden-kafka-client", &[], Usage::Client)?;
+        paths::write(&certs.kafka_client_cert, cert_pem)?;
+        paths::write(&certs.kafka_client_key, key_pem)?;
 
         let sa = KeyPair::generate().context("generating the service-account key")?;
         paths::write(&certs.sa_key, sa.serialize_pem())?;
@@ -113,12 +139,22 @@ fn certificate_authority() -> Result<(String, Issuer<'static, KeyPair>)> {
     Ok((cert.pem(), Issuer::new(params, key)))
 }
 
-/// A serving certificate named `common_name`, valid for `names` (IP
+/// What a leaf certificate is for.
+#[derive(Debug, Clone, Copy)]
+enum Usage {
+    /// A TLS server.
+    Server,
+    /// A TLS client.
+    Client,
+}
+
+/// A certificate named `common_name` for `usage`, valid for `names` (IP
 /// addresses become IP subject alternative names): (cert PEM, key PEM).
-fn serving_certificate(
+fn leaf_certificate(
     ca: &Issuer<'static, KeyPair>,
     common_name: &str,
     names: &[&str],
+    usage: Usage,
 ) -> Result<(String, String)> {
     let key =
         KeyPair::generate().with_context(|| format!("generating the key of {common_name}"))?;
@@ -131,9 +167,12 @@ fn serving_certificate(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.extended_key_usages = vec![match usage {
+        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
     let cert = params
         .signed_by(&key, ca)
-        .with_context(|| format!("signing the serving certificate of {common_name}"))?;
+        .with_context(|| format!("signing the certificate of {common_name}"))?;
     Ok((cert.pem(), key.serialize_pem()))
 }

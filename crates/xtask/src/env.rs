@@ -6,7 +6,8 @@
 //! ```text
 //!   audit-relay ◄──audit webhook (HTTPS)── kube-apiserver ──► etcd
 //!     │    └──► audit/events.jsonl               ▲
-//!     └──► receivers in audit/receivers/  kube-controller-manager     kafka (KRaft)
+//!     └──► receivers in audit/receivers/  kube-controller-manager     kafka (KRaft):
+//!                                                         PLAINTEXT, and SASL_SSL (SCRAM, ACLs)
 //! ```
 //!
 //! and writes `target/testenv/env.sh` for tests and people.
@@ -191,7 +192,7 @@ fn clear_run_state(state: &State) -> Result<()> {
 
 /// Picks free ports.
 fn plan(tools: Toolset) -> Result<Saved> {
-    let ports = procs::free_ports(7)?;
+    let ports = procs::free_ports(8)?;
     Ok(Saved {
         tools,
         cluster: cluster::Ports {
@@ -203,6 +204,7 @@ fn plan(tools: Toolset) -> Result<Saved> {
         kafka: kafka::Ports {
             broker: ports[4],
             controller: ports[5],
+            secure: ports[7],
         },
         audit_webhook_addr: format!("127.0.0.1:{}", ports[6]),
     })
@@ -216,7 +218,7 @@ fn start_all(state: &State, saved: &Saved) -> Result<()> {
         &saved.cluster,
         &format!("https://{}/audit", saved.audit_webhook_addr),
     )?;
-    let kafka_files = kafka::write_files(state, &saved.kafka)?;
+    let kafka_files = kafka::write_files(state, &saved.kafka, &files.certs)?;
 
     let mut relay = start_relay(state, &files, &saved.audit_webhook_addr)?;
     let mut etcd = procs::spawn(
@@ -259,6 +261,14 @@ fn start_all(state: &State, saved: &Saved) -> Result<()> {
     step("kafka", || {
         procs::wait_ready(state, &mut kafka, Duration::from_secs(90), || {
             kafka::ready(&saved.kafka)
+        })
+    })?;
+    step("kafka ACLs", || {
+        kafka::grant_acls(tools, state, &kafka_files, &saved.kafka)
+    })?;
+    step("kafka TLS + SCRAM listener", || {
+        procs::wait_ready(state, &mut kafka, Duration::from_secs(30), || {
+            kafka::secure_ready(state, &saved.kafka)
         })
     })?;
     let addr = &saved.audit_webhook_addr;
@@ -347,6 +357,17 @@ fn check(state: &State, saved: &Saved) -> Vec<Part> {
             saved.kafka.bootstrap(),
         ),
     ];
+    // The same process as `kafka`, its second listener.
+    let kafka_pid = procs::running_pid(state, "kafka");
+    parts.push(Part {
+        name: "kafka (TLS + SCRAM)",
+        ok: kafka_pid.is_some() && kafka::secure_ready(state, &saved.kafka),
+        detail: format!(
+            "sasl_ssl://{} ({})",
+            saved.kafka.secure_bootstrap(),
+            kafka_pid.map_or("not running".to_string(), |p| format!("pid {p}"))
+        ),
+    });
     let addr = &saved.audit_webhook_addr;
     let ca = Certs::in_dir(&state.certs()).ca_cert;
     parts.push(part(
@@ -385,6 +406,38 @@ fn exports(state: &State, saved: &Saved) -> Vec<(String, String)> {
         ),
         ("DW_KAFKA_BROKERS".to_string(), saved.kafka.bootstrap()),
         (
+            "DW_KAFKA_SECURE_BROKERS".to_string(),
+            saved.kafka.secure_bootstrap(),
+        ),
+        (
+            "DW_KAFKA_SCRAM_MECHANISM".to_string(),
+            kafka::SCRAM_MECHANISM.to_string(),
+        ),
+        (
+            "DW_KAFKA_SCRAM_USER".to_string(),
+            kafka::SCRAM_USER.to_string(),
+        ),
+        (
+            "DW_KAFKA_SCRAM_PASSWORD_FILE".to_string(),
+            show(state.kafka_password(kafka::SCRAM_USER)),
+        ),
+        (
+            "DW_KAFKA_STRANGER_USER".to_string(),
+            kafka::STRANGER.to_string(),
+        ),
+        (
+            "DW_KAFKA_STRANGER_PASSWORD_FILE".to_string(),
+            show(state.kafka_password(kafka::STRANGER)),
+        ),
+        (
+            "DW_KAFKA_CLIENT_CERT".to_string(),
+            show(certs.kafka_client_cert.clone()),
+        ),
+        (
+            "DW_KAFKA_CLIENT_KEY".to_string(),
+            show(certs.kafka_client_key.clone()),
+        ),
+        (
             "DW_AUDIT_WEBHOOK_ADDR".to_string(),
             saved.audit_webhook_addr.clone(),
         ),
@@ -417,6 +470,13 @@ fn print_summary(state: &State, saved: &Saved) {
         saved.cluster.apiserver
     );
     println!("  kafka           {}", saved.kafka.bootstrap());
+    println!(
+        "  kafka (secure)  sasl_ssl://{} ({} as {}, topics {}*)",
+        saved.kafka.secure_bootstrap(),
+        kafka::SCRAM_MECHANISM,
+        kafka::SCRAM_USER,
+        kafka::TOPIC_PREFIX
+    );
     println!(
         "  audit relay     https://{} → {} and {}/",
         saved.audit_webhook_addr,

@@ -77,6 +77,11 @@ impl State {
         self.dir.join("kafka")
     }
 
+    /// The password file of SCRAM user `user` of Kafka's TLS listener.
+    pub fn kafka_password(&self, user: &str) -> PathBuf {
+        self.kafka().join("users").join(format!("{user}.password"))
+    }
+
     /// The audit relay's JSON-lines file.
     pub fn audit_log(&self) -> PathBuf {
         self.dir.join("audit").join("events.jsonl")
@@ -124,6 +129,25 @@ pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
         ensure_dir(parent)?;
     }
     std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `contents` to `path`, readable by its owner only, creating the
+/// parent directory.
+pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(parent) = path.parent() {
+        ensure_dir(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_ref())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reads a file to a string, naming it on error.

@@ -7,6 +7,7 @@
 //!   target/testenv/env.sh ──► TestEnv::get() ──► client(user) / kubectl(user, …)
 //!                                            ├─► fresh_namespace(prefix) ──► grant(user, role)
 //!                                            ├─► kafka_brokers + topic_prefix() ──► read_topic(…)
+//!                                            ├─► secure_kafka() (TLS + SCRAM, ACLs) ──► read_topic_with(…)
 //!                                            └─► component("kafka") ──► kill() / start()
 //!   audit relay ──► events.jsonl ──────────────► AuditLog::wait_for(…)
 //!        └──► register_audit_receiver(url, …) ──► the same batches, POSTed to the test's receiver
@@ -41,7 +42,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 
-pub use kafka::{KafkaMessage, kafka_answers, read_topic};
+pub use kafka::{KafkaMessage, SecureKafka, kafka_answers, read_topic, read_topic_with};
 
 /// The hint every "environment missing" failure carries.
 pub const NOT_RUNNING: &str = "test environment is not running: run `cargo xtask env up`";
@@ -102,6 +103,7 @@ pub struct TestEnv {
     ca_cert: PathBuf,
     webhook_cert: PathBuf,
     webhook_key: PathBuf,
+    secure_kafka: Result<SecureKafka, String>,
 }
 
 impl TestEnv {
@@ -149,6 +151,24 @@ impl TestEnv {
         for user in User::ALL {
             kubeconfigs.insert(user, PathBuf::from(need(&user.env_var())?));
         }
+        // Checked when a test asks for it: an environment started before
+        // the listener existed serves every other test.
+        let secure_kafka = (|| {
+            Ok::<_, anyhow::Error>(SecureKafka {
+                brokers: need("DW_KAFKA_SECURE_BROKERS")?,
+                mechanism: need("DW_KAFKA_SCRAM_MECHANISM")?,
+                user: need("DW_KAFKA_SCRAM_USER")?,
+                password_file: PathBuf::from(need("DW_KAFKA_SCRAM_PASSWORD_FILE")?),
+                stranger: need("DW_KAFKA_STRANGER_USER")?,
+                stranger_password_file: PathBuf::from(need("DW_KAFKA_STRANGER_PASSWORD_FILE")?),
+                client_cert: PathBuf::from(need("DW_KAFKA_CLIENT_CERT")?),
+                client_key: PathBuf::from(need("DW_KAFKA_CLIENT_KEY")?),
+                ca_cert: PathBuf::from(need("DW_CA_CERT")?),
+            })
+        })()
+        .map_err(|err| {
+            format!("{err:#}: an environment from before Kafka's TLS listener; run `cargo xtask env down && cargo xtask env up`")
+        });
         Ok(TestEnv {
             dir: PathBuf::from(need("DW_TESTENV_DIR")?),
             kubectl: PathBuf::from(need("DW_KUBECTL")?),
@@ -163,7 +183,17 @@ impl TestEnv {
             ca_cert: PathBuf::from(need("DW_CA_CERT")?),
             webhook_cert: PathBuf::from(need("DW_WEBHOOK_CERT")?),
             webhook_key: PathBuf::from(need("DW_WEBHOOK_KEY")?),
+            secure_kafka,
         })
+    }
+
+    /// Kafka's TLS + SCRAM listener, its users and a client certificate.
+    /// Panics with [`NOT_RUNNING`] when the environment has none.
+    pub fn secure_kafka(&self) -> &SecureKafka {
+        match &self.secure_kafka {
+            Ok(secure) => secure,
+            Err(err) => panic!("{err}"),
+        }
     }
 
     /// Fails with [`NOT_RUNNING`] unless the apiserver and every broker
