@@ -435,8 +435,14 @@ fn deliver(config: &Config, request: &Request) -> anyhow::Result<String> {
             let seq = appended.seqs.first().copied().unwrap_or_default();
             Ok(format!("recorded as ledger record #{seq}\n"))
         }
-        Err(err) => {
-            tracing::debug!(error = %err, "ledger not available; leaving a request");
+        // Only a ledger another process holds takes requests; a damaged or
+        // truncated one is an error to fix, not a place to leave them.
+        Err(err)
+            if err
+                .downcast_ref::<ledger::Error>()
+                .is_some_and(|err| matches!(err, ledger::Error::Locked { .. })) =>
+        {
+            tracing::debug!(error = %err, "ledger in use; leaving a request");
             let path = requests::submit(config, request)?;
             Ok(format!(
                 "the ledger is in use by a running driftwarden: request left in {} \
@@ -444,6 +450,7 @@ fn deliver(config: &Config, request: &Request) -> anyhow::Result<String> {
                 path.display()
             ))
         }
+        Err(err) => Err(err),
     }
 }
 
