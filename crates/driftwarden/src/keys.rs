@@ -10,11 +10,8 @@
 //! with the key, a digest on the bus or in the ledger can be tested against
 //! a dictionary of passwords.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use ledger::secret;
 use model::redact::DigestKey;
 
 use crate::config::Config;
@@ -25,65 +22,26 @@ pub const DIGEST_KEY_FILE: &str = "digest.key";
 /// The digest key of `config`: its configured file, or `data_dir/digest.key`,
 /// created with a random key on first use.
 pub fn digest_key(config: &Config) -> anyhow::Result<DigestKey> {
-    match &config.secrets.digest_key_file {
-        Some(path) => read(path).with_context(|| {
+    let bytes = match &config.secrets.digest_key_file {
+        Some(path) => secret::read(path).with_context(|| {
             format!(
                 "secrets.digest_key_file `{}`: give a file of 64 hex digits, mode 0600",
                 path.display()
             )
-        }),
+        })?,
         None => {
             let path = config.data_dir.join(DIGEST_KEY_FILE);
-            if !path.exists() {
-                create(&path)?;
-            }
-            read(&path)
+            secret::read_or_create(&path, "Secret digest key")?
         }
-    }
-}
-
-/// Reads a key file, refusing one that group or others may read.
-fn read(path: &Path) -> anyhow::Result<DigestKey> {
-    let metadata =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "{} may be read by others (mode {mode:o}): `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut bytes)
-        .with_context(|| format!("{} does not hold a key of 64 hex digits", path.display()))?;
+    };
     Ok(DigestKey::from_bytes(bytes))
-}
-
-/// Writes a new random key to `path`, readable by its owner only.
-fn create(path: &Path) -> anyhow::Result<()> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness for a key: {err}"))?;
-    let partial = PathBuf::from(format!("{}.partial", path.display()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
-    writeln!(file, "{}", hex::encode(bytes))
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, path).with_context(|| format!("cannot create {}", path.display()))?;
-    tracing::info!(path = %path.display(), "created the Secret digest key");
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::{Path, PathBuf};
+
     use super::*;
 
     fn config(data_dir: &Path, key_file: Option<PathBuf>) -> Config {

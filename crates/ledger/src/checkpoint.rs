@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,37 +50,9 @@ const TAIL_BYTES: u64 = 1 << 20;
 /// What can go wrong with checkpoints and their key.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    /// The key file could not be read or written.
-    #[error("cannot use the checkpoint key file `{path}`: {source}")]
-    KeyIo {
-        /// The key file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The key file does not hold a key.
-    #[error(
-        "the checkpoint key file `{path}` does not hold a key of 64 hex digits; \
-         move it aside to have a new key created, or give the right file"
-    )]
-    KeyFormat {
-        /// The key file.
-        path: PathBuf,
-    },
-    /// The key file may be read by others, who could then sign checkpoints.
-    #[error(
-        "the checkpoint key file `{path}` may be read by others (mode {mode:o}): `chmod 600 {path}`"
-    )]
-    KeyExposed {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// No randomness could be had for a new key.
-    #[error("no randomness for a new checkpoint key: {0}")]
-    Random(String),
+    /// The key file cannot be used.
+    #[error("checkpoint signing key: {0}")]
+    Key(#[from] crate::secret::SecretFileError),
     /// The checkpoint file could not be read or written.
     #[error("cannot use the checkpoint file `{path}`: {source}")]
     LogIo {
@@ -207,32 +179,15 @@ impl CheckpointKey {
     /// Reads the key in `path`, creating it (mode 0600, random) when there is
     /// no such file.
     pub fn load_or_create(path: &Path) -> Result<Self, CheckpointError> {
-        if !path.exists() {
-            create_key(path)?;
-        }
-        Self::load(path)
+        let secret = crate::secret::read_or_create(path, "checkpoint signing key")?;
+        Ok(Self {
+            key: SigningKey::from_bytes(&secret),
+        })
     }
 
     /// Reads the key in `path`, refusing a file that others may read.
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        let io = |source| CheckpointError::KeyIo {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(CheckpointError::KeyExposed {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        let mut secret = [0u8; 32];
-        ::hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| {
-            CheckpointError::KeyFormat {
-                path: path.to_path_buf(),
-            }
-        })?;
+        let secret = crate::secret::read(path)?;
         Ok(Self {
             key: SigningKey::from_bytes(&secret),
         })
@@ -267,40 +222,6 @@ pub fn trusted_key(path: &Path) -> Result<Option<PublicKey>, CheckpointError> {
         return Ok(None);
     }
     CheckpointKey::load(path).map(|key| Some(key.public_key()))
-}
-
-/// Writes a new random key to `path`, readable by its owner only.
-fn create_key(path: &Path) -> Result<(), CheckpointError> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|err| CheckpointError::Random(err.to_string()))?;
-    let partial = PathBuf::from(format!("{}.partial", path.display()));
-    let io = |source| CheckpointError::KeyIo {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(io)?;
-    writeln!(file, "{}", ::hex::encode(secret))
-        .and_then(|()| file.sync_all())
-        .map_err(io)?;
-    // Never replace a key another process created meanwhile.
-    std::fs::hard_link(&partial, path)
-        .or_else(|err| {
-            if err.kind() == std::io::ErrorKind::AlreadyExists {
-                Ok(())
-            } else {
-                Err(err)
-            }
-        })
-        .map_err(io)?;
-    let _ = std::fs::remove_file(&partial);
-    tracing::info!(path = %path.display(), "created the checkpoint signing key");
-    Ok(())
 }
 
 /// The last checkpoint in file `path` (the last line that parses; a line
@@ -649,6 +570,8 @@ impl fmt::Display for CheckpointStatus {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     fn key() -> CheckpointKey {

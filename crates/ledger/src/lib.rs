@@ -27,6 +27,7 @@ mod codec;
 mod derive;
 mod error;
 mod indexes;
+pub mod secret;
 mod state;
 mod store;
 mod verify;
