@@ -192,17 +192,23 @@ pub fn format_storage(tools: &Toolset, state: &State, files: &KafkaFiles) -> Res
             "{SCRAM_MECHANISM}=[name={user},password={password}]"
         ));
     }
-    let out = format
+    run_tool(format, state, "kafka-format", "formatting Kafka storage")
+}
+
+/// Runs one of Kafka's tools to the end, its output in log `log_name`;
+/// fails showing the log's tail when the tool does.
+fn run_tool(mut tool: Command, state: &State, log_name: &str, what: &str) -> Result<()> {
+    let out = tool
         .output()
-        .context("running kafka.tools.StorageTool format")?;
-    let log = state.log("kafka-format");
+        .with_context(|| format!("{what}: cannot run Kafka's tool"))?;
+    let log = state.log(log_name);
     paths::write(
         &log,
         [out.stdout.as_slice(), out.stderr.as_slice()].concat(),
     )?;
     if !out.status.success() {
         crate::procs::print_tail(&log, 30);
-        bail!("formatting Kafka storage failed");
+        bail!("{what} failed");
     }
     Ok(())
 }
@@ -229,8 +235,8 @@ pub fn read_password(state: &State, user: &str) -> Result<String> {
 /// under [`TOPIC_PREFIX`] and read as the groups under [`GROUP_PREFIX`]
 /// (prefixed ACLs), with Kafka's ACL tool over the plaintext listener.
 pub fn grant_acls(tools: &Toolset, state: &State, files: &KafkaFiles, ports: &Ports) -> Result<()> {
-    let out = java(tools, files)
-        .args(["org.apache.kafka.tools.AclCommand", "--bootstrap-server"])
+    let mut acls = java(tools, files);
+    acls.args(["org.apache.kafka.tools.AclCommand", "--bootstrap-server"])
         .arg(ports.bootstrap())
         .args(["--add", "--allow-principal"])
         .arg(format!("User:{SCRAM_USER}"))
@@ -240,19 +246,8 @@ pub fn grant_acls(tools: &Toolset, state: &State, files: &KafkaFiles, ports: &Po
             GROUP_PREFIX,
             "--resource-pattern-type",
             "prefixed",
-        ])
-        .output()
-        .context("running org.apache.kafka.tools.AclCommand")?;
-    let log = state.log("kafka-acls");
-    paths::write(
-        &log,
-        [out.stdout.as_slice(), out.stderr.as_slice()].concat(),
-    )?;
-    if !out.status.success() {
-        crate::procs::print_tail(&log, 30);
-        bail!("granting Kafka ACLs failed");
-    }
-    Ok(())
+        ]);
+    run_tool(acls, state, "kafka-acls", "granting Kafka ACLs")
 }
 
 /// Whether the TLS + SCRAM listener authenticates [`SCRAM_USER`] (with the
