@@ -491,6 +491,12 @@ impl Bus {
     }
 }
 
+/// Whether an enforcement record is a decision (a revert, a hold, a dry
+/// run…), not the intent recorded before a write, whose result follows.
+pub fn is_decision(enforcement: &Enforcement) -> bool {
+    enforcement.outcome != model::Outcome::Intended
+}
+
 /// One test's world: its namespaces, its git repository, its Driftwarden.
 ///
 /// [`Scenario::prepare`] makes the namespace and an empty repository; the
@@ -512,10 +518,11 @@ pub struct Scenario {
     pub settings: Settings,
     /// The config [`Scenario::start`] runs.
     pub config: Config,
-    scratch: TempDir,
     running: Option<Running>,
     ledger: Option<Arc<Ledger>>,
     receiver: Option<crate::AuditReceiver>,
+    /// Dropped last: the ledger above writes its last checkpoint in it.
+    scratch: TempDir,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -872,8 +879,8 @@ impl Scenario {
         .await
     }
 
-    /// The first enforcement record about `key` after `after` that
-    /// `matches`, with its record.
+    /// The first enforcement decision (intents left out) about `key` after
+    /// `after` that `matches`, with its record.
     pub async fn enforcement(
         &self,
         key: &ObjectKey,
@@ -886,7 +893,7 @@ impl Scenario {
             after,
             PATIENCE,
             what,
-            |body| matches!(body, RecordBody::Enforcement(e) if &e.key == key && matches(e)),
+            |body| matches!(body, RecordBody::Enforcement(e) if &e.key == key && is_decision(e) && matches(e)),
         )
         .await
         .with_context(|| format!("history of {key}:\n{}", self.history_since(key, after)))?;
@@ -907,7 +914,8 @@ impl Scenario {
             .await
     }
 
-    /// Every enforcement record about `key` after `after`.
+    /// Every enforcement decision (intents left out) about `key` after
+    /// `after`.
     pub fn enforcements(&self, key: &ObjectKey, after: u64) -> Result<Vec<(u64, Enforcement)>> {
         Ok(self
             .ledger()
@@ -915,7 +923,7 @@ impl Scenario {
             .into_iter()
             .filter(|record| record.seq > after)
             .filter_map(|record| match record.body {
-                RecordBody::Enforcement(e) => Some((record.seq, e)),
+                RecordBody::Enforcement(e) if is_decision(&e) => Some((record.seq, e)),
                 _ => None,
             })
             .collect())
