@@ -371,7 +371,7 @@ async fn secret_values_never_leave_the_watcher() -> Result<()> {
     assert!(
         annotation
             .as_str()
-            .is_some_and(|a| a.starts_with("sha256:")),
+            .is_some_and(|a| a.starts_with("hmac-sha256:")),
         "{annotation}"
     );
     for event in [&added, &modified] {
