@@ -363,11 +363,14 @@ impl Enforcer {
                 outcome,
             })
         };
-        if let Some(truncated) = &job.event.truncated {
+        // A change too large for the bus arrives as its metadata: git's
+        // manifest can still be applied (or the object created or deleted),
+        // but a patch back to the last known-good state needs the object.
+        if let (Some(truncated), RevertAction::Patch { .. }) = (&job.event.truncated, &action) {
             return Ok(vec![record(Outcome::Held {
                 reason: format!(
                     "the change arrived truncated ({} bytes, more than the bus carries): \
-                     it was judged from its metadata only, so it is not written back",
+                     its undeclared fields cannot be patched back",
                     truncated.size
                 ),
             })]);
