@@ -161,6 +161,9 @@ async fn a_tripped_breaker_stays_tripped_after_a_crash() -> Result<()> {
         async move { Ok(text.contains("circuit breaker tripped").then_some(())) }
     })
     .await?;
+    // The pause is written with the rest of its batch, moments after the
+    // log line; the crash comes once it is in the ledger.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     first.kill().await?;
 
     let mut second = start(&config, &log).await?;
