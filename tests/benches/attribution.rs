@@ -330,7 +330,7 @@ impl Side {
         webhook: bool,
         mode: Mode,
     ) -> Result<Side> {
-        let mut s = Scenario::prepare(bus, name, User::Gitops, &["v1/ConfigMap"]).await?;
+        let mut s = Scenario::prepare(bus, name, &["v1/ConfigMap"]).await?;
         if webhook {
             s.with_audit_webhook()?;
         }

@@ -55,7 +55,7 @@ struct Sample {
 }
 
 async fn measure(samples: usize) -> Result<Vec<Sample>> {
-    let mut s = Scenario::prepare(Bus::Embedded, "bench-crd", User::Admin, &[]).await?;
+    let mut s = Scenario::prepare(Bus::Embedded, "bench-crd", &[]).await?;
     let ns = s.namespace().to_string();
     let crds: Vec<TestCrd> = (0..samples).map(|_| TestCrd::widgets()).collect();
     for (i, crd) in crds.iter().enumerate() {

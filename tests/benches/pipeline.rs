@@ -5,7 +5,8 @@
 //!  detect     mallory patches a ConfigMap ──watch──▶ bus ──▶ correlator ──▶ ledger
 //!             (in-process Driftwarden, embedded bus, then Kafka)   t0 ─────────▶ record.at
 //!  throughput N ConfigMaps created 64 at a time ──▶ … Kafka … ──▶ ledger: events/s
-//!             then a fresh Driftwarden drains the same N objects as its initial list
+//!             then a fresh Driftwarden drains the same N objects as its initial list;
+//!             meanwhile a probe measures how long tasks wait for a runtime worker
 //!  memory     the `driftwarden run` binary: VmRSS watching 1 object, then M objects
 //! ```
 //!
@@ -250,6 +251,7 @@ impl Bench {
 
         let api: Api<ConfigMap> =
             Api::namespaced(self.env.client(User::Mallory).await?, &scene.namespace.name);
+        let probe = StallProbe::start();
         let first_write = now_micros();
         let written = create_many(&api, writes, |done| {
             format!(
@@ -264,8 +266,17 @@ impl Bench {
         })
         .await?;
         let last = record_at(&ledger, ledger.len())?;
+        let stalls = probe.stop().await?;
         running.stop().await;
         let e2e = writes as f64 / ((last - first_write) as f64 / 1e6);
+        let stall = Percentiles::of(&stalls);
+        println!(
+            "  runtime stalls over {} probes: p50 {:.3} ms",
+            stalls.len(),
+            stall.p50
+        );
+        println!("runtime_stall_p99_ms={:.3}", stall.p99);
+        println!("runtime_stall_max_ms={:.3}", stall.max);
         println!(
             "apiserver_writes_per_s={:.0}",
             writes as f64 / written.as_secs_f64()
@@ -510,6 +521,42 @@ fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// How long tasks wait for a worker of this runtime, the one Driftwarden's
+/// watchers, webhook and git fetches share: every millisecond a probe task
+/// yields and measures, in ms, how long until it is polled again. A task
+/// that blocks a worker (a disk write, a long computation) shows up here.
+struct StallProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<f64>>,
+}
+
+impl StallProbe {
+    fn start() -> StallProbe {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut stalls = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let yielded = Instant::now();
+                tokio::task::yield_now().await;
+                stalls.push(yielded.elapsed().as_secs_f64() * 1e3);
+            }
+            stalls
+        });
+        StallProbe { stop, task }
+    }
+
+    /// The stalls measured, in ms.
+    async fn stop(self) -> Result<Vec<f64>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let stalls = self.task.await.context("the stall probe panicked")?;
+        anyhow::ensure!(!stalls.is_empty(), "the stall probe measured nothing");
+        Ok(stalls)
+    }
 }
 
 /// Percentiles of a sample, in its unit.

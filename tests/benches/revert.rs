@@ -44,7 +44,7 @@ fn main() -> Result<()> {
 
 /// Milliseconds from each write to the restored object, in order.
 async fn measure(bus: Bus, changes: usize) -> Result<Vec<f64>> {
-    let mut s = Scenario::prepare(bus, "bench-revert", User::Gitops, &["v1/ConfigMap"]).await?;
+    let mut s = Scenario::prepare(bus, "bench-revert", &["v1/ConfigMap"]).await?;
     let ns = s.namespace().to_string();
     let manifest = config_map_yaml(&ns, NAME, &[("app", "bench")], &[("value", DESIRED)]);
     s.repo.write(FILE, &manifest)?;

@@ -70,8 +70,7 @@ async fn run(objects: usize) -> Result<()> {
 
     let data = tempfile::Builder::new().prefix("bench-sync-").tempdir()?;
     let settings = Settings::new(
-        &env,
-        User::Admin,
+        env.kubeconfig(User::Admin),
         &data.path().join("data"),
         &repo.url(),
         &namespace.name,

@@ -7,6 +7,7 @@
 //!   git::GitRepo (file://) ──► scenario::Settings ──► Driftwarden ──► scenario::wait_change(…)
 //!   scenario::Settings ──► enforcing::Enforcing (rules, rails) ──► Driftwarden that reverts
 //!   scenario::Scenario (namespace, repo, app::* manifests) ──► start ──► change / enforcement
+//!   rbac::Identity (a ServiceAccount) ──bind(config): what `check --rbac` prints──► Driftwarden's kubeconfig
 //!   corpus::Corpus (a platform repository, every style) ──► write, apply_as_gitops ──► judged
 //!   on_both_buses! { scenario => name_embedded, name_kafka; } ──► one test per bus
 //! ```
@@ -20,6 +21,7 @@ pub mod corpus;
 pub mod enforcing;
 pub mod git;
 pub mod process;
+pub mod rbac;
 pub mod scenario;
 
 pub use testenv::*;

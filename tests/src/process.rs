@@ -1,5 +1,7 @@
 //! Driftwarden as a separate process, for tests that kill it: started with
-//! a config file, its output in a log file, stopped with SIGKILL or SIGINT.
+//! a config file as its ServiceAccount (bound by what `check --rbac`
+//! prints for that file), its output in a log file, stopped with SIGKILL or
+//! SIGINT.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +13,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::eventually;
+use crate::rbac::Identity;
 
 /// A Driftwarden binary run with a config file; killed when dropped.
 #[derive(Debug)]
@@ -21,8 +24,17 @@ pub struct Process {
 
 impl Process {
     /// `binary run -c config`, output appended to `log` (a test passes
-    /// `env!("CARGO_BIN_EXE_driftwarden-under-test")`).
-    pub fn run(binary: &Path, config: &Path, log: &Path) -> Result<Process> {
+    /// `env!("CARGO_BIN_EXE_driftwarden-under-test")`), once `identity` is
+    /// bound for the config in the file (whose kubeconfig must be its).
+    pub async fn run(
+        binary: &Path,
+        config: &Path,
+        log: &Path,
+        identity: &mut Identity,
+    ) -> Result<Process> {
+        let loaded = driftwarden::config::Config::load(config)
+            .with_context(|| format!("loading {}", config.display()))?;
+        identity.bind(&loaded).await?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

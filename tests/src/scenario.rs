@@ -5,6 +5,7 @@
 //! Settings ──yaml()──▶ config text ──▶ driftwarden::run::start / `driftwarden run -c`
 //! ledger ──wait_change(key, after seq, matches)──▶ the judged change a test asserts on
 //! Scenario::prepare(bus, name, …) ──▶ declare, commit, apply_as_gitops ──▶ start ──▶ change / enforcement
+//! start ──rbac::Identity::bind(config)──▶ Driftwarden as its ServiceAccount, bound by `check --rbac`
 //! ```
 
 use std::fmt::Write as _;
@@ -22,6 +23,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::git::GitRepo;
+use crate::rbac::Identity;
 use crate::{TestEnv, TestNamespace, User, eventually, topic_prefix, unique_suffix};
 
 /// The cluster name every test config uses; the first segment of keys.
@@ -167,20 +169,19 @@ impl AuditWebhookSettings {
 }
 
 impl Settings {
-    /// Settings for one test: Driftwarden with the kubeconfig of `user`,
-    /// its data in `data_dir`, reading `apps/` of `repo_url`, watching
-    /// `namespace` on `bus`, no extra kinds, trusting
-    /// `kube-controller-manager`.
+    /// Settings for one test: Driftwarden with `kubeconfig` (its
+    /// ServiceAccount's, [`Identity::kubeconfig`]), its data in `data_dir`,
+    /// reading `apps/` of `repo_url`, watching `namespace` on `bus`, no
+    /// extra kinds, trusting `kube-controller-manager`.
     pub fn new(
-        env: &TestEnv,
-        user: User,
+        kubeconfig: &Path,
         data_dir: &Path,
         repo_url: &str,
         namespace: &str,
         bus: BusSettings,
     ) -> Settings {
         Settings {
-            kubeconfig: env.kubeconfig(user).to_path_buf(),
+            kubeconfig: kubeconfig.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             repo_url: repo_url.to_string(),
             paths: vec!["apps".into()],
@@ -503,6 +504,10 @@ pub fn is_decision(enforcement: &Enforcement) -> bool {
 /// test declares its app (writes, [`Scenario::commit`]), applies it as the
 /// GitOps agent, then [`Scenario::start`]s Driftwarden on [`Scenario::config`]
 /// (an audit-everything config unless the test sets another).
+///
+/// Driftwarden runs as ServiceAccount `driftwarden` of the scenario's
+/// namespace, bound at each start by exactly the RBAC `check --rbac` prints
+/// for the config started ([`Identity`]), never as admin.
 pub struct Scenario {
     /// The environment.
     pub env: &'static TestEnv,
@@ -518,6 +523,8 @@ pub struct Scenario {
     pub settings: Settings,
     /// The config [`Scenario::start`] runs.
     pub config: Config,
+    /// Driftwarden's identity; `None` after [`Scenario::run_as_admin`].
+    identity: Option<Identity>,
     running: Option<Running>,
     ledger: Option<Arc<Ledger>>,
     receiver: Option<crate::AuditReceiver>,
@@ -538,26 +545,22 @@ impl std::fmt::Debug for Scenario {
 
 impl Scenario {
     /// A fresh namespace `name-…` that alice may edit, an empty repository,
-    /// and settings for a Driftwarden on `bus` with the kubeconfig of `user`,
-    /// watching `extra_kinds` and trusting `kube-controller-manager` and
-    /// `trusted-bot`. Nothing committed, applied or started.
-    pub async fn prepare(
-        bus: Bus,
-        name: &str,
-        user: User,
-        extra_kinds: &[&str],
-    ) -> Result<Scenario> {
+    /// and settings for a Driftwarden on `bus` as its ServiceAccount in that
+    /// namespace, watching `extra_kinds` and trusting
+    /// `kube-controller-manager` and `trusted-bot`. Nothing committed,
+    /// applied, bound or started.
+    pub async fn prepare(bus: Bus, name: &str, extra_kinds: &[&str]) -> Result<Scenario> {
         let env = TestEnv::get();
         let ns = env.fresh_namespace(name).await?;
         ns.grant(User::Alice, "edit")?;
         let repo = GitRepo::new()?;
         let scratch = tempfile::Builder::new().prefix("e2e-scenario-").tempdir()?;
+        let identity = Identity::new(env, &ns.name)?;
         let settings = Settings {
             extra_kinds: extra_kinds.iter().map(|k| k.to_string()).collect(),
             trusted_managers: vec!["kube-controller-manager".into(), "trusted-bot".into()],
             ..Settings::new(
-                env,
-                user,
+                &identity.kubeconfig(),
                 &scratch.path().join("data"),
                 &repo.url(),
                 &ns.name,
@@ -574,6 +577,7 @@ impl Scenario {
             settings,
             config,
             scratch,
+            identity: Some(identity),
             running: None,
             ledger: None,
             receiver: None,
@@ -603,9 +607,45 @@ impl Scenario {
         Ok(id)
     }
 
+    /// Binds Driftwarden's ServiceAccount by the RBAC `check --rbac` prints
+    /// for `config` (see [`Identity::bind`]). [`Scenario::start`] does it
+    /// for [`Scenario::config`]; a test starting Driftwarden otherwise
+    /// (another role, another config) calls it first. Nothing after
+    /// [`Scenario::run_as_admin`].
+    pub async fn bind(&mut self, config: &Config) -> Result<()> {
+        if let Some(identity) = &mut self.identity {
+            identity.bind(config).await?;
+        }
+        Ok(())
+    }
+
+    /// Driftwarden's ServiceAccount; `None` after [`Scenario::run_as_admin`].
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Driftwarden's ServiceAccount, to bind (e.g. for
+    /// [`crate::process::Process::run`]); fails after
+    /// [`Scenario::run_as_admin`].
+    pub fn identity_mut(&mut self) -> Result<&mut Identity> {
+        self.identity
+            .as_mut()
+            .context("this scenario runs Driftwarden as the admin")
+    }
+
+    /// Opts out of the ServiceAccount: Driftwarden runs as the admin, with
+    /// every right. Only for a test that needs it, saying why at the call.
+    pub fn run_as_admin(&mut self) {
+        self.identity = None;
+        self.settings.kubeconfig = self.env.kubeconfig(User::Admin).to_path_buf();
+        self.config.cluster.kubeconfig = Some(self.settings.kubeconfig.clone());
+    }
+
     /// Starts Driftwarden without registering its audit webhook with the
     /// relay: audit events reach it only when the test posts them.
     pub async fn start_without_relay(&mut self) -> Result<()> {
+        let config = self.config.clone();
+        self.bind(&config).await?;
         let running = driftwarden::run::start(self.config.clone(), Role::All)
             .await
             .context("starting driftwarden")?;

@@ -22,7 +22,7 @@ const LABEL: &str = "metadata.labels.note";
 /// its audit webhook.
 async fn scenario(bus: Bus, name: &str) -> Result<Scenario> {
     logs::capture();
-    let mut s = Scenario::prepare(bus, name, User::Admin, &["apps/v1/Deployment"]).await?;
+    let mut s = Scenario::prepare(bus, name, &["apps/v1/Deployment"]).await?;
     s.with_audit_webhook()?;
     let ns = s.namespace().to_string();
     s.repo
@@ -374,7 +374,7 @@ async fn the_ledger_keeps_writes_rbac_refused(bus: Bus) -> Result<()> {
 
 async fn a_late_audit_record_amends_the_fallback_verdict(bus: Bus) -> Result<()> {
     logs::capture();
-    let mut s = Scenario::prepare(bus, "attr-late", User::Admin, &["apps/v1/Deployment"]).await?;
+    let mut s = Scenario::prepare(bus, "attr-late", &["apps/v1/Deployment"]).await?;
     // The webhook is configured, but the relay does not feed it: the audit
     // events arrive late, posted by hand as the apiserver's retries would.
     s.with_audit_webhook()?;

@@ -33,7 +33,7 @@ const JUDGED: Duration = Duration::from_secs(180);
 /// nothing started), and the guard deleting its cluster-scoped objects.
 async fn prepare(name: &str) -> Result<(Scenario, Corpus, ClusterCleanup)> {
     logs::to_test_output();
-    let mut s = Scenario::prepare(Bus::Embedded, name, User::Admin, &[]).await?;
+    let mut s = Scenario::prepare(Bus::Embedded, name, &[]).await?;
     // The control plane's controllers are trusted: the one filling in the
     // rules of an aggregated ClusterRole writes under a name of its own.
     s.settings

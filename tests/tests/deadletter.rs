@@ -16,7 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_unknown_schemas_are_recorded_and_dead_lettered() -> Result<()> {
-    let mut s = Scenario::prepare(Bus::Kafka, "deadletter", User::Admin, &["v1/ConfigMap"]).await?;
+    let mut s = Scenario::prepare(Bus::Kafka, "deadletter", &["v1/ConfigMap"]).await?;
     let BusSettings::Kafka {
         brokers,
         topic_prefix,

@@ -25,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use driftwarden::run::{Role, Running};
 use driftwarden_e2e::git::GitRepo;
 use driftwarden_e2e::process::Process;
+use driftwarden_e2e::rbac::Identity;
 use driftwarden_e2e::scenario::{BusSettings, Settings, key, records, wait_change};
 use driftwarden_e2e::{
     TestEnv, TestNamespace, User, eventually, kafka_answers, logs, read_topic, topic_prefix,
@@ -127,13 +128,15 @@ async fn reached(progress: &AtomicUsize, count: usize) -> Result<()> {
 }
 
 /// A world for one test: namespace, a repository that declares nothing
-/// (the burst is unmanaged ConfigMaps), data directory, Kafka settings.
+/// (the burst is unmanaged ConfigMaps), data directory, Kafka settings,
+/// and Driftwarden's ServiceAccount in the namespace.
 struct World {
     env: &'static TestEnv,
     ns: TestNamespace,
     _repo: GitRepo,
     data: TempDir,
     settings: Settings,
+    identity: Identity,
 }
 
 impl World {
@@ -145,9 +148,16 @@ impl World {
         repo.commit("empty shop")?;
         let data = tempfile::Builder::new().prefix("e2e-data-").tempdir()?;
         let bus = BusSettings::kafka(&env.kafka_brokers, &topic_prefix());
+        let identity = Identity::new(env, &ns.name)?;
         let settings = Settings {
             extra_kinds: vec!["v1/ConfigMap".into()],
-            ..Settings::new(env, User::Admin, data.path(), &repo.url(), &ns.name, bus)
+            ..Settings::new(
+                &identity.kubeconfig(),
+                data.path(),
+                &repo.url(),
+                &ns.name,
+                bus,
+            )
         };
         Ok(World {
             env,
@@ -155,6 +165,7 @@ impl World {
             _repo: repo,
             data,
             settings,
+            identity,
         })
     }
 
@@ -231,8 +242,10 @@ fn duplicates(counts: &BTreeMap<(String, String), usize>) -> Vec<(&(String, Stri
 async fn kafka_broker_killed_mid_burst_loses_and_duplicates_nothing() -> Result<()> {
     let _serial = SERIAL.lock().await;
     logs::capture();
-    let world = World::new("broker-kill").await?;
-    let running = driftwarden::run::start(world.settings.config()?, Role::All).await?;
+    let mut world = World::new("broker-kill").await?;
+    let config = world.settings.config()?;
+    world.identity.bind(&config).await?;
+    let running = driftwarden::run::start(config, Role::All).await?;
     let ledger = running.ledger.clone().context("role all has a ledger")?;
     let api = world.config_maps().await?;
     // The watch is up once a probe is recorded: every burst write is then
@@ -433,7 +446,7 @@ fn lag(brokers: &str, group: &str, topic: &str) -> Result<(i64, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn driftwarden_killed_mid_burst_loses_and_duplicates_nothing() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    let world = World::new("dw-kill").await?;
+    let mut world = World::new("dw-kill").await?;
     let config = world.data.path().join("driftwarden.yaml");
     world.settings.write(&config)?;
     let log = world.data.path().join("driftwarden.log");
@@ -441,7 +454,9 @@ async fn driftwarden_killed_mid_burst_loses_and_duplicates_nothing() -> Result<(
         Path::new(env!("CARGO_BIN_EXE_driftwarden-under-test")),
         &config,
         &log,
-    )?;
+        &mut world.identity,
+    )
+    .await?;
     first.wait_watching(0).await?;
 
     let api = world.config_maps().await?;
@@ -457,7 +472,9 @@ async fn driftwarden_killed_mid_burst_loses_and_duplicates_nothing() -> Result<(
         Path::new(env!("CARGO_BIN_EXE_driftwarden-under-test")),
         &config,
         &log,
-    )?;
+        &mut world.identity,
+    )
+    .await?;
     second.wait_watching(offset).await?;
     let writes = writing.await??;
     assert_eq!(writes.len(), WRITES);

@@ -33,7 +33,7 @@ async fn declared(
     rule: impl FnOnce(&str) -> Rule,
     rails: Rails,
 ) -> Result<(Scenario, std::path::PathBuf)> {
-    let mut s = Scenario::prepare(Bus::Embedded, name, User::Admin, &[]).await?;
+    let mut s = Scenario::prepare(Bus::Embedded, name, &[]).await?;
     let mut files = Vec::new();
     for cm in names {
         let file = format!("apps/{cm}.yaml");
@@ -68,10 +68,11 @@ fn drift(s: &Scenario, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts the binary and waits until it watches; `log` collects its output.
-async fn start(config: &Path, log: &Path) -> Result<Process> {
+/// Starts the binary as the scenario's ServiceAccount and waits until it
+/// watches; `log` collects its output.
+async fn start(s: &mut Scenario, config: &Path, log: &Path) -> Result<Process> {
     let offset = std::fs::metadata(log).map_or(0, |m| m.len() as usize);
-    let mut process = Process::run(binary(), config, log)?;
+    let mut process = Process::run(binary(), config, log, s.identity_mut()?).await?;
     process.wait_watching(offset).await?;
     Ok(process)
 }
@@ -96,9 +97,9 @@ async fn a_drift_waiting_out_its_grace_is_reverted_on_time_after_a_crash() -> Re
             .in_namespace(ns)
             .with_grace(GRACE)
     };
-    let (s, config) = declared("durable-grace", &["settings"], rule, Rails::default()).await?;
+    let (mut s, config) = declared("durable-grace", &["settings"], rule, Rails::default()).await?;
     let log = config.with_extension("log");
-    let first = start(&config, &log).await?;
+    let first = start(&mut s, &config, &log).await?;
     // The first listing is judged before the drift is made.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let drifted = Instant::now();
@@ -111,7 +112,7 @@ async fn a_drift_waiting_out_its_grace_is_reverted_on_time_after_a_crash() -> Re
         "not reverted inside its grace"
     );
 
-    let mut second = start(&config, &log).await?;
+    let mut second = start(&mut s, &config, &log).await?;
     eventually(Duration::from_secs(30), "the drift reverted", || {
         let live = s.live("configmap", "settings");
         async move { Ok((level(live?.as_ref()) == Some("info")).then_some(())) }
@@ -149,9 +150,9 @@ async fn a_tripped_breaker_stays_tripped_after_a_crash() -> Result<()> {
     };
     let names = ["a", "b", "c", "d"];
     let rule = |ns: &str| Rule::new("team", Mode::Enforce).in_namespace(ns);
-    let (s, config) = declared("durable-breaker", &names, rule, rails).await?;
+    let (mut s, config) = declared("durable-breaker", &names, rule, rails).await?;
     let log = config.with_extension("log");
-    let first = start(&config, &log).await?;
+    let first = start(&mut s, &config, &log).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for name in &names[..3] {
         drift(&s, name)?;
@@ -166,7 +167,7 @@ async fn a_tripped_breaker_stays_tripped_after_a_crash() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     first.kill().await?;
 
-    let mut second = start(&config, &log).await?;
+    let mut second = start(&mut s, &config, &log).await?;
     drift(&s, "d")?;
     // The drift is decided within moments; give it time to be (wrongly)
     // reverted before looking.

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use driftwarden::requests::{self, Request};
+use axum::http::Method;
+use driftwarden::api::client::Client;
+use driftwarden::api::views::{GrantRequest, ReasonRequest, Recorded};
 use driftwarden_e2e::app::{self, label, manager, modified, out_of_band, replicas, uid};
 use driftwarden_e2e::enforcing::{Enforcing, Rails, Rule};
 use driftwarden_e2e::git::GitRepo;
@@ -28,8 +30,8 @@ use driftwarden_e2e::scenario::{
 };
 use driftwarden_e2e::{User, eventually, logs, on_both_buses, on_the_embedded_bus};
 use model::{
-    Amendment, ChangeKind, Control, DriftKind, Enforcement, Exemption, ExemptionScope,
-    LedgerRecord, Mode, ObjectKey, Outcome, RecordBody, RevertAction, Verdict,
+    Amendment, ChangeKind, Control, DriftKind, Enforcement, ExemptionScope, LedgerRecord, Mode,
+    ObjectKey, Outcome, RecordBody, RevertAction, Verdict,
 };
 use serde_json::json;
 
@@ -134,7 +136,7 @@ async fn scenario(
 ) -> Result<Scenario> {
     logs::to_test_output();
     let kinds = ["v1/ConfigMap", "apps/v1/Deployment"];
-    let mut s = Scenario::prepare(bus, name, User::Gitops, &kinds).await?;
+    let mut s = Scenario::prepare(bus, name, &kinds).await?;
     if setup.second_namespace {
         s.add_namespace(&format!("{name}-other")).await?;
     }
@@ -969,13 +971,14 @@ async fn circuit_breaker_pauses_a_mass_change_until_resumed(bus: Bus) -> Result<
 
     let resumed_after = s.seq();
     let why = "mass relabel understood (INC-9)";
-    requests::submit(&s.config, &Request::Resume { reason: why.into() })?;
+    let resume = ReasonRequest { reason: why.into() };
+    let _: Recorded = socket(&s).send(Method::POST, "/v1/resume", &resume).await?;
     wait_record(
         s.ledger(),
         resumed_after,
         PATIENCE,
         "resume",
-        |body| matches!(body, RecordBody::Control(Control::Resumed { reason }) if reason == why),
+        |body| matches!(body, RecordBody::Control(Control::Resumed { reason }) if reason.starts_with(why)),
     )
     .await?;
     let first = reverted_keys
@@ -1016,24 +1019,26 @@ async fn exempted_scale_is_allowed_then_reverted_when_the_exemption_expires(
 ) -> Result<()> {
     let s = scenario(bus, "exempt", Setup::default(), |ns| vec![team(ns)]).await?;
     let key = s.deployment();
-    let now = chrono::Utc::now();
-    let exemption = Exemption {
-        scope: ExemptionScope::Object { key: key.clone() },
-        from: now,
-        until: now + chrono::Duration::seconds(4),
+    let grant = GrantRequest {
+        key: Some(key.to_string()),
+        namespace: None,
+        duration: "4s".into(),
         reason: "incident 42: scale by hand".into(),
-        granted_by: "oncall".into(),
     };
     let after = s.seq();
-    requests::submit(&s.config, &Request::Exempt(exemption.clone()))?;
-    wait_record(
-        s.ledger(),
-        after,
-        PATIENCE,
-        "exemption",
-        |body| matches!(body, RecordBody::Exemption(e) if *e == exemption),
-    )
+    let _: Recorded = socket(&s)
+        .send(Method::POST, "/v1/exemptions", &grant)
+        .await?;
+    let exemption = wait_record(s.ledger(), after, PATIENCE, "exemption", |body| {
+        matches!(body, RecordBody::Exemption(e)
+            if e.scope == ExemptionScope::Object { key: key.clone() }
+                && e.reason == grant.reason
+                && e.granted_by.contains("local socket"))
+    })
     .await?;
+    let RecordBody::Exemption(exemption) = exemption.body else {
+        bail!("not an exemption: {exemption:?}");
+    };
 
     let after = s.seq();
     s.kubectl(User::Mallory, &["scale", "deployment/web", "--replicas=4"])?;
@@ -1321,4 +1326,9 @@ on_the_embedded_bus! {
         => a_revert_answers_only_the_latest_write_embedded;
     a_trusted_write_during_the_grace_neither_is_clobbered_nor_launders_the_drift
         => a_trusted_write_during_the_grace_neither_is_clobbered_nor_launders_the_drift_embedded;
+}
+
+/// The running Driftwarden's local socket, as the command line reaches it.
+fn socket(s: &Scenario) -> Client {
+    Client::Socket(driftwarden::api::socket_path(&s.config))
 }

@@ -15,7 +15,7 @@ use driftwarden_e2e::git::Served;
 use driftwarden_e2e::scenario::{
     Bus, Found, PATIENCE, Scenario, describe, key, records, wait_record,
 };
-use driftwarden_e2e::{User, on_the_embedded_bus, unique_suffix};
+use driftwarden_e2e::{User, eventually, on_the_embedded_bus, unique_suffix};
 use model::{
     Amendment, DriftKind, Enforcement, GitFetch, GitFetchState, ObjectKey, Outcome, RecordBody,
     Verdict,
@@ -48,7 +48,7 @@ fn settings_yaml(namespace: &str, level: &str) -> String {
 /// applied as the GitOps agent, under one enforcing rule for its namespace
 /// (and `rules` besides), not started.
 async fn declared(bus: Bus, name: &str, rules: Vec<Rule>) -> Result<Scenario> {
-    let mut s = Scenario::prepare(bus, name, User::Admin, &[]).await?;
+    let mut s = Scenario::prepare(bus, name, &[]).await?;
     s.repo.write(FILE, &settings_yaml(s.namespace(), "info"))?;
     s.commit("Declare settings (OPS-1)")?;
     s.apply_as_gitops(&[FILE])?;
@@ -436,6 +436,33 @@ async fn one_cluster_role_in_git_leaves_every_other_cluster_role_alone(bus: Bus)
         judged_roles.iter().all(|name| *name == ours),
         "only the declared role is judged: {judged_roles:?}"
     );
+
+    // The declared role itself is enforced: a label added by hand is
+    // drift, and reverted by Driftwarden's ServiceAccount.
+    let after = s.seq();
+    s.env
+        .kubectl_ok(User::Admin, &["label", "clusterrole", &ours, "by-hand=yes"])?;
+    let labelled = s
+        .change(&key_of(&ours), after, "the label by hand", |e| {
+            e.object.pointer("/metadata/labels/by-hand").is_some()
+        })
+        .await?;
+    let (_, reverted) = s.answer(&key_of(&ours), labelled.seq).await?;
+    ensure!(
+        matches!(reverted.outcome, Outcome::Reverted { .. }),
+        "the declared ClusterRole's drift is not reverted: {reverted:?}"
+    );
+    eventually(PATIENCE, "the label reverted", || async {
+        let live = s
+            .env
+            .kubectl_ok(User::Admin, &["get", "clusterrole", &ours, "-o", "json"])?;
+        let live: serde_json::Value = serde_json::from_str(&live)?;
+        Ok(live
+            .pointer("/metadata/labels/by-hand")
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
     for name in [other.as_str(), "system:node", "admin", "edit"] {
         s.env
             .kubectl_ok(User::Admin, &["get", "clusterrole", name])
@@ -450,7 +477,7 @@ async fn one_cluster_role_in_git_leaves_every_other_cluster_role_alone(bus: Bus)
 /// With `prune` on, an object that existed before Driftwarden watched is
 /// never deleted; one an untrusted actor creates while it watches is.
 async fn prune_deletes_only_what_an_untrusted_actor_created_while_watched(bus: Bus) -> Result<()> {
-    let mut s = Scenario::prepare(bus, "git-prune", User::Admin, &["v1/ConfigMap"]).await?;
+    let mut s = Scenario::prepare(bus, "git-prune", &["v1/ConfigMap"]).await?;
     s.repo.write(FILE, &settings_yaml(s.namespace(), "info"))?;
     s.commit("Declare settings (OPS-7)")?;
     s.apply_as_gitops(&[FILE])?;
@@ -518,6 +545,7 @@ async fn prune_deletes_only_what_an_untrusted_actor_created_while_watched(bus: B
     std::fs::write(&config_file, enforcing.yaml()?)?;
     let check = driftwarden::cli::Cli {
         output: driftwarden::cli::Output::Human,
+        remote: Default::default(),
         command: driftwarden::cli::Command::Check {
             config: config_file.clone(),
             object: None,

@@ -28,7 +28,7 @@ const PROMPTLY: Duration = Duration::from_secs(20);
 /// A scenario whose Driftwarden runs on the TLS + SCRAM listener as the
 /// SCRAM user, with the app's ConfigMap committed and applied.
 async fn secure_scenario(name: &str) -> Result<Scenario> {
-    let mut s = Scenario::prepare(Bus::Embedded, name, User::Admin, &["v1/ConfigMap"]).await?;
+    let mut s = Scenario::prepare(Bus::Embedded, name, &["v1/ConfigMap"]).await?;
     s.settings.bus = BusSettings::secure_kafka(s.env, &topic_prefix());
     s.config = s.settings.config()?;
     let ns = s.namespace().to_string();
@@ -167,9 +167,10 @@ async fn driftwarden_with_a_wrong_password_fails_run_naming_the_setting() -> Res
     s.settings.write(&config)?;
 
     // In process: `run::start` returns the error.
+    let run_config = s.settings.config()?;
+    s.bind(&run_config).await?;
     let started = Instant::now();
-    let err = match driftwarden::run::start(s.settings.config()?, driftwarden::run::Role::All).await
-    {
+    let err = match driftwarden::run::start(run_config, driftwarden::run::Role::All).await {
         Ok(running) => {
             running.stop().await;
             bail!("driftwarden started with a wrong Kafka password");

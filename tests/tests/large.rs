@@ -83,8 +83,7 @@ async fn judged(
 async fn large_objects_are_judged_and_the_process_keeps_running(bus: Bus) -> Result<()> {
     let crd = TestCrd::widgets();
     let widget_kind = format!("{}/{}", crd.api_version(), crd.kind);
-    let mut s =
-        Scenario::prepare(bus, "large", User::Admin, &["v1/ConfigMap", &widget_kind]).await?;
+    let mut s = Scenario::prepare(bus, "large", &["v1/ConfigMap", &widget_kind]).await?;
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
     create_open_crd(&s, dir, &crd)?;

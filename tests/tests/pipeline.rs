@@ -50,7 +50,7 @@ async fn scenario(bus: Bus, name: &str) -> Result<Scenario> {
         "v1/Service",
         "apps/v1/Deployment",
     ];
-    let mut s = Scenario::prepare(bus, name, User::Admin, &kinds).await?;
+    let mut s = Scenario::prepare(bus, name, &kinds).await?;
     let ns = s.namespace().to_string();
     s.repo
         .write(DEPLOYMENT_FILE, &deployment_yaml(&ns, 2, IMAGE_1))?;

@@ -3,18 +3,14 @@
 //! its config, enforces where its config enforces, and is refused
 //! everywhere else.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use anyhow::{Context, Result, ensure};
-use driftwarden::cli::{Cli, Command as CliCommand, Output as CliOutput};
 use driftwarden_e2e::app::config_map_yaml;
 use driftwarden_e2e::enforcing::{Enforcing, Rule};
-use driftwarden_e2e::scenario::{Bus, Scenario};
-use driftwarden_e2e::{TestEnv, User, on_the_embedded_bus, unique_suffix};
-use kube::config::Kubeconfig;
+use driftwarden_e2e::rbac::{kubectl_as, printed_rbac};
+use driftwarden_e2e::scenario::{Bus, PATIENCE, Scenario};
+use driftwarden_e2e::{User, eventually, on_the_embedded_bus};
 use model::Outcome;
-use serde_json::json;
+use serde_json::{Value, json};
 
 on_the_embedded_bus! {
     enforce_works_under_the_printed_rbac_and_nothing_else_is_allowed => least_rbac_embedded;
@@ -31,136 +27,78 @@ fn settings_yaml(namespace: &str, level: &str) -> String {
     )
 }
 
-/// Deletes the cluster-scoped objects of a run, best effort, when dropped.
-struct ClusterObjects {
-    env: &'static TestEnv,
-    name: String,
-}
-
-impl Drop for ClusterObjects {
-    fn drop(&mut self) {
-        for kind in ["clusterrolebinding", "clusterrole"] {
-            let _ = self.env.kubectl(
-                User::Admin,
-                &["delete", kind, &self.name, "--ignore-not-found"],
-            );
-        }
-    }
-}
-
-/// Runs kubectl with the kubeconfig at `kubeconfig`.
-fn kubectl_as(env: &TestEnv, kubeconfig: &Path, args: &[&str]) -> Result<Output> {
-    Command::new(&env.kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .with_context(|| format!("running kubectl {}", args.join(" ")))
-}
-
-/// A kubeconfig for `token`, with the admin kubeconfig's server and CA.
-fn token_kubeconfig(env: &TestEnv, token: &str, path: &Path) -> Result<PathBuf> {
-    let admin = Kubeconfig::read_from(env.kubeconfig(User::Admin))?;
-    let cluster = admin
-        .clusters
-        .first()
-        .and_then(|named| named.cluster.clone())
-        .context("the admin kubeconfig names no cluster")?;
-    let ca = cluster
-        .certificate_authority_data
-        .context("the admin kubeconfig has no CA data")?;
-    let server = cluster
-        .server
-        .context("the admin kubeconfig has no server")?;
-    let kubeconfig = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "testenv", "cluster": {"server": server, "certificate-authority-data": ca}}],
-        "users": [{"name": "driftwarden", "user": {"token": token}}],
-        "contexts": [{"name": "driftwarden", "context": {"cluster": "testenv", "user": "driftwarden"}}],
-        "current-context": "driftwarden",
-    });
-    std::fs::write(path, serde_norway::to_string(&kubeconfig)?)?;
-    Ok(path.to_path_buf())
-}
-
-/// The manifests `driftwarden check --rbac` prints for `config`, bound to
-/// `account` (`NAMESPACE:NAME`).
-async fn printed_rbac(config: &Path, account: &str) -> Result<String> {
-    let cli = Cli {
-        output: CliOutput::Human,
-        command: CliCommand::Check {
-            config: config.to_path_buf(),
-            object: None,
-            labels: Vec::new(),
-            rbac: true,
-            service_account: account.parse()?,
-        },
-    };
-    let outcome = driftwarden::cli::run(cli).await?;
-    ensure!(outcome.ok, "check --rbac failed:\n{}", outcome.text);
-    Ok(outcome.text)
+/// The documents of a YAML stream, comments dropped.
+fn documents(yaml: &str) -> Result<Vec<Value>> {
+    yaml.split("\n---\n")
+        .map(|doc| serde_norway::from_str(doc).context("a printed manifest parses"))
+        .filter(|doc| !matches!(doc, Ok(Value::Null)))
+        .collect()
 }
 
 /// Git declares ConfigMap `settings`; one rule enforces in the test's
 /// namespace. The manifests `check --rbac` prints for that config read
-/// only ConfigMaps there and CRDs, and write ConfigMaps only there.
-/// Driftwarden, run as a ServiceAccount bound by them (not as admin),
-/// reverts mallory's change; the same ServiceAccount is refused a write in
-/// another namespace, and Secrets and nodes.
+/// only ConfigMaps there and CRDs, and write ConfigMaps only there; the
+/// harness binds Driftwarden's ServiceAccount by exactly those. Driftwarden,
+/// run as that ServiceAccount (not as admin), reverts mallory's change; the
+/// same ServiceAccount is refused a write in another namespace, and Secrets
+/// and nodes. Started again on an audit-only config, it keeps its reads and
+/// loses its writes.
 async fn enforce_works_under_the_printed_rbac_and_nothing_else_is_allowed(bus: Bus) -> Result<()> {
-    let mut s = Scenario::prepare(bus, "rbac", User::Admin, &[]).await?;
+    let mut s = Scenario::prepare(bus, "rbac", &[]).await?;
     let env = s.env;
     let namespace = s.namespace().to_owned();
     let other = s.add_namespace("rbac-other").await?;
     s.repo.write(FILE, &settings_yaml(&namespace, "info"))?;
     s.commit("Declare settings (OPS-1)")?;
     s.apply_as_gitops(&[FILE])?;
-    let rule = Rule::new("team", model::Mode::Enforce).in_namespace(&namespace);
-    let enforcing = |settings| {
-        let mut enforcing = Enforcing::new(settings);
-        enforcing.rules = vec![rule.clone()];
-        enforcing
-    };
+    let mut enforcing = Enforcing::new(s.settings.clone());
+    enforcing.rules = vec![Rule::new("team", model::Mode::Enforce).in_namespace(&namespace)];
+    s.config = enforcing.config()?;
+    let identity = s
+        .identity()
+        .context("the scenario runs as its ServiceAccount")?;
+    let account = identity.account().clone();
+    let username = identity.username();
+    let kubeconfig = identity.kubeconfig();
 
-    let account = format!("dw-{}", unique_suffix());
-    let _cluster_objects = ClusterObjects {
-        env,
-        name: format!("{account}-read"),
-    };
-    env.kubectl_ok(
-        User::Admin,
-        &["create", "serviceaccount", &account, "-n", &namespace],
-    )?;
+    // What `driftwarden check --rbac` prints, reading the cluster as the
+    // admin (the ServiceAccount's token does not exist yet).
     let dir = tempfile::Builder::new().prefix("e2e-rbac-").tempdir()?;
+    let mut printing = enforcing.clone();
+    printing.settings.kubeconfig = env.kubeconfig(User::Admin).to_path_buf();
+    printing.settings.data_dir = dir.path().join("data");
     let config_file = dir.path().join("driftwarden.yaml");
-    std::fs::write(&config_file, enforcing(s.settings.clone()).yaml()?)?;
-    let rbac = printed_rbac(&config_file, &format!("{namespace}:{account}")).await?;
+    std::fs::write(&config_file, printing.yaml()?)?;
+    let rbac = printed_rbac(&config_file, &account.to_string()).await?;
     ensure!(
         !rbac.contains("secrets") && !rbac.contains("nodes") && !rbac.contains("'*'"),
         "more than the config needs:\n{rbac}"
     );
+    let printed = documents(&rbac)?;
+    let write_role = account.role_name("write");
     ensure!(
-        rbac.contains(&format!("name: {account}-write\n  namespace: {namespace}")),
+        printed.iter().any(|doc| doc["kind"] == "Role"
+            && doc["metadata"]["name"] == write_role.as_str()
+            && doc["metadata"]["namespace"] == namespace.as_str()),
         "no write role in the enforced namespace:\n{rbac}"
     );
-    let rbac_file = dir.path().join("rbac.yaml");
-    std::fs::write(&rbac_file, &rbac)?;
-    env.kubectl_ok(User::Admin, &["apply", "-f", &rbac_file.to_string_lossy()])?;
 
-    let token = env.kubectl_ok(
-        User::Admin,
-        &[
-            "create",
-            "token",
-            &account,
-            "-n",
-            &namespace,
-            "--duration",
-            "1h",
-        ],
-    )?;
-    let kubeconfig = token_kubeconfig(env, token.trim(), &dir.path().join("kubeconfig"))?;
+    // Driftwarden as the ServiceAccount, bound by exactly what was printed:
+    // a manual change is judged and reverted under those rights.
+    let settings = s.config_map("settings");
+    s.start().await?;
+    let bound: Vec<Value> = s
+        .identity()
+        .and_then(|identity| identity.bound())
+        .context("the start bound the ServiceAccount")?
+        .manifests
+        .iter()
+        .map(|m| m.object.clone())
+        .collect();
+    ensure!(
+        bound == printed,
+        "the ServiceAccount is bound by other manifests than `check --rbac` prints:\n{bound:#?}\nprinted:\n{rbac}"
+    );
     let whoami = kubectl_as(
         env,
         &kubeconfig,
@@ -172,17 +110,9 @@ async fn enforce_works_under_the_printed_rbac_and_nothing_else_is_allowed(bus: B
         ],
     )?;
     ensure!(
-        String::from_utf8_lossy(&whoami.stdout)
-            == format!("system:serviceaccount:{namespace}:{account}"),
+        String::from_utf8_lossy(&whoami.stdout) == username,
         "the kubeconfig is not the ServiceAccount's: {whoami:?}"
     );
-
-    // Driftwarden as the ServiceAccount: a manual change is judged and
-    // reverted under those rights.
-    s.settings.kubeconfig = kubeconfig.clone();
-    s.config = enforcing(s.settings.clone()).config()?;
-    let settings = s.config_map("settings");
-    s.start().await?;
     s.wait_first_records(std::slice::from_ref(&settings))
         .await?;
     let after = s.seq();
@@ -254,6 +184,27 @@ async fn enforce_works_under_the_printed_rbac_and_nothing_else_is_allowed(bus: B
             args.join(" ")
         );
     }
+    s.stop().await;
+
+    // The rights follow the config: started again auditing only, the
+    // ServiceAccount may read there still, and write nowhere.
+    s.config = s.settings.config()?;
+    s.start().await?;
+    let can_i = |verb: &str| -> Result<String> {
+        let out = kubectl_as(
+            env,
+            &kubeconfig,
+            &["auth", "can-i", verb, "configmaps", "-n", &namespace],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    eventually(PATIENCE, "the write rights taken away", || {
+        let answer = can_i("patch");
+        async move { Ok((answer? == "no").then_some(())) }
+    })
+    .await?;
+    let watch = can_i("watch")?;
+    ensure!(watch == "yes", "watch answered {watch:?}");
     s.stop().await;
     Ok(())
 }

@@ -23,7 +23,7 @@ use serde_json::json;
 async fn custom_resource_declared_before_its_crd_exists_is_judged_once_the_crd_arrives()
 -> Result<()> {
     const FILE: &str = "apps/widgets/gear.yaml";
-    let mut s = Scenario::prepare(Bus::Embedded, "watch-late-crd", User::Admin, &[]).await?;
+    let mut s = Scenario::prepare(Bus::Embedded, "watch-late-crd", &[]).await?;
     let ns = s.namespace().to_string();
     let mut crd = TestCrd::widgets();
     s.repo.write(FILE, &crd.object_yaml(&ns, "gear", 1))?;
@@ -104,8 +104,7 @@ fn published(data_dir: &std::path::Path, key: &ObjectKey) -> Result<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_role_reports_a_deletion_made_while_it_was_down() -> Result<()> {
     const FILE: &str = "apps/settings/configmap.yaml";
-    let mut s =
-        Scenario::prepare(Bus::Kafka, "watch-role-gap", User::Admin, &["v1/ConfigMap"]).await?;
+    let mut s = Scenario::prepare(Bus::Kafka, "watch-role-gap", &["v1/ConfigMap"]).await?;
     let ns = s.namespace().to_string();
     s.repo.write(
         FILE,
@@ -121,6 +120,10 @@ async fn watch_role_reports_a_deletion_made_while_it_was_down() -> Result<()> {
     let mut watch_settings = s.settings.clone();
     watch_settings.data_dir = scratch.path().join("watch-role").join("data");
     let watch_config = watch_settings.config()?;
+    // Both roles run as the scenario's ServiceAccount; their configs differ
+    // only in `data_dir`, so one binding serves both.
+    let config = s.config.clone();
+    s.bind(&config).await?;
     let correlator = start(&s.config, Role::Correlate).await?;
     let ledger = correlator
         .ledger
@@ -211,13 +214,7 @@ async fn one_objects_changes_across_delete_and_re_create_share_a_partition_in_or
     const FILE: &str = "apps/marker/configmap.yaml";
     const PARTITIONS: i32 = 8;
     let env = TestEnv::get();
-    let mut s = Scenario::prepare(
-        Bus::Kafka,
-        "watch-partitions",
-        User::Admin,
-        &["v1/ConfigMap"],
-    )
-    .await?;
+    let mut s = Scenario::prepare(Bus::Kafka, "watch-partitions", &["v1/ConfigMap"]).await?;
     let ns = s.namespace().to_string();
     s.repo
         .write(FILE, &config_map_yaml(&ns, "marker", &[], &[("k", "v")]))?;
@@ -235,6 +232,7 @@ async fn one_objects_changes_across_delete_and_re_create_share_a_partition_in_or
     *partitions = PARTITIONS;
     let topic = bus::Topics::new(topic_prefix)?.changes;
     // The watch role alone: nothing consumes, the topic keeps everything.
+    s.bind(&config).await?;
     let watcher = start(&config, Role::Watch).await?;
     let marker = s.config_map("marker").to_string();
     eventually(PATIENCE, "the marker's resync on the topic", || async {

@@ -135,6 +135,15 @@ pub enum Error {
         /// The broker's answer.
         code: RDKafkaErrorCode,
     },
+    /// A read of a topic did not reach the end of its partitions in time:
+    /// the brokers are slow or the topic's leader is unavailable.
+    #[error("kafka: topic `{topic}` was not read to its end within {wait:?}")]
+    Timeout {
+        /// The topic, with its prefix.
+        topic: String,
+        /// How long the read waited.
+        wait: std::time::Duration,
+    },
     /// The consumer's polling thread could not be started.
     #[error("cannot start the kafka consumer thread")]
     Thread(#[source] std::io::Error),

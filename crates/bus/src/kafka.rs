@@ -156,7 +156,7 @@ impl KafkaConfig {
 
     /// Connection and security settings every client gets, then the extra
     /// options.
-    fn client(&self) -> Result<ClientConfig> {
+    pub(crate) fn client(&self) -> Result<ClientConfig> {
         if self.brokers.trim().is_empty() {
             return Err(Error::NoBrokers);
         }
@@ -197,7 +197,7 @@ fn check_options(options: &BTreeMap<String, String>) -> Result<()> {
 }
 
 /// Maps a client error to [`Error::Kafka`] for `action`.
-fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> Error {
+pub(crate) fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> Error {
     move |source| Error::Kafka { action, source }
 }
 
@@ -219,7 +219,7 @@ pub(crate) struct BusContext {
 
 impl BusContext {
     /// The last refusal, if any.
-    fn refusal(&self) -> Option<(Refusal, String)> {
+    pub(crate) fn refusal(&self) -> Option<(Refusal, String)> {
         self.refused
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -305,10 +305,12 @@ async fn probe(config: &KafkaConfig) -> Result<()> {
     probed.await.map_err(|_| Error::Closed)?
 }
 
-/// Creates the topics under `config.prefix`, with `partitions` partitions
-/// each, the broker's default replication factor and `max.message.bytes`
-/// of [`MAX_MESSAGE_BYTES`]: changes, audit records and dead letters.
-/// Topics that already exist are left as they are.
+/// Creates the topics under `config.prefix`, with the broker's default
+/// replication factor and `max.message.bytes` of [`MAX_MESSAGE_BYTES`]:
+/// changes, audit records and dead letters with `partitions` partitions
+/// each, and the checkpoint topic with one partition, kept forever (see
+/// [`CheckpointPublisher`](crate::CheckpointPublisher)). Topics that
+/// already exist are left as they are.
 ///
 /// This is the first request a process makes: credentials the brokers
 /// refuse, or a TLS handshake that fails, end it with [`Error::Refused`]
@@ -330,8 +332,12 @@ pub async fn ensure_topics(config: &KafkaConfig, partitions: i32) -> Result<Topi
         .all()
         .into_iter()
         .map(|name| {
-            NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
-                .set("max.message.bytes", &max)
+            let topic = if name == topics.checkpoints {
+                crate::checkpoints::new_topic(name)
+            } else {
+                NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
+            };
+            topic.set("max.message.bytes", &max)
         })
         .collect();
     let options = AdminOptions::new()
@@ -350,9 +356,10 @@ pub async fn ensure_topics(config: &KafkaConfig, partitions: i32) -> Result<Topi
     Ok(topics)
 }
 
-/// An idempotent producer that waits for all in-sync replicas, compresses
-/// with lz4 and sends messages up to [`MAX_MESSAGE_BYTES`].
-fn producer(config: &KafkaConfig) -> Result<FutureProducer<BusContext>> {
+/// The settings of every producer: idempotent, waiting for all in-sync
+/// replicas, compressing with lz4, sending messages up to
+/// [`MAX_MESSAGE_BYTES`].
+pub(crate) fn producer_client(config: &KafkaConfig) -> Result<ClientConfig> {
     let mut client = config.client()?;
     client
         .set("enable.idempotence", "true")
@@ -360,7 +367,13 @@ fn producer(config: &KafkaConfig) -> Result<FutureProducer<BusContext>> {
         .set("compression.type", "lz4")
         .set("linger.ms", "1")
         .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string());
-    client
+    Ok(client)
+}
+
+/// An idempotent producer that waits for all in-sync replicas, compresses
+/// with lz4 and sends messages up to [`MAX_MESSAGE_BYTES`].
+fn producer(config: &KafkaConfig) -> Result<FutureProducer<BusContext>> {
+    producer_client(config)?
         .create_with_context(BusContext::default())
         .map_err(kafka("create the producer"))
 }

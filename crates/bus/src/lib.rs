@@ -4,6 +4,7 @@
 //! watcher ──publish_fitting──▶ bus (Kafka or embedded channel) ──receive──▶ correlator
 //!                                                  ◀──dead_letter─── (refused payloads)
 //!                                                  ◀──commit──────── (after the ledger flushed)
+//! ledger checkpoints ──CheckpointPublisher──▶ Kafka only ──latest_checkpoints──▶ verify
 //! ```
 //!
 //! Two implementations behind one small API: Kafka (rdkafka) in production
@@ -17,15 +18,21 @@
 //! Kafka connections are secured by [`Security`] (TLS, SASL/SCRAM); a change
 //! too large for Kafka is sent truncated ([`Publisher::publish_fitting`]);
 //! refused payloads go to a dead-letter topic ([`Consumer::dead_letter`]).
+//! Signed ledger checkpoints go to a topic of their own, kept forever
+//! ([`CheckpointPublisher`], read back with [`latest_checkpoints`]); the
+//! embedded bus carries none, so there the file beside the ledger is the
+//! only anchor.
 
 use std::time::Duration;
 
+mod checkpoints;
 mod embedded;
 mod error;
 mod kafka;
 mod security;
 mod wire;
 
+pub use checkpoints::{CheckpointPublisher, StoredCheckpoint, latest_checkpoints};
 pub use embedded::{DEFAULT_CAPACITY, EmbeddedConsumer, EmbeddedPublisher};
 pub use error::{Error, Refusal, Result};
 pub use kafka::{
@@ -35,8 +42,8 @@ pub use kafka::{
 };
 pub use security::{ClientCert, Mechanism, Protocol, Sasl, Security, SecurityError, Setting};
 pub use wire::{
-    AUDIT_TOPIC, CHANGES_TOPIC, DEAD_LETTER_TOPIC, Delivery, Message, Position, Received, Rejected,
-    Topics,
+    AUDIT_TOPIC, CHANGES_TOPIC, CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, Delivery, Message, Position,
+    Received, Rejected, Topics,
 };
 
 /// The embedded bus: a publisher and the consumer of a channel holding up to

@@ -20,6 +20,9 @@ pub const CHANGES_TOPIC: &str = "driftwarden.changes.v1";
 pub const AUDIT_TOPIC: &str = "driftwarden.audit.v1";
 /// Topic of payloads a consumer refused (see [`Rejected`]), after the prefix.
 pub const DEAD_LETTER_TOPIC: &str = "driftwarden.deadletter.v1";
+/// Topic of signed ledger checkpoints (see [`crate::CheckpointPublisher`]),
+/// after the prefix.
+pub const CHECKPOINTS_TOPIC: &str = "driftwarden.checkpoints.v1";
 
 /// Kafka's longest topic name; the prefix leaves room for the longest suffix.
 const MAX_TOPIC_LEN: usize = 249;
@@ -116,17 +119,24 @@ pub struct Topics {
     pub audit: String,
     /// Where refused payloads go; never consumed by Driftwarden.
     pub dead_letter: String,
+    /// Where signed ledger checkpoints go; read back by `verify` only.
+    pub checkpoints: String,
 }
 
 impl Topics {
     /// The topics under `prefix`, which is prepended as given (include a
     /// separator, e.g. `staging.`). An empty prefix gives the plain names.
     pub fn new(prefix: &str) -> Result<Self> {
-        let longest = [CHANGES_TOPIC, AUDIT_TOPIC, DEAD_LETTER_TOPIC]
-            .map(str::len)
-            .into_iter()
-            .max()
-            .unwrap_or_default();
+        let longest = [
+            CHANGES_TOPIC,
+            AUDIT_TOPIC,
+            DEAD_LETTER_TOPIC,
+            CHECKPOINTS_TOPIC,
+        ]
+        .map(str::len)
+        .into_iter()
+        .max()
+        .unwrap_or_default();
         let max = MAX_TOPIC_LEN - longest;
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if prefix.len() > max || !prefix.chars().all(allowed) {
@@ -139,6 +149,7 @@ impl Topics {
             changes: format!("{prefix}{CHANGES_TOPIC}"),
             audit: format!("{prefix}{AUDIT_TOPIC}"),
             dead_letter: format!("{prefix}{DEAD_LETTER_TOPIC}"),
+            checkpoints: format!("{prefix}{CHECKPOINTS_TOPIC}"),
         })
     }
 
@@ -147,10 +158,15 @@ impl Topics {
         [&self.changes, &self.audit]
     }
 
-    /// Every topic Driftwarden creates: the consumed ones and the
-    /// dead-letter topic.
-    pub fn all(&self) -> [&str; 3] {
-        [&self.changes, &self.audit, &self.dead_letter]
+    /// Every topic Driftwarden creates: the consumed ones, the dead-letter
+    /// topic and the checkpoint topic.
+    pub fn all(&self) -> [&str; 4] {
+        [
+            &self.changes,
+            &self.audit,
+            &self.dead_letter,
+            &self.checkpoints,
+        ]
     }
 }
 
@@ -424,19 +440,21 @@ mod tests {
         assert_eq!(topics.changes, "test-7.driftwarden.changes.v1");
         assert_eq!(topics.audit, "test-7.driftwarden.audit.v1");
         assert_eq!(topics.dead_letter, "test-7.driftwarden.deadletter.v1");
+        assert_eq!(topics.checkpoints, "test-7.driftwarden.checkpoints.v1");
         assert_eq!(change().topic(&topics), topics.changes);
         assert_eq!(audit().topic(&topics), topics.audit);
         assert_eq!(
             topics.consumed(),
             [topics.changes.as_str(), topics.audit.as_str()]
         );
-        assert_eq!(topics.all().len(), 3);
+        assert_eq!(topics.all().len(), 4);
         assert!(topics.all().contains(&topics.dead_letter.as_str()));
+        assert!(topics.all().contains(&topics.checkpoints.as_str()));
     }
 
     #[test]
     fn the_longest_prefix_leaves_room_for_every_topic() {
-        let longest = "p".repeat(MAX_TOPIC_LEN - DEAD_LETTER_TOPIC.len());
+        let longest = "p".repeat(MAX_TOPIC_LEN - CHECKPOINTS_TOPIC.len());
         let topics = Topics::new(&longest).expect("fits");
         assert!(topics.all().iter().all(|t| t.len() <= MAX_TOPIC_LEN));
         assert!(Topics::new(&format!("{longest}p")).is_err());

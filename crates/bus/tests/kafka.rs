@@ -1,7 +1,8 @@
 //! The Kafka bus against the real broker of the test environment
 //! (`cargo xtask env up`): the shared behaviour, commits in a consumer group,
 //! redelivery of what was not committed, refused payloads and the
-//! dead-letter topic, and messages near and over the size limit.
+//! dead-letter topic, messages near and over the size limit, and the
+//! checkpoint topic.
 
 mod common;
 
@@ -10,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{assert_nothing_more, change, collect, id};
 use driftwarden_bus::{
-    Consumer, Error, HEADER_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION,
-    HEADER_SOURCE_TOPIC, KafkaConfig, MAX_MESSAGE_BYTES, Message, Position, Publisher, Received,
-    Rejected, Sent, Topics, ensure_topics,
+    CheckpointPublisher, Consumer, Error, HEADER_REASON, HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC, KafkaConfig, MAX_MESSAGE_BYTES, Message,
+    Position, Publisher, Received, Rejected, Sent, Topics, ensure_topics, latest_checkpoints,
 };
 use model::ChangeEvent;
 use rdkafka::ClientConfig;
@@ -260,11 +261,24 @@ async fn kafka_ensure_topics_creates_the_dead_letter_topic_and_allows_large_mess
     let names = topics.all();
     let specifiers: Vec<ResourceSpecifier<'_>> =
         names.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-    let described = admin
-        .describe_configs(&specifiers, &AdminOptions::new())
-        .await
-        .expect("described");
-    assert_eq!(described.len(), 3);
+    // A topic just created may be described before its config is known.
+    let deadline = Instant::now() + PATIENCE;
+    let described = loop {
+        let described = admin
+            .describe_configs(&specifiers, &AdminOptions::new())
+            .await
+            .expect("described");
+        let known = described.iter().all(|resource| {
+            resource
+                .as_ref()
+                .is_ok_and(|r| r.get("max.message.bytes").is_some())
+        });
+        if known || Instant::now() >= deadline {
+            break described;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(described.len(), 4);
     for resource in described {
         let resource = resource.expect("a topic's config");
         let max = resource
@@ -504,4 +518,89 @@ async fn kafka_broker_refusing_a_message_for_its_size_is_too_large_and_the_produ
     );
     assert_nothing_more(&mut consumer, Duration::from_millis(500)).await;
     consumer.close().await;
+}
+
+#[tokio::test]
+async fn kafka_checkpoints_are_kept_forever_and_the_latest_is_read_back() {
+    let (config, topics) = setup("checkpoints").await;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .expect("admin client");
+    // A topic just created may be described before its config is known.
+    let deadline = Instant::now() + PATIENCE;
+    let settings = loop {
+        let described = admin
+            .describe_configs(
+                &[ResourceSpecifier::Topic(&topics.checkpoints)],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("described");
+        let settings: Vec<Option<String>> = ["cleanup.policy", "retention.ms", "retention.bytes"]
+            .iter()
+            .map(|name| {
+                described
+                    .first()
+                    .and_then(|resource| resource.as_ref().ok())
+                    .and_then(|resource| resource.get(name))
+                    .and_then(|entry| entry.value.clone())
+            })
+            .collect();
+        if settings.iter().all(Option::is_some) || Instant::now() >= deadline {
+            break settings;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        settings,
+        [Some("delete".into()), Some("-1".into()), Some("-1".into())]
+    );
+
+    let wait = Duration::from_secs(10);
+    let none = latest_checkpoints(&config, wait)
+        .await
+        .expect("an empty topic reads");
+    assert_eq!(none, Vec::new());
+
+    let publisher = CheckpointPublisher::new(&config).expect("checkpoint publisher");
+    assert_eq!(publisher.topic(), topics.checkpoints);
+    for seq in 1..=20 {
+        let payload = format!(r#"{{"seq":{seq}}}"#);
+        publisher
+            .publish(b"key", payload.as_bytes())
+            .expect("queued");
+    }
+    // Dropping it sends what is queued.
+    drop(publisher);
+    let latest = latest_checkpoints(&config, wait)
+        .await
+        .expect("the topic reads");
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(latest[0].payload, br#"{"seq":20}"#);
+    assert_eq!(latest[0].key.as_deref(), Some(&b"key"[..]));
+    assert_eq!(latest[0].position.topic, topics.checkpoints);
+    assert_eq!(latest[0].position.offset, 19);
+
+    // A topic never created holds no checkpoint.
+    let other = KafkaConfig::new(brokers(), "g").with_prefix(prefix("nocheckpoints"));
+    assert_eq!(
+        latest_checkpoints(&other, wait).await.expect("reads"),
+        Vec::new()
+    );
+}
+
+#[tokio::test]
+async fn kafka_unreachable_checkpoint_topic_fails_within_its_wait() {
+    let config = KafkaConfig::new("127.0.0.1:1", "g").with_prefix(prefix("unreachable"));
+    let started = Instant::now();
+    let err = latest_checkpoints(&config, Duration::from_secs(2))
+        .await
+        .expect_err("nobody listens there");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, Error::Kafka { .. }), "{}", chain(&err));
 }

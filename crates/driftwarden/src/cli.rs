@@ -11,10 +11,14 @@ use model::{Exemption, ExemptionScope, ObjectKey};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
+use crate::api::client::Client;
+use crate::api::views;
 use crate::config::{Bus, Config};
 use crate::inspect;
-use crate::requests::{self, Request};
+use crate::requests::Request;
 use crate::run::Role;
+use anyhow::Context as _;
+use axum::http::Method;
 
 /// Driftwarden: who changed what in the cluster, when, and was it declared in git?
 #[derive(Debug, Parser)]
@@ -23,9 +27,29 @@ pub struct Cli {
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Human)]
     pub output: Output,
+    /// How to reach a running Driftwarden.
+    #[command(flatten)]
+    pub remote: Remote,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How `history`, `diff`, `verify`, `exempt`, `revoke` and `resume` reach
+/// a running Driftwarden (one that holds the ledger): its Unix socket in
+/// `data_dir` unless `--server` is given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Remote {
+    /// Use the running Driftwarden's HTTP API at this URL (e.g.
+    /// `https://driftwarden:8080`) instead of the ledger or the local socket.
+    #[arg(long, global = true, requires = "token_file")]
+    pub server: Option<String>,
+    /// File holding the API token for `--server`.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) of an HTTPS `--server`.
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Output formats.
@@ -100,7 +124,9 @@ pub enum Command {
         #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
         config: PathBuf,
         /// Compare with the last checkpoint in this file (one kept
-        /// elsewhere) instead of `checkpoints.jsonl` beside the ledger.
+        /// elsewhere) instead of `checkpoints.jsonl` beside the ledger and,
+        /// on a Kafka bus, the checkpoint topic (of those two, the one
+        /// naming the longer chain is used).
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
         /// Rebuild the indexes that differ from the chain (only when the
@@ -124,6 +150,17 @@ pub enum Command {
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
         /// Why: recorded with the exemption and shown in reports.
+        #[arg(long)]
+        reason: String,
+    },
+    /// End an exemption before it expires. Recorded in the ledger.
+    Revoke {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+        /// The exemption's ledger record (`#N` in `exempt`'s answer).
+        exemption: u64,
+        /// Why: recorded with the revocation.
         #[arg(long)]
         reason: String,
     },
@@ -202,6 +239,7 @@ impl From<String> for Outcome {
 /// Runs one command and returns what it prints.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let json = cli.output == Output::Json;
+    let remote = cli.remote;
     match cli.command {
         Command::Check {
             config: path,
@@ -271,7 +309,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             accept_truncation,
         } => {
             let config = Config::load(&config)?;
-            if accept_truncation && let Some(accepted) = crate::run::accept_truncation(&config)? {
+            if accept_truncation
+                && let Some(accepted) = crate::run::accept_truncation(&config).await?
+            {
                 tracing::warn!("{accepted}");
             }
             let running = crate::run::start(config, role).await?;
@@ -294,18 +334,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Diff { config } => {
             let config = Config::load(&config)?;
-            let ledger = crate::run::open_ledger(&config)?;
-            let (desired, _, _) = crate::desired::open_sources(
-                &config,
-                Some(&ledger),
-                &cluster_scoped(&config).await,
-            )
-            .await?;
-            let drift = inspect::drift(&ledger, &desired, &crate::keys::digest_key(&config)?)?;
+            let (drift, head) = match reach(&config, &remote, crate::run::open_ledger)? {
+                Reach::Ledger(ledger) => {
+                    let (desired, _, _) = crate::desired::open_sources(
+                        &config,
+                        Some(&ledger),
+                        &cluster_scoped(&config).await,
+                    )
+                    .await?;
+                    let key = crate::keys::digest_key(&config)?;
+                    (inspect::drift(&ledger, &desired, &key)?, ledger.head().0)
+                }
+                Reach::Running(client) => {
+                    let view: views::DriftView = client.get("/v1/drift").await?;
+                    let drift = view
+                        .drift
+                        .into_iter()
+                        .map(serde_json::from_value)
+                        .collect::<Result<_, _>>()?;
+                    (drift, view.head_seq)
+                }
+            };
             let text = if json {
                 to_json(&drift)?
             } else {
-                inspect::drift_text(&drift, ledger.head().0)
+                inspect::drift_text(&drift, head)
             };
             Ok(Outcome {
                 text,
@@ -315,8 +368,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::History { config, key } => {
             let config = Config::load(&config)?;
             let key = parse_key(&config, &key)?;
-            let ledger = crate::run::open_ledger(&config)?;
-            let records = ledger.history(&key)?;
+            let records = match reach(&config, &remote, crate::run::open_ledger)? {
+                Reach::Ledger(ledger) => ledger.history(&key)?,
+                Reach::Running(client) => {
+                    let path = format!("/v1/history?key={}", encode(&key.to_string()));
+                    let view: views::HistoryView = client.get(&path).await?;
+                    view.records
+                        .into_iter()
+                        .map(views::RecordView::record)
+                        .collect::<anyhow::Result<_>>()?
+                }
+            };
             Ok(if json {
                 to_json(&records)?
             } else {
@@ -354,7 +416,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 "exemption for {} until {}: {}",
                 exemption.scope, exemption.until, exemption.reason
             );
-            Ok(format!("{text}\n{}", deliver(&config, &Request::Exempt(exemption))?).into())
+            let grant = views::GrantRequest {
+                key: match &exemption.scope {
+                    ExemptionScope::Object { key } => Some(key.to_string()),
+                    ExemptionScope::Namespace { .. } => None,
+                },
+                namespace: match &exemption.scope {
+                    ExemptionScope::Namespace { namespace, .. } => Some(namespace.clone()),
+                    ExemptionScope::Object { .. } => None,
+                },
+                duration: humantime::format_duration(duration).to_string(),
+                reason: exemption.reason.clone(),
+            };
+            let request = Request::Exempt(exemption);
+            let recorded = deliver(
+                &config,
+                &remote,
+                &request,
+                Method::POST,
+                "/v1/exemptions",
+                &grant,
+            )
+            .await?;
+            Ok(format!("{text}\n{recorded}").into())
+        }
+        Command::Revoke {
+            config,
+            exemption,
+            reason,
+        } => {
+            let config = Config::load(&config)?;
+            let why = views::ReasonRequest {
+                reason: reason.clone(),
+            };
+            let request = Request::Revoke(model::Revocation {
+                exemption,
+                reason,
+                revoked_by: local_user(),
+            });
+            let path = format!("/v1/exemptions/{exemption}");
+            Ok(
+                deliver(&config, &remote, &request, Method::DELETE, &path, &why)
+                    .await?
+                    .into(),
+            )
         }
         Command::Replay {
             config,
@@ -381,8 +486,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Resume { config, reason } => {
             let config = Config::load(&config)?;
-            let reason = format!("{reason} (by {})", local_user());
-            Ok(deliver(&config, &Request::Resume { reason })?.into())
+            let why = views::ReasonRequest {
+                reason: reason.clone(),
+            };
+            let request = Request::Resume {
+                reason: format!("{reason} (by {})", local_user()),
+            };
+            Ok(
+                deliver(&config, &remote, &request, Method::POST, "/v1/resume", &why)
+                    .await?
+                    .into(),
+            )
         }
         Command::Verify {
             config,
@@ -390,68 +504,139 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             repair,
         } => {
             let config = Config::load(&config)?;
-            let ledger = crate::run::open_ledger_unchecked(&config)?;
+            let ledger = match reach(&config, &remote, crate::run::open_ledger_unchecked)? {
+                Reach::Ledger(ledger) => ledger,
+                Reach::Running(_) if repair => anyhow::bail!(
+                    "the ledger is held by a running driftwarden: stop it before `verify --repair`"
+                ),
+                Reach::Running(_) if checkpoint.is_some() => anyhow::bail!(
+                    "the ledger is held by a running driftwarden, which verifies against its own \
+                     checkpoints: stop it to verify against --checkpoint FILE"
+                ),
+                Reach::Running(client) => {
+                    let verified: views::VerifiedView =
+                        client.send(Method::POST, "/v1/verify", &()).await?;
+                    let text = if json {
+                        to_json(&verified.report)?
+                    } else {
+                        verified.text
+                    };
+                    return Ok(Outcome {
+                        text,
+                        ok: verified.ok,
+                    });
+                }
+            };
             let trusted = ledger::checkpoint::trusted_key(
                 &config.data_dir.join(ledger::checkpoint::KEY_FILE),
             )?;
-            let checkpoint = match checkpoint {
-                Some(file) => Some(
-                    ledger::checkpoint::latest(&file)?
-                        .ok_or_else(|| anyhow::anyhow!("no checkpoint in {}", file.display()))?,
-                ),
-                None => {
-                    ledger::checkpoint::latest(&config.data_dir.join(ledger::checkpoint::LOG_FILE))?
-                }
-            };
-            let mut report = ledger.verify_with(checkpoint.as_ref(), trusted.as_ref())?;
+            // The file beside the ledger and, on Kafka, the checkpoint
+            // topic: whichever names the longer chain.
+            let chosen = crate::checkpoints::for_verify(&config, checkpoint.as_deref()).await?;
+            let checkpoint = chosen.checkpoint();
+            let mut report = ledger.verify_with(checkpoint, trusted.as_ref())?;
             let mut repaired = None;
             if repair && !report.is_ok() && report.chain_ok() {
-                repaired = Some(ledger.repair(checkpoint.as_ref(), trusted.as_ref())?);
-                report = ledger.verify_with(checkpoint.as_ref(), trusted.as_ref())?;
+                repaired = Some(ledger.repair(checkpoint, trusted.as_ref())?);
+                report = ledger.verify_with(checkpoint, trusted.as_ref())?;
             }
             let text = match (json, &repaired) {
-                (true, None) => to_json(&report)?,
+                (true, None) => to_json(&chosen.annotate(serde_json::to_value(&report)?))?,
                 (true, Some(repaired)) => to_json(&serde_json::json!({
                     "repaired": repaired,
-                    "report": report,
+                    "report": chosen.annotate(serde_json::to_value(&report)?),
                 }))?,
-                (false, _) => inspect::verify(&report, repaired.as_ref(), repair),
+                (false, _) => inspect::verify(&report, repaired.as_ref(), repair) + &chosen.text(),
             };
             Ok(Outcome {
                 text,
-                ok: report.is_ok(),
+                ok: report.is_ok() && !chosen.kafka_tampered,
             })
         }
     }
 }
 
-/// Records `request` in the ledger, or leaves it for the running
-/// Driftwarden when that holds the ledger.
-fn deliver(config: &Config, request: &Request) -> anyhow::Result<String> {
-    match crate::run::open_ledger(config) {
-        Ok(ledger) => {
-            let appended = ledger.append(vec![request.record()], &[])?;
-            ledger.flush()?;
-            let seq = appended.seqs.first().copied().unwrap_or_default();
-            Ok(format!("recorded as ledger record #{seq}\n"))
-        }
-        // Only a ledger another process holds takes requests; a damaged or
-        // truncated one is an error to fix, not a place to leave them.
+/// Where a command reads the ledger.
+enum Reach<L> {
+    /// Itself: no Driftwarden runs.
+    Ledger(L),
+    /// Through the running Driftwarden, which holds the ledger.
+    Running(Client),
+}
+
+/// Opens the ledger with `open`; when a running Driftwarden holds it (or
+/// `--server` says so), the way to that process instead.
+fn reach<L>(
+    config: &Config,
+    remote: &Remote,
+    open: impl FnOnce(&Config) -> anyhow::Result<L>,
+) -> anyhow::Result<Reach<L>> {
+    if let Some(server) = &remote.server {
+        let token = remote
+            .token_file
+            .as_deref()
+            .context("--server needs --token-file")?;
+        return Ok(Reach::Running(Client::http(
+            server,
+            token,
+            remote.ca_file.as_deref(),
+        )?));
+    }
+    match open(config) {
+        Ok(ledger) => Ok(Reach::Ledger(ledger)),
+        // Only a ledger another process holds is reached through it; a
+        // damaged or truncated one is an error to fix.
         Err(err)
             if err
                 .downcast_ref::<ledger::Error>()
                 .is_some_and(|err| matches!(err, ledger::Error::Locked { .. })) =>
         {
-            tracing::debug!(error = %err, "ledger in use; leaving a request");
-            let path = requests::submit(config, request)?;
-            Ok(format!(
-                "the ledger is in use by a running driftwarden: request left in {} \
-                 (recorded within a second; if none is running, at its next start)\n",
-                path.display()
-            ))
+            tracing::debug!(error = %err, "ledger in use; asking the running driftwarden");
+            Ok(Reach::Running(Client::Socket(crate::api::socket_path(
+                config,
+            ))))
         }
         Err(err) => Err(err),
     }
+}
+
+/// Records `request` in the ledger, or has the running Driftwarden record
+/// it (`body` to `path`).
+async fn deliver(
+    config: &Config,
+    remote: &Remote,
+    request: &Request,
+    method: Method,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<String> {
+    match reach(config, remote, crate::run::open_ledger)? {
+        Reach::Ledger(ledger) => {
+            let appended = ledger.append(vec![request.record()], &[])?;
+            ledger.flush()?;
+            let seq = appended.seqs.first().copied().unwrap_or_default();
+            Ok(format!("recorded as ledger record #{seq}\n"))
+        }
+        Reach::Running(client) => {
+            let recorded: views::Recorded = client.send(method, path, body).await?;
+            Ok(format!(
+                "recorded by the running driftwarden as ledger record #{}\n",
+                recorded.seq
+            ))
+        }
+    }
+}
+
+/// `text` for a URL's query.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The user running the command, for the record.
@@ -462,7 +647,7 @@ fn local_user() -> String {
 }
 
 /// An object key from the command line; the cluster may be left out.
-fn parse_key(config: &Config, key: &str) -> anyhow::Result<ObjectKey> {
+pub fn parse_key(config: &Config, key: &str) -> anyhow::Result<ObjectKey> {
     let full = if key.split('/').count() == 4 {
         format!("{}/{key}", config.cluster.name)
     } else {
@@ -612,114 +797,20 @@ async fn rbac_text(
     subject: crate::rbac::ServiceAccount,
     json: bool,
 ) -> anyhow::Result<String> {
-    use crate::rbac::{Discovery, Needs, WatchedKind};
-    let client = match crate::run::kube_client(config).await {
-        Ok(client) => Some(client),
-        Err(err) => {
-            tracing::warn!(error = %format!("{err:#}"), "no cluster: resources are guessed");
-            None
-        }
-    };
-    let cluster_scoped = crate::run::cluster_scoped_kinds(client.as_ref()).await;
-    let (desired, _, sources) = crate::desired::open_sources(config, None, &cluster_scoped).await?;
-    let mut header = vec![format!(
+    let header = format!(
         "The least RBAC for {} (`driftwarden check --rbac`), bound to ServiceAccount {subject}.",
         path.display()
-    )];
-    for (opened, source) in sources.iter().zip(&config.sources) {
-        if opened.failing.is_some() {
-            header.push(format!(
-                "WARNING: git source `{}` could not be fetched: kinds it declares beyond its clone are missing.",
-                source.name
-            ));
-            tracing::warn!(source = %source.name, "git source not fetched: the RBAC may miss kinds it declares");
-        }
-    }
-    let mut wanted: std::collections::BTreeMap<(String, String), &str> = desired
-        .kinds()
-        .into_iter()
-        .map(|kind| (kind, "declared in git"))
-        .collect();
-    for kind in &config.watch.extra_kinds {
-        wanted
-            .entry((kind.api_version.clone(), kind.kind.clone()))
-            .or_insert("watch.extra_kinds");
-    }
-    let mut kinds = Vec::new();
-    for ((api_version, kind), why) in wanted {
-        let resolved = match &client {
-            Some(client) => watch::discovery::resolve(client, &api_version, &kind)
-                .await
-                .map_err(|err| tracing::warn!(%api_version, %kind, error = %err, "kind not served: resource guessed"))
-                .ok(),
-            None => None,
-        };
-        kinds.push(match resolved {
-            Some((resource, scope)) => WatchedKind {
-                api_version,
-                kind,
-                resource: resource.plural,
-                namespaced: scope == kube::discovery::Scope::Namespaced,
-                guessed: false,
-                why: why.to_owned(),
-            },
-            None => WatchedKind::guess(&api_version, &kind, why),
-        });
-    }
-    let discovery = match &client {
-        Some(client) => discovery_open(client, &subject).await,
-        None => Discovery::Unchecked,
-    };
-    let manifests = crate::rbac::manifests(&Needs {
-        policies: &config.policies,
-        namespaces: &config.watch.namespaces,
-        kinds,
-        discovery,
-        subject,
-    });
+    );
+    let resolved = crate::rbac::for_config(config, subject).await?;
     if json {
-        to_json(&crate::rbac::list(&manifests))
-    } else {
-        let mut text: String = header.iter().map(|line| format!("# {line}\n")).collect();
-        text.push_str(&crate::rbac::yaml(&manifests)?);
-        Ok(text)
+        return to_json(&crate::rbac::list(&resolved.manifests));
     }
-}
-
-/// Whether `subject` may read `/apis` without a rule of its own: a
-/// SubjectAccessReview for it with no grants but the built-in ones.
-async fn discovery_open(
-    client: &kube::Client,
-    subject: &crate::rbac::ServiceAccount,
-) -> crate::rbac::Discovery {
-    use crate::rbac::Discovery;
-    let gvk = kube::api::GroupVersionKind::gvk("authorization.k8s.io", "v1", "SubjectAccessReview");
-    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "subjectaccessreviews");
-    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
-    let review = kube::api::DynamicObject::new("", &resource).data(serde_json::json!({
-        "spec": {
-            "user": format!("system:serviceaccount:{}:{}", subject.namespace, subject.name),
-            "groups": [
-                "system:serviceaccounts",
-                format!("system:serviceaccounts:{}", subject.namespace),
-                "system:authenticated",
-            ],
-            "nonResourceAttributes": {"path": "/apis", "verb": "get"},
-        }
-    }));
-    match api.create(&Default::default(), &review).await {
-        Ok(answer) => {
-            if answer.data.pointer("/status/allowed") == Some(&serde_json::Value::Bool(true)) {
-                Discovery::Open
-            } else {
-                Discovery::Closed
-            }
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot ask whether discovery is open");
-            Discovery::Unchecked
-        }
-    }
+    let mut text: String = std::iter::once(&header)
+        .chain(&resolved.warnings)
+        .map(|line| format!("# {line}\n"))
+        .collect();
+    text.push_str(&crate::rbac::yaml(&resolved.manifests)?);
+    Ok(text)
 }
 
 /// What `prune` could delete, for `check`: from git, and from the ledger

@@ -82,7 +82,7 @@ pub struct Config {
     /// Per-scope rules; the most specific matching rule governs an object.
     #[serde(default)]
     pub policies: Vec<Policy>,
-    /// The read-only HTTP API.
+    /// The HTTP API.
     #[serde(default)]
     pub api: Option<Api>,
     /// The receiver of kube-apiserver audit webhook batches.
@@ -600,14 +600,110 @@ pub use model::Mode;
 /// [`enforce::policy`]).
 pub use enforce::{Match, Policies, Policy};
 
-/// The read-only HTTP API.
+/// The HTTP API (`/v1`, `/metrics`, `/healthz`, `/readyz` and the web page).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
     /// Listen address, e.g. `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// File holding the bearer token clients must send.
-    pub token_file: PathBuf,
+    /// Serve HTTPS with this certificate and key; plain HTTP without.
+    #[serde(default)]
+    pub tls: Option<AuditWebhookTls>,
+    /// The bearer tokens accepted, each with a role.
+    pub tokens: Vec<ApiToken>,
+}
+
+/// One bearer token of the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Its name, recorded as who granted an exemption with it.
+    pub name: String,
+    /// File holding the token (one line, at least 32 characters).
+    pub file: PathBuf,
+    /// `reader` (every GET) or `operator` (also exemptions and resume).
+    pub role: ApiRole,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiRole {
+    /// Read everything.
+    Reader,
+    /// Read everything, grant and revoke exemptions, resume enforcement.
+    Operator,
+}
+
+impl fmt::Display for ApiRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiRole::Reader => "reader",
+            ApiRole::Operator => "operator",
+        })
+    }
+}
+
+/// The shortest API token accepted.
+pub const MIN_API_TOKEN: usize = 32;
+
+impl ApiToken {
+    /// The token, read from its file.
+    pub fn read(&self) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(&self.file).map_err(|err| {
+            anyhow::anyhow!(
+                "cannot read token file {} ({err}): check the path and that Driftwarden may read it",
+                self.file.display()
+            )
+        })?;
+        let token = text.trim();
+        if token.len() < MIN_API_TOKEN || token.contains(char::is_whitespace) {
+            anyhow::bail!(
+                "token file {} must hold one token of at least {MIN_API_TOKEN} characters, \
+                 without spaces (e.g. `openssl rand -hex 32`)",
+                self.file.display()
+            );
+        }
+        Ok(token.to_owned())
+    }
+}
+
+impl Api {
+    /// Checks the values and reads the files as the server will; the error
+    /// is the key and the message.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.tokens.is_empty() {
+            return Err((
+                "api.tokens".into(),
+                "give at least one token (`{name, file, role}`): the API serves nobody without one"
+                    .into(),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut secrets = BTreeSet::new();
+        for (i, token) in self.tokens.iter().enumerate() {
+            if token.name.is_empty() || !names.insert(&token.name) {
+                return Err((
+                    format!("api.tokens[{i}].name"),
+                    "token names must be non-empty and unique".into(),
+                ));
+            }
+            let secret = token
+                .read()
+                .map_err(|err| (format!("api.tokens[{i}].file"), format!("{err:#}")))?;
+            if !secrets.insert(secret) {
+                return Err((
+                    format!("api.tokens[{i}].file"),
+                    "holds the same token as another entry: give each its own".into(),
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            crate::api::serve::tls_config(tls)
+                .map_err(|(file, err)| (format!("api.tls.{file}"), format!("{err:#}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// The receiver of kube-apiserver audit webhook batches: HTTPS only, every
@@ -838,6 +934,10 @@ impl Config {
         if let Some(webhook) = &self.audit_webhook {
             webhook
                 .validate()
+                .map_err(|(at, message)| invalid(at, message))?;
+        }
+        if let Some(api) = &self.api {
+            api.validate()
                 .map_err(|(at, message)| invalid(at, message))?;
         }
         Ok(())

@@ -22,12 +22,11 @@
 //! holds, so a crash anywhere loses nothing and duplicates nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bus::{Consumer, Message, Position};
+use bus::{Consumer, Delivery, Message, Position};
 use chrono::{DateTime, Utc};
 use correlate::{AuditJoin, JoinKey, Known, ListSemantics, Outcome};
 use ledger::Ledger;
@@ -40,7 +39,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, Policies};
 use crate::desired::{Desired, GitUpdate};
 use crate::enforcer::{Command, Job};
-use crate::requests::{self, Request};
+use crate::requests::{Request, Submitted};
 use enforce::OwnWrites;
 
 /// Most events judged and written in one ledger transaction.
@@ -49,8 +48,8 @@ pub const BATCH: usize = 1_000;
 /// How long one poll of the bus waits for a batch to fill.
 const POLL: Duration = Duration::from_millis(20);
 
-/// How often the requests folder is read.
-const REQUESTS_EVERY: Duration = Duration::from_secs(1);
+/// How often expired exemptions are looked for.
+const EXPIRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Field manager of Driftwarden's own writes.
 pub const FIELD_MANAGER: &str = "driftwarden";
@@ -135,7 +134,9 @@ pub struct Correlator {
     lists: ListSemantics,
     policies: Policies,
     exemptions: Vec<Exemption>,
-    requests: PathBuf,
+    requests: Option<mpsc::Receiver<Submitted>>,
+    health: crate::health::Health,
+    metrics: crate::metrics::Metrics,
     enforcer: Option<mpsc::Sender<Command>>,
     own_writes: OwnWrites,
     /// How long a verdict that depends on identity waits for its audit
@@ -203,7 +204,9 @@ impl Correlator {
             lists: ListSemantics::builtin(),
             policies: config.rules(),
             exemptions,
-            requests: requests::folder(config),
+            requests: None,
+            health: crate::health::Health::default(),
+            metrics: crate::metrics::Metrics::default(),
             enforcer: None,
             own_writes: OwnWrites::default(),
             join_wait: config.join_wait(),
@@ -232,9 +235,33 @@ impl Correlator {
         self
     }
 
+    /// Records the requests of the API (exemptions, revocations, resume)
+    /// received on `requests`.
+    pub fn with_requests(mut self, requests: mpsc::Receiver<Submitted>) -> Self {
+        self.requests = Some(requests);
+        self
+    }
+
+    /// Reports whether the bus can be read to `health`.
+    pub fn with_health(mut self, health: crate::health::Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Counts what it observes, judges and records in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// The ledger written.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
+    }
+
+    /// The desired state judged against.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
     }
 
     /// The policy rules judged under.
@@ -406,6 +433,13 @@ impl Correlator {
         let now = chrono::Utc::now();
         let (expired, active) = enforce::expire(std::mem::take(&mut self.exemptions), now);
         self.exemptions = active;
+        self.rejudge_exempted(expired).await
+    }
+
+    /// Judges again what the exemptions `ended` (expired or revoked)
+    /// allowed: objects still departing from git get an amendment with the
+    /// drift, handled by their scope's mode from then on.
+    async fn rejudge_exempted(&mut self, expired: Vec<Exemption>) -> anyhow::Result<()> {
         if expired.is_empty() {
             return Ok(());
         }
@@ -443,8 +477,16 @@ impl Correlator {
                 seq: 0,
             });
         }
+        let judged: Vec<_> = amendments
+            .iter()
+            .filter_map(crate::metrics::Judged::of)
+            .collect();
         let appended = self.ledger.append(amendments, &[])?;
         self.ledger.flush_async().await?;
+        let now = Utc::now();
+        for judged in &judged {
+            self.metrics.recorded(judged, now);
+        }
         for (job, seq) in jobs.iter_mut().zip(&appended.seqs) {
             job.seq = *seq;
         }
@@ -674,8 +716,10 @@ impl Correlator {
                 _ => None,
             })
             .collect();
+        let judged: Vec<_> = bodies.iter().map(crate::metrics::Judged::of).collect();
         let appended = self.ledger.append(bodies, offsets)?;
         self.ledger.flush_async().await?;
+        let now = Utc::now();
         if !appended.duplicates.is_empty() {
             tracing::debug!(
                 count = appended.duplicates.len(),
@@ -692,6 +736,11 @@ impl Correlator {
                 _ => seqs.next().copied(),
             })
             .collect();
+        for (judged, seq) in judged.iter().zip(&seq_of) {
+            if let (Some(judged), Some(_)) = (judged, seq) {
+                self.metrics.recorded(judged, now);
+            }
+        }
         let jobs: Vec<Job> = candidates
             .into_iter()
             .filter_map(|(i, mut job)| {
@@ -843,24 +892,52 @@ impl Correlator {
         }
     }
 
-    /// Records requests left by the command line (exemptions, resume).
+    /// Records the requests received since the last look, each answered
+    /// with its record's sequence number once flushed.
     async fn take_requests(&mut self) -> anyhow::Result<()> {
-        let requests = requests::take(&self.requests)?;
-        if requests.is_empty() {
+        let mut submitted = Vec::new();
+        if let Some(requests) = &mut self.requests {
+            while let Ok(request) = requests.try_recv() {
+                submitted.push(request);
+            }
+        }
+        if submitted.is_empty() {
             return Ok(());
         }
-        let bodies = requests.iter().map(Request::record).collect();
-        self.write(bodies, &[]).await?;
-        for request in requests {
-            match request {
+        let bodies = submitted.iter().map(|s| s.request.record()).collect();
+        let seqs = match self.write(bodies, &[]).await {
+            Ok(seqs) => seqs,
+            Err(err) => {
+                for request in submitted {
+                    let _ = request
+                        .reply
+                        .send(Err(anyhow::anyhow!("not recorded: {err:#}")));
+                }
+                return Err(err);
+            }
+        };
+        let mut revoked = Vec::new();
+        for (request, seq) in submitted.into_iter().zip(seqs) {
+            match &request.request {
                 Request::Exempt(exemption) => {
                     tracing::info!(scope = %exemption.scope, until = %exemption.until, "exemption recorded");
-                    self.exemptions.push(exemption);
                 }
-                Request::Resume { .. } => {
-                    self.tell(Command::Resume).await?;
+                Request::Revoke(revocation) => {
+                    tracing::info!(exemption = revocation.exemption, "exemption revoked");
+                    revoked.push(revocation.exemption);
                 }
+                Request::Resume { .. } => self.tell(Command::Resume).await?,
             }
+            let _ = request.reply.send(Ok(seq.unwrap_or_default()));
+        }
+        let before = std::mem::take(&mut self.exemptions);
+        self.exemptions = self.ledger.exemptions()?;
+        let ended = before
+            .into_iter()
+            .filter(|e| !self.exemptions.contains(e))
+            .collect();
+        if !revoked.is_empty() {
+            self.rejudge_exempted(ended).await?;
         }
         self.tell(Command::Exemptions(self.exemptions.clone()))
             .await?;
@@ -876,25 +953,46 @@ impl Correlator {
         mut git: mpsc::Receiver<GitUpdate>,
         mut on_desired: impl FnMut(&Desired) + Send,
     ) -> anyhow::Result<()> {
-        let mut last_requests = std::time::Instant::now();
+        let mut last_expiry = std::time::Instant::now();
+        let mut bus_ready = false;
         loop {
             while let Ok(update) = git.try_recv() {
                 self.on_git(update).await?;
                 on_desired(&self.desired);
             }
-            if last_requests.elapsed() >= REQUESTS_EVERY {
-                self.take_requests().await?;
+            self.take_requests().await?;
+            if last_expiry.elapsed() >= EXPIRY_EVERY {
                 self.expire_exemptions().await?;
-                last_requests = std::time::Instant::now();
+                last_expiry = std::time::Instant::now();
             }
             let received = match consumer.receive(BATCH, POLL).await {
-                Ok(received) => received,
+                Ok(received) => {
+                    if !bus_ready {
+                        self.health.set("bus", true, "reading");
+                        bus_ready = true;
+                    }
+                    received
+                }
                 Err(bus::Error::Closed) => return Ok(()),
                 Err(err) => {
+                    self.metrics.bus_error("receive");
                     tracing::error!(error = %err, "cannot read the bus; retrying");
+                    self.health.set("bus", false, format!("cannot read: {err}"));
+                    bus_ready = false;
                     continue;
                 }
             };
+            let oldest = received
+                .iter()
+                .filter_map(|item| match item {
+                    bus::Received::Message(Delivery {
+                        message: Message::Change(event),
+                        ..
+                    }) => Some(event.observed_at),
+                    _ => None,
+                })
+                .min();
+            self.metrics.bus_lag(oldest, Utc::now());
             if received.is_empty() && self.pending.is_empty() && self.deferred.is_empty() {
                 continue;
             }
@@ -914,11 +1012,14 @@ impl Correlator {
                     }
                 };
                 match delivery.message {
-                    Message::Change(event) => self.pending.push_back(Pending {
-                        event,
-                        position: delivery.position,
-                        arrived,
-                    }),
+                    Message::Change(event) => {
+                        self.metrics.observed(&event);
+                        self.pending.push_back(Pending {
+                            event,
+                            position: delivery.position,
+                            arrived,
+                        });
+                    }
                     Message::Audit(record) => {
                         audit_positions.extend(delivery.position);
                         audits.push(record);
@@ -949,9 +1050,10 @@ impl Correlator {
                 consumer
                     .dead_letter(item)
                     .await
+                    .inspect_err(|_| self.metrics.bus_error("dead_letter"))
                     .context("cannot keep a refused message in the dead-letter topic")?;
             }
-            commit(&mut consumer, &committable).await;
+            commit(&mut consumer, &committable, &self.metrics).await;
         }
     }
 
@@ -990,8 +1092,13 @@ fn rejected_record(item: &bus::Rejected) -> RecordBody {
 /// Commits consumed positions. A failed commit (the group rebalanced, the
 /// broker restarted) is not fatal: the messages come again and the ledger
 /// skips what it already holds.
-async fn commit(consumer: &mut Consumer, positions: &[Position]) {
+async fn commit(
+    consumer: &mut Consumer,
+    positions: &[Position],
+    metrics: &crate::metrics::Metrics,
+) {
     if let Err(err) = consumer.commit(positions).await {
+        metrics.bus_error("commit");
         tracing::warn!(error = %err, "offset commit failed; the messages will be delivered again");
     }
 }

@@ -331,23 +331,37 @@ impl FetchHealth {
     }
 }
 
-/// Fetches `git` every `interval` (and whenever `poke` fires) and sends new
-/// commits, and every change in how fetching goes, to the correlator. The
-/// last good desired state stays in force while fetches fail.
+/// Fetches `git` every `timing.interval` (and whenever `poke` fires) and
+/// sends new commits, and every change in how fetching goes, to the
+/// correlator; `ready` says whether the last fetch worked. The last good
+/// desired state stays in force while fetches fail, stale after
+/// `timing.max_staleness`.
+// Each part is a separate concern the caller wires; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_loop(
     source: usize,
     opened: Opened,
-    interval: Duration,
-    max_staleness: Duration,
+    timing: crate::config::Source,
     poke: Arc<Notify>,
     mut scopes: Option<Scopes>,
     updates: mpsc::Sender<GitUpdate>,
+    ready: crate::health::Health,
+    metrics: crate::metrics::Metrics,
 ) -> anyhow::Result<()> {
     let mut git = opened.git;
+    let name = git.spec().name.clone();
+    let part = format!("git/{name}");
+    match &opened.failing {
+        Some(_) => ready.set(&part, false, "the last fetch failed"),
+        None => {
+            ready.set(&part, true, "fetched");
+            metrics.git_fetched(&name);
+        }
+    }
     let mut health = opened
         .failing
-        .unwrap_or_else(|| FetchHealth::new(max_staleness, None));
-    let mut ticker = tokio::time::interval(interval);
+        .unwrap_or_else(|| FetchHealth::new(timing.max_staleness, None));
+    let mut ticker = tokio::time::interval(timing.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
@@ -393,6 +407,12 @@ pub async fn fetch_loop(
         git = returned;
         let (changes, state) = match changes {
             Ok(changes) => {
+                ready.set(
+                    &part,
+                    true,
+                    format!("fetched at {}", Utc::now().to_rfc3339()),
+                );
+                metrics.git_fetched(&name);
                 let state = health.succeeded(git.head());
                 if state.is_some() {
                     tracing::info!(source = %git.spec().name, "git fetch works again");
@@ -401,6 +421,8 @@ pub async fn fetch_loop(
             }
             Err(err) => {
                 tracing::warn!(source = %git.spec().name, error = %err, "git fetch failed; keeping the last good desired state");
+                ready.set(&part, false, format!("fetch failing: {err:#}"));
+                metrics.git_fetch_failed(&name);
                 (Vec::new(), health.failed(Utc::now(), &format!("{err:#}")))
             }
         };

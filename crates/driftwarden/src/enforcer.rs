@@ -93,6 +93,7 @@ pub struct Enforcer {
     /// `None` without an audit source.
     join_wait: Option<std::time::Duration>,
     exemptions: Vec<Exemption>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Enforcer {
@@ -125,24 +126,44 @@ impl Enforcer {
             grace: Grace::default(),
             join_wait: config.join_wait(),
             exemptions,
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 
+    /// Counts reverts, revert wars and pauses in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// Takes the state the enforcer had before a stop from the ledger: the
-    /// breaker's pause, the reverts inside the flap window, and every drift
-    /// or unmanaged object under an acting policy that no final enforcement
-    /// answers, queued for the end of its grace (or now).
+    /// breaker's pause and the drifts it counted (a trip the stop kept from
+    /// being recorded is recorded now), the reverts inside the flap window,
+    /// and every drift or unmanaged object under an acting policy that no
+    /// final enforcement answers, queued for the end of its grace (or now).
     pub fn restore(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
         let e = *self.rails.config();
-        let horizon = now - e.breaker_pause.max(e.flap_window);
-        let mut pause: Option<(String, Option<DateTime<Utc>>)> = None;
+        let horizon = now - e.breaker_pause.max(e.flap_window).max(e.breaker_window);
+        // The ledger's own pause records win over a trip found again here.
+        let mut tripped = None;
         for record in self.ledger.since(horizon) {
             let record = record?;
             match record.body {
                 RecordBody::Control(model::Control::Paused { reason, until }) => {
-                    pause = Some((reason, until));
+                    tripped = None;
+                    self.rails.pause(reason, until);
                 }
-                RecordBody::Control(model::Control::Resumed { .. }) => pause = None,
+                RecordBody::Control(model::Control::Resumed { .. }) => {
+                    tripped = None;
+                    self.rails.resume();
+                }
+                RecordBody::Change { judgement, .. }
+                    if judgement.verdict.is_drift() && record.at >= now - e.breaker_window =>
+                {
+                    if let Some(trip) = self.rails.observe_drift(record.at) {
+                        tripped = Some(trip);
+                    }
+                }
                 RecordBody::Enforcement(Enforcement {
                     key,
                     outcome: Outcome::Reverted { .. },
@@ -151,9 +172,15 @@ impl Enforcer {
                 _ => {}
             }
         }
-        if let Some((reason, until)) = pause.filter(|(_, until)| until.is_none_or(|u| u > now)) {
-            tracing::warn!(%reason, ?until, "enforcement still paused");
-            self.rails.pause(reason, until);
+        if let Some(trip) = tripped.filter(|_| self.rails.is_paused(now)) {
+            tracing::warn!(
+                ?trip,
+                "circuit breaker tripped before the stop: enforcement paused"
+            );
+            self.ledger.append(vec![RecordBody::Control(trip)], &[])?;
+            self.ledger.flush()?;
+        } else if self.rails.is_paused(now) {
+            tracing::warn!("enforcement still paused");
         }
         let mut queued = 0;
         for entry in self.ledger.objects() {
@@ -263,9 +290,20 @@ impl Enforcer {
             for job in self.grace.pop_due(now) {
                 records.extend(self.act(job, now).await?);
             }
+            self.metrics.enforcement_paused(self.rails.is_paused(now));
             if !records.is_empty() {
+                let enforced: Vec<Enforcement> = records
+                    .iter()
+                    .filter_map(|record| match record {
+                        RecordBody::Enforcement(e) => Some(e.clone()),
+                        _ => None,
+                    })
+                    .collect();
                 self.ledger.append(records, &[])?;
                 self.ledger.flush_async().await?;
+                for enforcement in &enforced {
+                    self.metrics.enforced(enforcement);
+                }
             }
         }
     }
@@ -288,6 +326,7 @@ impl Enforcer {
             && let Some(control) = self.rails.observe_drift(now)
         {
             tracing::warn!(?control, "circuit breaker tripped: enforcement paused");
+            self.metrics.breaker_tripped();
             records.push(RecordBody::Control(control));
         }
         let key = &job.event.key;
@@ -426,6 +465,7 @@ impl Enforcer {
             Ok(None) => {}
             Ok(Some(war)) => {
                 tracing::error!(%key, writer = %war.user, reverts = war.reverts, "critical revert war");
+                self.metrics.flap_stop(false);
                 records.push(RecordBody::Control(model::Control::RevertWar {
                     key: key.clone(),
                     writer: war.user.clone(),
@@ -441,6 +481,9 @@ impl Enforcer {
                         .remove_where(|pending| pending.event.key == job.event.key);
                     self.grace.push(at, job);
                     return Ok(records);
+                }
+                if matches!(held, enforce::Held::RevertWar { .. }) {
+                    self.metrics.flap_stop(true);
                 }
                 let reason = held.to_string();
                 tracing::warn!(%key, %reason, "revert held");
@@ -474,6 +517,7 @@ impl Enforcer {
                 self.own_writes
                     .done(&job.event.uid, resource_version.clone());
                 self.rails.record_revert(key, now);
+                self.metrics.reverted(job.event.observed_at, Utc::now());
             }
             _ => self.own_writes.forget(&job.event.uid),
         }
@@ -597,4 +641,118 @@ fn sync_event(key: &ObjectKey, object: &serde_json::Value) -> ChangeEvent {
         Utc::now(),
         object.clone(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{Actor, ChangeKind, Control, DriftKind, Judgement};
+    use serde_json::json;
+
+    /// An enforcer over a fresh ledger whose breaker trips beyond two drifts
+    /// a minute, and the ledger.
+    fn opened(dir: &std::path::Path) -> (Enforcer, Arc<Ledger>) {
+        let path = dir.join("driftwarden.yaml");
+        let text = format!(
+            "version: 1\ncluster: {{name: prod}}\ndata_dir: {}\n\
+             sources: [{{name: apps, url: 'file:///srv/apps'}}]\n\
+             enforcement: {{breaker_limit: 2, breaker_window: 1m, breaker_pause: 10m}}\n",
+            dir.join("data").display()
+        );
+        let config = Config::parse(&path, &text).expect("config");
+        let ledger = Arc::new(Ledger::open(dir.join("ledger")).expect("ledger"));
+        let enforcer = Enforcer::new(
+            &config,
+            ledger.clone(),
+            None,
+            Desired::default(),
+            OwnWrites::default(),
+        )
+        .expect("enforcer");
+        (enforcer, ledger)
+    }
+
+    /// A drift of ConfigMap `name`.
+    fn drift(name: &str) -> RecordBody {
+        let event = ChangeEvent::new(
+            ObjectKey::new("prod", "", "ConfigMap", "team-a", name),
+            "v1",
+            format!("uid-{name}"),
+            "7",
+            ChangeKind::Modified,
+            Utc::now(),
+            json!({"metadata": {"name": name}, "data": {"level": "debug"}}),
+        );
+        RecordBody::Change {
+            event,
+            judgement: Judgement {
+                git_stale: false,
+                verdict: Verdict::Drift {
+                    drift: DriftKind::Modified {
+                        paths: vec!["data.level".parse().expect("path")],
+                    },
+                },
+                actor: Actor::Unknown {
+                    reason: "test".into(),
+                },
+                desired_commit: None,
+                diff: Vec::new(),
+            },
+        }
+    }
+
+    fn pauses(ledger: &Ledger) -> Vec<Control> {
+        ledger
+            .since(Utc::now() - chrono::Duration::hours(1))
+            .filter_map(|record| match record.expect("record").body {
+                RecordBody::Control(control @ Control::Paused { .. }) => Some(control),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_trip_the_stop_kept_from_being_recorded_is_recorded_on_restore() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut enforcer, ledger) = opened(dir.path());
+        // Three drifts judged, and the process gone before its pause.
+        ledger
+            .append(vec![drift("a"), drift("b"), drift("c")], &[])
+            .expect("append");
+        enforcer.restore(Utc::now()).expect("restore");
+        assert!(enforcer.rails.is_paused(Utc::now()));
+        let recorded = pauses(&ledger);
+        assert!(
+            matches!(recorded.as_slice(), [Control::Paused { reason, until: Some(_) }]
+                if reason.contains("3 drifts")),
+            "{recorded:?}"
+        );
+        // A second restart finds the pause recorded and adds none.
+        let (mut again, ledger) = {
+            drop(enforcer);
+            drop(ledger);
+            opened(dir.path())
+        };
+        again.restore(Utc::now()).expect("restore");
+        assert!(again.rails.is_paused(Utc::now()));
+        assert_eq!(pauses(&ledger).len(), 1);
+    }
+
+    #[test]
+    fn drifts_before_a_resume_do_not_trip_the_breaker_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut enforcer, ledger) = opened(dir.path());
+        ledger
+            .append(vec![drift("a"), drift("b"), drift("c")], &[])
+            .expect("append");
+        let resumed = Control::Resumed {
+            reason: "resumed by hand".into(),
+        };
+        ledger
+            .append(vec![RecordBody::Control(resumed), drift("d")], &[])
+            .expect("append");
+        enforcer.restore(Utc::now()).expect("restore");
+        assert!(!enforcer.rails.is_paused(Utc::now()));
+        assert!(pauses(&ledger).is_empty());
+    }
 }

@@ -127,7 +127,7 @@ fn write_diff(out: &mut String, judgement: &Judgement) {
 }
 
 /// What kind of departure an open drift is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftClass {
     /// A declared field differs from git HEAD (`from` is git's value).
@@ -140,7 +140,7 @@ pub enum DriftClass {
 }
 
 /// One open drift of one object, as `diff` shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OpenDrift {
     /// Which object.
     pub key: ObjectKey,

@@ -4,14 +4,18 @@
 //! config ──▶ watch ──▶ bus ──▶ correlate ──▶ ledger ──▶ enforce / notify / API
 //! ```
 
+pub mod api;
+pub mod checkpoints;
 pub mod cli;
 pub mod config;
 pub mod correlator;
 pub mod desired;
 pub mod enforcer;
+pub mod health;
 pub mod inspect;
 pub mod keys;
 pub mod kinds;
+pub mod metrics;
 pub mod rbac;
 pub mod replay;
 pub mod requests;

@@ -2,18 +2,26 @@
 //!
 //! ```text
 //! policies + watch.namespaces + watched kinds (resource, scope) ──▶ reads, writes
-//!   reads:  ClusterRole/ClusterRoleBinding `<sa>-read` (CRDs, cluster-scoped kinds,
+//!   reads:  ClusterRole/ClusterRoleBinding `<ns>:<sa>-read` (CRDs, cluster-scoped kinds,
 //!           namespaced kinds when every namespace is watched)
-//!           Role/RoleBinding `<sa>-read` per watched namespace otherwise
-//!   writes: Role/RoleBinding `<sa>-write` per namespace an enforce or sync rule covers
-//!           (ClusterRole/ClusterRoleBinding `<sa>-write` for cluster-wide rules)
+//!           Role/RoleBinding `<ns>:<sa>-read` per watched namespace otherwise
+//!   writes: Role/RoleBinding `<ns>:<sa>-write` per namespace an enforce or sync rule covers
+//!           (ClusterRole/ClusterRoleBinding `<ns>:<sa>-write` for cluster-wide rules)
+//! config ──for_config (git, discovery)──▶ Needs ──manifests──▶ what `check --rbac` prints
 //! ```
 //!
 //! Reads are `get`, `list` and `watch` on exactly the kinds Driftwarden
 //! watches; writes are `create` and `patch` (`delete` with `prune`) on the
 //! watched kinds an `enforce` or `sync: true` rule covers. Rules matching by
 //! labels get their kinds' write rights in their namespaces: RBAC cannot
-//! select by label. Pure: the caller resolves kinds and checks discovery.
+//! select by label. Writing roles needs `escalate` on them and writing
+//! bindings `bind` on roles (the apiserver's escalation check), so those
+//! come with the RBAC kinds an enforce or sync rule covers, and a comment
+//! says what they allow. Every name carries the ServiceAccount's namespace and
+//! name (`<ns>:<sa>`), so two installations never share a ClusterRole.
+//!
+//! [`manifests`] is pure: [`for_config`] resolves a config's kinds (git,
+//! the cluster's discovery) and checks discovery for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -42,8 +50,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct ServiceAccount {
     /// Its namespace.
     pub namespace: String,
-    /// Its name; also the prefix of the roles' names.
+    /// Its name.
     pub name: String,
+}
+
+impl ServiceAccount {
+    /// The name of its roles and bindings for `what` (`read`, `write`):
+    /// `<namespace>:<name>-<what>`, unique to this ServiceAccount in the
+    /// cluster (ClusterRoles are cluster-wide).
+    pub fn role_name(&self, what: &str) -> String {
+        format!("{}:{}-{what}", self.namespace, self.name)
+    }
 }
 
 impl Default for ServiceAccount {
@@ -217,8 +234,8 @@ pub fn manifests(needs: &Needs<'_>) -> Vec<Manifest> {
         }
     }
     let mut out = Vec::new();
-    let read_name = format!("{}-read", needs.subject.name);
-    let write_name = format!("{}-write", needs.subject.name);
+    let read_name = needs.subject.role_name("read");
+    let write_name = needs.subject.role_name("write");
     for (scope, grants) in &reads {
         let mut comments = vec![match scope {
             None => "Reads: the CRD watch, cluster-scoped kinds and (when every namespace is watched) the namespaced kinds Driftwarden watches.".to_owned(),
@@ -244,6 +261,9 @@ pub fn manifests(needs: &Needs<'_>) -> Vec<Manifest> {
             &needs.subject,
         ));
     }
+    for grants in writes.values_mut() {
+        grant_rbac_writes(grants);
+    }
     for (scope, grants) in &writes {
         let mut comments = vec![match scope {
             None => "Writes of cluster-wide enforce or sync rules.".to_owned(),
@@ -252,6 +272,12 @@ pub fn manifests(needs: &Needs<'_>) -> Vec<Manifest> {
             }
         }];
         comments.extend(kind_comments(needs, grants));
+        if grants
+            .values()
+            .any(|verbs| verbs.contains("escalate") || verbs.contains("bind"))
+        {
+            comments.push("Roles and bindings are enforced: the apiserver refuses to write one granting rights this ServiceAccount does not hold itself, unless it may `escalate` (roles) and `bind` (bindings). With those it can grant any right in this scope, itself included: enforce RBAC kinds only where you accept that.".to_owned());
+        }
         out.extend(role_and_binding(
             &write_name,
             scope.as_deref(),
@@ -290,6 +316,121 @@ pub fn list(manifests: &[Manifest]) -> Value {
     })
 }
 
+/// What `check --rbac` prints for a config: warnings, then the manifests.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Lines to print above the manifests, e.g. a git source that could
+    /// not be fetched (the kinds it declares may be missing).
+    pub warnings: Vec<String>,
+    /// The manifests.
+    pub manifests: Vec<Manifest>,
+}
+
+/// The least RBAC `config` needs, bound to `subject`: reads the sources
+/// (cloning them into `config.data_dir`) for the kinds git declares,
+/// resolves them and `watch.extra_kinds` with the cluster's discovery when
+/// `cluster.kubeconfig` answers (guessing otherwise), and asks the cluster
+/// whether discovery is open to `subject`.
+pub async fn for_config(
+    config: &crate::config::Config,
+    subject: ServiceAccount,
+) -> anyhow::Result<Resolved> {
+    let client = match crate::run::kube_client(config).await {
+        Ok(client) => Some(client),
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "no cluster: resources are guessed");
+            None
+        }
+    };
+    let cluster_scoped = crate::run::cluster_scoped_kinds(client.as_ref()).await;
+    let (desired, _, sources) = crate::desired::open_sources(config, None, &cluster_scoped).await?;
+    let mut warnings = Vec::new();
+    for (opened, source) in sources.iter().zip(&config.sources) {
+        if opened.failing.is_some() {
+            warnings.push(format!(
+                "WARNING: git source `{}` could not be fetched: the kinds it declares may be missing.",
+                source.name
+            ));
+            tracing::warn!(source = %source.name, "git source not fetched: the RBAC may miss kinds it declares");
+        }
+    }
+    let mut wanted: BTreeMap<(String, String), &str> = desired
+        .kinds()
+        .into_iter()
+        .map(|kind| (kind, "declared in git"))
+        .collect();
+    for kind in &config.watch.extra_kinds {
+        wanted
+            .entry((kind.api_version.clone(), kind.kind.clone()))
+            .or_insert("watch.extra_kinds");
+    }
+    let mut kinds = Vec::new();
+    for ((api_version, kind), why) in wanted {
+        let resolved = match &client {
+            Some(client) => watch::discovery::resolve(client, &api_version, &kind)
+                .await
+                .map_err(|err| tracing::warn!(%api_version, %kind, error = %err, "kind not served: resource guessed"))
+                .ok(),
+            None => None,
+        };
+        kinds.push(match resolved {
+            Some((resource, scope)) => WatchedKind {
+                api_version,
+                kind,
+                resource: resource.plural,
+                namespaced: scope == kube::discovery::Scope::Namespaced,
+                guessed: false,
+                why: why.to_owned(),
+            },
+            None => WatchedKind::guess(&api_version, &kind, why),
+        });
+    }
+    let discovery = match &client {
+        Some(client) => discovery_open(client, &subject).await,
+        None => Discovery::Unchecked,
+    };
+    let manifests = manifests(&Needs {
+        policies: &config.policies,
+        namespaces: &config.watch.namespaces,
+        kinds,
+        discovery,
+        subject,
+    });
+    Ok(Resolved {
+        warnings,
+        manifests,
+    })
+}
+
+/// Whether `subject` may read `/apis` without a rule of its own: a
+/// SubjectAccessReview for it with no grants but the built-in ones.
+async fn discovery_open(client: &kube::Client, subject: &ServiceAccount) -> Discovery {
+    let gvk = kube::api::GroupVersionKind::gvk("authorization.k8s.io", "v1", "SubjectAccessReview");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "subjectaccessreviews");
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
+    let review = kube::api::DynamicObject::new("", &resource).data(json!({
+        "spec": {
+            "user": format!("system:serviceaccount:{}:{}", subject.namespace, subject.name),
+            "groups": [
+                "system:serviceaccounts",
+                format!("system:serviceaccounts:{}", subject.namespace),
+                "system:authenticated",
+            ],
+            "nonResourceAttributes": {"path": "/apis", "verb": "get"},
+        }
+    }));
+    match api.create(&Default::default(), &review).await {
+        Ok(answer) if answer.data.pointer("/status/allowed") == Some(&Value::Bool(true)) => {
+            Discovery::Open
+        }
+        Ok(_) => Discovery::Closed,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot ask whether discovery is open");
+            Discovery::Unchecked
+        }
+    }
+}
+
 /// The lower-case plural of a kind, as most APIs name their resource.
 pub fn plural(kind: &str) -> String {
     let lower = kind.to_lowercase();
@@ -322,7 +463,39 @@ fn grant(scoped: &mut Scoped, scope: Option<&str>, group: &str, resource: &str, 
 }
 
 /// Every verb this module grants, in the order rules list them.
-const VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+const VERBS: &[&str] = &[
+    "get", "list", "watch", "create", "patch", "delete", "escalate", "bind",
+];
+
+/// The API group of RBAC's own kinds.
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// Writing RBAC's own kinds: a role that grants more than the writer holds
+/// needs `escalate` on its kind, a binding needs `bind` on the roles it
+/// may reference; without them the apiserver refuses the write.
+fn grant_rbac_writes(grants: &mut Grants) {
+    let mut binds = false;
+    for ((group, resource), verbs) in grants.iter_mut() {
+        if group != RBAC_GROUP {
+            continue;
+        }
+        match resource.as_str() {
+            "roles" | "clusterroles" => {
+                verbs.insert("escalate");
+            }
+            "rolebindings" | "clusterrolebindings" => binds = true,
+            _ => {}
+        }
+    }
+    if binds {
+        for resource in ["roles", "clusterroles"] {
+            grants
+                .entry((RBAC_GROUP.to_owned(), resource.to_owned()))
+                .or_default()
+                .insert("bind");
+        }
+    }
+}
 
 /// Where `policy` writes objects of a kind: each namespace it covers (of
 /// those watched), or cluster-wide (`None`).
@@ -561,17 +734,17 @@ mod tests {
                 (
                     "ClusterRole".into(),
                     String::new(),
-                    "driftwarden-read".into()
+                    "driftwarden:driftwarden-read".into()
                 ),
                 (
                     "ClusterRoleBinding".into(),
                     String::new(),
-                    "driftwarden-read".into()
+                    "driftwarden:driftwarden-read".into()
                 ),
             ]
         );
         assert_eq!(
-            granted(&out, "ClusterRole", "", "driftwarden-read"),
+            granted(&out, "ClusterRole", "", "driftwarden:driftwarden-read"),
             [
                 triple("", "configmaps", "get,list,watch"),
                 triple(
@@ -589,7 +762,7 @@ mod tests {
         );
         let binding = &out[1].object;
         assert_eq!(binding["subjects"][0]["namespace"], "driftwarden");
-        assert_eq!(binding["roleRef"]["name"], "driftwarden-read");
+        assert_eq!(binding["roleRef"]["name"], "driftwarden:driftwarden-read");
     }
 
     #[test]
@@ -598,7 +771,7 @@ mod tests {
         let namespaces = ["team-a".to_owned(), "team-b".to_owned()];
         let out = manifests(&needs(&policies, &namespaces));
         assert_eq!(
-            granted(&out, "ClusterRole", "", "driftwarden-read"),
+            granted(&out, "ClusterRole", "", "driftwarden:driftwarden-read"),
             [
                 triple(
                     "apiextensions.k8s.io",
@@ -614,7 +787,7 @@ mod tests {
         );
         for namespace in ["team-a", "team-b"] {
             assert_eq!(
-                granted(&out, "Role", namespace, "driftwarden-read"),
+                granted(&out, "Role", namespace, "driftwarden:driftwarden-read"),
                 [
                     triple("", "configmaps", "get,list,watch"),
                     triple("apps", "deployments", "get,list,watch"),
@@ -624,7 +797,7 @@ mod tests {
         assert!(
             shape(&out)
                 .iter()
-                .all(|(_, _, name)| name == "driftwarden-read")
+                .all(|(_, _, name)| name == "driftwarden:driftwarden-read")
         );
     }
 
@@ -645,11 +818,11 @@ mod tests {
         ];
         let out = manifests(&needs(&policies, &namespaces));
         assert_eq!(
-            granted(&out, "Role", "team-a", "driftwarden-write"),
+            granted(&out, "Role", "team-a", "driftwarden:driftwarden-write"),
             [triple("", "configmaps", "create,patch")]
         );
         assert_eq!(
-            granted(&out, "Role", "team-b", "driftwarden-write"),
+            granted(&out, "Role", "team-b", "driftwarden:driftwarden-write"),
             [
                 triple("", "configmaps", "create,patch,delete"),
                 triple("apps", "deployments", "create,patch,delete"),
@@ -668,18 +841,81 @@ mod tests {
         let policies = [policy("{name: all, mode: enforce}")];
         let out = manifests(&needs(&policies, &[]));
         assert_eq!(
-            granted(&out, "ClusterRole", "", "driftwarden-write"),
+            granted(&out, "ClusterRole", "", "driftwarden:driftwarden-write"),
             [
                 triple("", "configmaps", "create,patch"),
                 triple("apps", "deployments", "create,patch"),
-                triple("rbac.authorization.k8s.io", "clusterroles", "create,patch"),
+                triple(
+                    "rbac.authorization.k8s.io",
+                    "clusterroles",
+                    "create,patch,escalate"
+                ),
             ]
         );
         assert!(shape(&out).contains(&(
             "ClusterRoleBinding".into(),
             String::new(),
-            "driftwarden-write".into()
+            "driftwarden:driftwarden-write".into()
         )));
+    }
+
+    #[test]
+    fn enforced_roles_may_escalate_and_enforced_bindings_may_bind_and_the_comment_says_so() {
+        let policies = [
+            policy("{name: default, mode: audit}"),
+            policy("{name: a, mode: enforce, match: {namespaces: [team-a]}}"),
+        ];
+        let namespaces = ["team-a".to_owned(), "team-b".to_owned()];
+        let mut needs = needs(&policies, &namespaces);
+        needs.kinds = vec![
+            kind("rbac.authorization.k8s.io/v1", "Role", "roles", true),
+            kind(
+                "rbac.authorization.k8s.io/v1",
+                "RoleBinding",
+                "rolebindings",
+                true,
+            ),
+            kind("v1", "ConfigMap", "configmaps", true),
+        ];
+        let out = manifests(&needs);
+        assert_eq!(
+            granted(&out, "Role", "team-a", "driftwarden:driftwarden-write"),
+            [
+                triple("", "configmaps", "create,patch"),
+                triple("rbac.authorization.k8s.io", "clusterroles", "bind"),
+                triple("rbac.authorization.k8s.io", "rolebindings", "create,patch"),
+                triple(
+                    "rbac.authorization.k8s.io",
+                    "roles",
+                    "create,patch,escalate,bind"
+                ),
+            ]
+        );
+        let comments = out
+            .iter()
+            .find(|m| {
+                m.object["kind"] == "Role"
+                    && m.object["metadata"]["namespace"] == "team-a"
+                    && m.object["metadata"]["name"] == "driftwarden:driftwarden-write"
+            })
+            .map(|m| m.comments.join("\n"))
+            .unwrap_or_default();
+        assert!(comments.contains("`escalate`"), "{comments}");
+        // Reads never escalate, and nothing is written where nothing enforces.
+        assert!(
+            granted(&out, "Role", "team-b", "driftwarden:driftwarden-read")
+                .iter()
+                .all(|(_, _, verbs)| verbs == "get,list,watch")
+        );
+        assert!(granted(&out, "Role", "team-b", "driftwarden:driftwarden-write").is_empty());
+
+        // Without RBAC kinds among the enforced ones, neither verb.
+        needs.kinds.retain(|k| k.group().is_empty());
+        let plain = yaml(&manifests(&needs)).expect("yaml");
+        assert!(
+            !plain.contains("escalate") && !plain.contains("- bind"),
+            "{plain}"
+        );
     }
 
     #[test]
@@ -696,7 +932,7 @@ mod tests {
         });
         let out = manifests(&with_secrets);
         assert!(
-            granted(&out, "Role", "team-a", "driftwarden-read").contains(&triple(
+            granted(&out, "Role", "team-a", "driftwarden:driftwarden-read").contains(&triple(
                 "",
                 "secrets",
                 "get,list,watch"
@@ -757,6 +993,29 @@ mod tests {
         }
         assert!(!WatchedKind::guess("v1", "Namespace", "").namespaced);
         assert!(WatchedKind::guess("v1", "Secret", "").namespaced);
+    }
+
+    #[test]
+    fn names_carry_the_service_accounts_namespace_so_installations_never_share_a_cluster_role() {
+        let policies = [policy("{name: all, mode: enforce}")];
+        let names = |subject: &str| -> BTreeSet<(String, String, String)> {
+            let mut needs = needs(&policies, &[]);
+            needs.subject = subject.parse().expect("a service account");
+            shape(&manifests(&needs)).into_iter().collect()
+        };
+        let ops = names("ops:driftwarden");
+        let staging = names("staging:driftwarden");
+        assert!(ops.iter().all(|(kind, _, name)| kind.starts_with("Cluster")
+            && (name == "ops:driftwarden-read" || name == "ops:driftwarden-write")));
+        assert!(ops.is_disjoint(&staging), "{ops:?} {staging:?}");
+        let binding = manifests(&needs(&policies, &[]))
+            .into_iter()
+            .find(|m| m.object["kind"] == "ClusterRoleBinding")
+            .expect("a binding");
+        assert_eq!(
+            binding.object["roleRef"]["name"],
+            binding.object["metadata"]["name"]
+        );
     }
 
     #[test]

@@ -8,19 +8,22 @@
 //! ```
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use bus::{Consumer, Message, Publisher, Sent};
 use futures::{StreamExt as _, TryStreamExt as _};
 use ledger::{CheckpointKey, CheckpointStatus, Ledger, checkpoint};
-use tokio::sync::{Notify, mpsc, watch as latest};
+use tokio::sync::{Notify, mpsc, oneshot, watch as latest};
 use tokio::task::JoinSet;
 
+use crate::api::ApiState;
 use crate::config::{Bus, Config, Mode};
 use crate::correlator::Correlator;
 use crate::desired::{self, Desired};
 use crate::enforcer::Enforcer;
+use crate::health::Health;
 use crate::kinds;
 use enforce::OwnWrites;
 
@@ -34,6 +37,9 @@ pub enum Role {
     /// Only the correlator, consuming from Kafka and writing the ledger.
     Correlate,
 }
+
+/// Requests (exemptions, resumes) waiting for the correlator.
+const REQUESTS: usize = 64;
 
 /// How many publishes may be in flight at once; order per key is kept.
 const IN_FLIGHT: usize = 256;
@@ -58,6 +64,13 @@ pub struct Running {
     pub fetch_now: Arc<Notify>,
     /// The audit webhook server, when configured (watch roles).
     pub audit_webhook: Option<watch::RunningWebhook>,
+    /// Where the API listens, when configured.
+    pub api_addr: Option<std::net::SocketAddr>,
+    /// Readiness of every part.
+    pub health: Health,
+    /// The process's metrics.
+    pub metrics: crate::metrics::Metrics,
+    ledger_thread: Option<LedgerThread>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
@@ -76,6 +89,60 @@ impl Running {
             webhook.shutdown().await;
         }
         self.tasks.shutdown().await;
+        if let Some(thread) = self.ledger_thread.take() {
+            thread.stop().await;
+        }
+    }
+}
+
+/// The thread that owns the ledger's readers and writers. The correlator and
+/// the enforcer read and append sled records, which waits on the disk; they
+/// run here, on a runtime of their own, so no worker of the main runtime
+/// (watchers, audit webhook, git fetches) ever waits on the ledger.
+#[derive(Debug)]
+struct LedgerThread {
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LedgerThread {
+    /// Runs `work` on a new ledger thread; the future returned ends with
+    /// `work`'s result. Dropping the thread's handle stops `work`.
+    fn spawn(
+        work: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> anyhow::Result<(Self, impl Future<Output = anyhow::Result<()>>)> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("driftwarden-ledger".into())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the ledger thread's runtime")
+                    .and_then(|runtime| {
+                        runtime.block_on(async {
+                            tokio::select! {
+                                result = work => result,
+                                // Asked to stop, or the handle was dropped.
+                                _ = stopped => Ok(()),
+                            }
+                        })
+                    });
+                let _ = done_tx.send(result);
+            })
+            .context("cannot start the ledger thread")?;
+        let done = async move { done.await.context("the ledger thread panicked")? };
+        Ok((Self { stop, thread }, done))
+    }
+
+    /// Stops the work and waits until the thread has let go of the ledger.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        if let Ok(Err(panic)) = tokio::task::spawn_blocking(move || thread.join()).await {
+            tracing::error!(?panic, "the ledger thread panicked");
+        }
     }
 }
 
@@ -84,24 +151,59 @@ impl Running {
 /// records lost or altered are never written over in silence.
 pub fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
     let ledger = open_ledger_unchecked(config)?;
-    let Some((checkpoint, _)) = last_checkpoint(config)? else {
-        return Ok(ledger);
-    };
+    if let Some((checkpoint, _)) = last_checkpoint(config)? {
+        refuse_unless_matching(config, &ledger, &checkpoint, "its last checkpoint")?;
+    }
+    Ok(ledger)
+}
+
+/// Refuses `ledger` when its chain is shorter than, or differs from,
+/// `checkpoint` (`what` names where that was found).
+fn refuse_unless_matching(
+    config: &Config,
+    ledger: &Ledger,
+    checkpoint: &ledger::Checkpoint,
+    what: &str,
+) -> anyhow::Result<()> {
     let path = config.data_dir.join("ledger");
-    match ledger.check_against_checkpoint(&checkpoint)? {
-        CheckpointStatus::Matches => Ok(ledger),
+    match ledger.check_against_checkpoint(checkpoint)? {
+        CheckpointStatus::Matches => Ok(()),
         status @ CheckpointStatus::Behind { .. } => bail!(
-            "the ledger in {} is shorter than its last checkpoint: {status}. Run `driftwarden \
+            "the ledger in {} is shorter than {what}: {status}. Run `driftwarden \
              verify` to see what else is damaged; restore the ledger from a backup, or start \
              with `driftwarden run --accept-truncation` to record the loss and go on",
             path.display()
         ),
         status => bail!(
-            "the ledger in {} does not match its last checkpoint: {status}. Someone rewrote it, \
+            "the ledger in {} does not match {what}: {status}. Someone rewrote it, \
              or it was replaced: run `driftwarden verify`, and restore the ledger from a backup",
             path.display()
         ),
     }
+}
+
+/// On a Kafka bus, checks `ledger` against the last checkpoint on the
+/// checkpoint topic too: a ledger cut back together with the file beside
+/// it is still refused.
+async fn check_against_kafka(config: &Config, ledger: &Ledger) -> anyhow::Result<()> {
+    if config.bus.kafka_config().is_none() {
+        return Ok(());
+    }
+    let chosen = crate::checkpoints::for_verify(config, None).await?;
+    if chosen.kafka_tampered {
+        bail!("{}", chosen.text().trim());
+    }
+    let Some(found) = chosen.found else {
+        return Ok(());
+    };
+    let trusted = checkpoint::trusted_key(&config.data_dir.join(checkpoint::KEY_FILE))?;
+    found.checkpoint.verify(trusted.as_ref()).with_context(|| {
+        format!(
+            "the checkpoint in {} is not valid: someone altered it",
+            found.source
+        )
+    })?;
+    refuse_unless_matching(config, ledger, &found.checkpoint, &found.source.to_string())
 }
 
 /// Opens the ledger as it is, for `verify` to report on. A ledger another
@@ -171,11 +273,21 @@ pub fn checkpointer(config: &Config, ledger: &Ledger) -> anyhow::Result<ledger::
 /// --accept-truncation`): records a `control` record naming them and signs
 /// a fresh checkpoint. Says what was accepted; nothing when the ledger
 /// holds everything its checkpoint names.
-pub fn accept_truncation(config: &Config) -> anyhow::Result<Option<String>> {
+pub async fn accept_truncation(config: &Config) -> anyhow::Result<Option<String>> {
+    // The newer of the file's and, on Kafka, the topic's last checkpoint.
+    let chosen = crate::checkpoints::for_verify(config, None).await?;
     let ledger = open_ledger_unchecked(config)?;
-    let Some((checkpoint, _)) = last_checkpoint(config)? else {
+    let Some(found) = chosen.found else {
         return Ok(None);
     };
+    let trusted = checkpoint::trusted_key(&config.data_dir.join(checkpoint::KEY_FILE))?;
+    found.checkpoint.verify(trusted.as_ref()).with_context(|| {
+        format!(
+            "the checkpoint in {} is not valid: someone altered it",
+            found.source
+        )
+    })?;
+    let checkpoint = found.checkpoint;
     match ledger.check_against_checkpoint(&checkpoint)? {
         CheckpointStatus::Matches => Ok(None),
         CheckpointStatus::Behind { .. } => {
@@ -224,21 +336,40 @@ pub async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
 
 /// Starts the roles `role` of `config` in the background.
 pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&config.data_dir)
+    // The ledger, keys and socket are the process's alone.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let health = Health::default();
+    let metrics = crate::metrics::Metrics::new(&config);
     let (publisher, consumer) = connect_bus(&config, role).await?;
     let mut tasks = JoinSet::new();
     let fetch_now = Arc::new(Notify::new());
     let digest_key = crate::keys::digest_key(&config)?;
 
     let ledger = match consumer {
-        Some(_) => Some(Arc::new(open_ledger(&config)?)),
+        Some(_) => {
+            let ledger = open_ledger(&config)?;
+            check_against_kafka(&config, &ledger).await?;
+            Some(Arc::new(ledger))
+        }
         None => None,
     };
-    // Signed checkpoints of the chain head beside the ledger: every
-    // DEFAULT_INTERVAL, and once more when the ledger closes.
     if let Some(opened) = &ledger {
-        opened.start_checkpoints(checkpointer(&config, opened)?, checkpoint::DEFAULT_INTERVAL)?;
+        health.set("ledger", true, format!("open, {} records", opened.len()));
+        metrics.watch_ledger(opened.clone(), config.data_dir.join("ledger"));
+    }
+    // Signed checkpoints of the chain head beside the ledger: every
+    // DEFAULT_INTERVAL, and once more when the ledger closes; on Kafka,
+    // each is also published to the checkpoint topic, off the host.
+    if let Some(opened) = &ledger {
+        let mut checkpoints = checkpointer(&config, opened)?;
+        if let Some(publish) = crate::checkpoints::publisher(&config).await? {
+            checkpoints = checkpoints.on_checkpoint(publish);
+        }
+        opened.start_checkpoints(checkpoints, checkpoint::DEFAULT_INTERVAL)?;
     }
     // The cluster's own view of which kinds are cluster-scoped keys git's
     // manifests; CRD changes refresh it. A correlator without cluster
@@ -280,19 +411,22 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
     let (kinds_tx, kinds_rx) = latest::channel(watched_kinds(&config, &desired));
     let (git_tx, mut git_rx) = mpsc::channel(16);
     for (i, git) in sources.into_iter().enumerate() {
-        let source = &config.sources[i];
+        let source = config.sources[i].clone();
         tasks.spawn(desired::fetch_loop(
             i,
             git,
-            source.interval,
-            source.max_staleness,
+            source,
             fetch_now.clone(),
             scopes(),
             git_tx.clone(),
+            health.clone(),
+            metrics.clone(),
         ));
     }
 
     let mut known = Vec::new();
+    let mut ledger_thread = None;
+    let mut api_addr = None;
     if let (Some(consumer), Some(opened)) = (consumer, ledger.clone()) {
         known = known_objects(&opened)?;
         let executor = client
@@ -306,18 +440,54 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             executor,
             desired.clone(),
             own_writes.clone(),
-        )?;
+        )?
+        .with_metrics(metrics.clone());
         let (enforce_tx, enforce_rx) = mpsc::channel(64);
-        tasks.spawn(enforcer.run(enforce_rx));
+        let (requests_tx, requests_rx) = mpsc::channel(REQUESTS);
+        let (desired_tx, desired_rx) = latest::channel(desired.clone());
         let mut correlator = Correlator::new(&config, opened.clone(), desired)?
-            .with_enforcer(enforce_tx, own_writes);
-        for update in initial {
-            correlator.on_git(update).await?;
+            .with_enforcer(enforce_tx, own_writes)
+            .with_requests(requests_rx)
+            .with_health(health.clone())
+            .with_metrics(metrics.clone());
+        let state = ApiState {
+            ledger: opened.clone(),
+            desired: desired_rx,
+            requests: requests_tx,
+            health: health.clone(),
+            digest_key: digest_key.clone(),
+            config: Arc::new(config.clone()),
+            tokens: crate::api::Tokens::load(&config)?,
+            verified: Default::default(),
+            metrics: metrics.clone(),
+        };
+        let (router, _) = crate::api::router(state);
+        if let Some(api) = &config.api {
+            let local =
+                crate::api::serve::tcp(router.clone(), api.listen, api.tls.as_ref(), &mut tasks)
+                    .await?;
+            tracing::info!(listen = %local, tls = api.tls.is_some(), "API listening");
+            api_addr = Some(local);
         }
+        // The command line reaches the process on its socket, token or not.
+        crate::api::serve::unix(router, &crate::api::socket_path(&config), &mut tasks)?;
         let kinds_config = config.clone();
-        tasks.spawn(correlator.run(consumer, git_rx, move |desired: &Desired| {
-            kinds_tx.send_replace(watched_kinds(&kinds_config, desired));
-        }));
+        let (thread, done) = LedgerThread::spawn(async move {
+            let on_desired = move |desired: &Desired| {
+                kinds_tx.send_replace(watched_kinds(&kinds_config, desired));
+                desired_tx.send_replace(desired.clone());
+            };
+            let correlating = async move {
+                for update in initial {
+                    correlator.on_git(update).await?;
+                }
+                on_desired(correlator.desired());
+                correlator.run(consumer, git_rx, on_desired).await
+            };
+            tokio::try_join!(enforcer.run(enforce_rx), correlating).map(|_| ())
+        })?;
+        tasks.spawn(done);
+        ledger_thread = Some(thread);
     } else {
         // The watch role follows new commits for the kinds they declare.
         let mut desired = desired;
@@ -342,7 +512,11 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("cannot serve the audit webhook on {}", webhook.listen))?;
             tracing::info!(listen = %running.local_addr(), "audit webhook listening");
-            tasks.spawn(publish_audits(records_rx, publisher.clone()));
+            tasks.spawn(publish_audits(
+                records_rx,
+                publisher.clone(),
+                metrics.clone(),
+            ));
             audit_webhook = Some(running);
         }
         let (Some(client), Some(crds)) = (client, crds) else {
@@ -358,14 +532,22 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             .record_derived(config.watch.record_derived);
         base.namespaces = config.watch.namespaces.clone();
         base.label_selector = config.watch.label_selector.clone();
+        let watchers = Watchers {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        };
         tasks.spawn(watch_loop(
-            base, client, publisher, kinds_rx, known, crds, published,
+            base, client, publisher, kinds_rx, known, crds, published, watchers,
         ));
     }
     Ok(Running {
         ledger,
         fetch_now,
         audit_webhook,
+        api_addr,
+        health,
+        metrics,
+        ledger_thread,
         tasks,
     })
 }
@@ -497,6 +679,8 @@ fn known_objects(ledger: &Ledger) -> anyhow::Result<Vec<watch::KnownObject>> {
 /// ledger passes `published` instead, the file of what it published, which
 /// is then read for `known` and kept up to date (saved every
 /// [`KNOWN_SAVE_INTERVAL`] when it changed, and on stopping).
+// Each part is a separate concern the caller wires; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn watch_loop(
     base: watch::WatchSpec,
     client: kube::Client,
@@ -505,7 +689,10 @@ async fn watch_loop(
     known: Vec<watch::KnownObject>,
     crds: watch::CrdChanges,
     published: Option<watch::KnownFile>,
+    reports: Watchers,
 ) -> anyhow::Result<()> {
+    let base = base.on_state(reports.hook());
+    reports.set(reports.metrics.watching([]));
     let mut watching = BTreeSet::new();
     let mut watchers = JoinSet::new();
     let known = match &published {
@@ -530,6 +717,11 @@ async fn watch_loop(
         let new: Vec<_> = wanted.difference(&watching).cloned().collect();
         if !new.is_empty() {
             tracing::info!(kinds = ?new, "watching");
+            reports.set(
+                reports
+                    .metrics
+                    .watching(new.iter().map(|(_, kind)| kind.as_str())),
+            );
             // Every spec gets every known object; each watcher keeps those
             // of its kind and namespace.
             let mut spec = base.clone().known(known.iter().cloned());
@@ -540,6 +732,7 @@ async fn watch_loop(
                 crds.clone(),
                 publisher.clone(),
                 published.clone(),
+                reports.metrics.clone(),
             ));
             watching.extend(new);
         }
@@ -568,6 +761,7 @@ async fn publish_changes(
     crds: watch::CrdChanges,
     publisher: Publisher,
     published: Option<watch::KnownFile>,
+    metrics: crate::metrics::Metrics,
 ) -> anyhow::Result<()> {
     watch::watch_with_crds(client, spec, crds)
         .filter_map(|item| async move {
@@ -608,18 +802,42 @@ async fn publish_changes(
             async { Ok(()) }
         })
         .await
+        .inspect_err(|_| metrics.bus_error("publish"))
         .context("cannot publish to the bus")
+}
+
+/// Where the watchers report their state: the readiness part `watchers`
+/// (ready once every kind's first listing is done, not while a watcher
+/// fails) and the metrics.
+#[derive(Debug, Clone)]
+struct Watchers {
+    health: Health,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Watchers {
+    fn set(&self, (ready, detail): (bool, String)) {
+        self.health.set("watchers", ready, detail);
+    }
+
+    /// The hook the watchers call when their state changes.
+    fn hook(&self) -> watch::StateHook {
+        let reports = self.clone();
+        watch::StateHook::new(move |status| reports.set(reports.metrics.watcher_status(&status)))
+    }
 }
 
 /// Publishes every audit record the webhook receives, in order.
 async fn publish_audits(
     mut records: mpsc::Receiver<model::AuditRecord>,
     publisher: Publisher,
+    metrics: crate::metrics::Metrics,
 ) -> anyhow::Result<()> {
     while let Some(record) = records.recv().await {
         publisher
             .publish(&Message::Audit(record))
             .await
+            .inspect_err(|_| metrics.bus_error("publish"))
             .context("cannot publish an audit record to the bus")?;
     }
     Ok(())

@@ -33,6 +33,7 @@ async fn every_shipped_driftwarden_config_passes_check() {
     for path in configs {
         let cli = Cli {
             output: Output::Human,
+            remote: Default::default(),
             command: Command::Check {
                 config: path.clone(),
                 object: None,

@@ -208,8 +208,8 @@ fn verify_reports_a_ledger_it_cannot_open_as_damaged_with_its_checkpoint() {
     assert!(!stderr.contains("another driftwarden"), "{}", text(&output));
 }
 
-#[test]
-fn a_ledger_shorter_than_its_checkpoint_is_refused_until_the_loss_is_accepted() {
+#[tokio::test]
+async fn a_ledger_shorter_than_its_checkpoint_is_refused_until_the_loss_is_accepted() {
     let setup = Setup::new();
     setup.restore_older_copy();
     let err = driftwarden::run::open_ledger(&setup.config).expect_err("refused");
@@ -221,6 +221,7 @@ fn a_ledger_shorter_than_its_checkpoint_is_refused_until_the_loss_is_accepted() 
     assert!(message.contains("--accept-truncation"), "{message}");
 
     let accepted = driftwarden::run::accept_truncation(&setup.config)
+        .await
         .expect("accepts")
         .expect("a loss to accept");
     assert!(

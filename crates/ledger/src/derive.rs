@@ -153,7 +153,9 @@ pub(crate) fn derive<E>(
         | RecordBody::Attribution(Attribution { key, .. }) => {
             derived.by_object = Some(object_key(&key.index_bytes(), seq));
         }
-        RecordBody::Exemption(_) => derived.meta = Some(exemption_key(seq)),
+        RecordBody::Exemption(_) | RecordBody::Revocation(_) => {
+            derived.meta = Some(exemption_key(seq));
+        }
         RecordBody::GitSync(sync) => derived.meta = Some(git_sync_key(&sync.source, seq)),
         // Git errors, rewrites and fetches, controls, refusals and any
         // later kind of record are in no derived tree.

@@ -251,6 +251,23 @@ impl Ledger {
             .collect()
     }
 
+    /// Records from sequence number `from` on, oldest first, read lazily.
+    pub fn from_seq(&self, from: u64) -> impl Iterator<Item = Result<LedgerRecord>> + use<> {
+        self.trees
+            .records
+            .range(seq_key(from.max(1))..)
+            .map(|entry| {
+                let (key, value) = entry.map_err(Error::storage("reading a record"))?;
+                let seq = trailing_seq(&key).ok_or_else(|| {
+                    Error::corrupt("records", 0, "a key that is not a sequence number")
+                })?;
+                let sealed = decode_sealed(&value)
+                    .map_err(|reason| Error::corrupt("records", seq, reason))?;
+                serde_json::from_slice(sealed.bytes)
+                    .map_err(|err| Error::corrupt("records", seq, err))
+            })
+    }
+
     /// Records written at or after `from`, oldest first, read lazily.
     pub fn since(&self, from: DateTime<Utc>) -> impl Iterator<Item = Result<LedgerRecord>> + use<> {
         let records = self.trees.records.clone();
@@ -346,17 +363,31 @@ impl Ledger {
             })
     }
 
-    /// Exemptions recorded and not yet expired, oldest first.
+    /// Exemptions recorded and neither expired nor revoked, oldest first.
     pub fn exemptions(&self) -> Result<Vec<model::Exemption>> {
+        Ok(self
+            .exemption_records()?
+            .into_iter()
+            .map(|(_, exemption)| exemption)
+            .collect())
+    }
+
+    /// [`Ledger::exemptions`], each with the sequence number of its record
+    /// (what a revocation names).
+    pub fn exemption_records(&self) -> Result<Vec<(u64, model::Exemption)>> {
         let now = Utc::now();
-        let mut out = Vec::new();
+        let mut out: Vec<(u64, model::Exemption)> = Vec::new();
         for entry in self.trees.meta.scan_prefix(EXEMPTION_PREFIX) {
             let (key, _) = entry.map_err(Error::storage("reading the exemption index"))?;
             let record = indexed_record(&self.trees.records, "meta", &key)?;
-            if let RecordBody::Exemption(exemption) = record.body
-                && exemption.until > now
-            {
-                out.push(exemption);
+            match record.body {
+                RecordBody::Exemption(exemption) if exemption.until > now => {
+                    out.push((record.seq, exemption));
+                }
+                RecordBody::Revocation(revocation) => {
+                    out.retain(|(seq, _)| *seq != revocation.exemption);
+                }
+                _ => {}
             }
         }
         Ok(out)

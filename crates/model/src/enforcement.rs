@@ -212,6 +212,17 @@ impl Exemption {
     }
 }
 
+/// An exemption ended before its time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The ledger record of the exemption revoked.
+    pub exemption: u64,
+    /// Why.
+    pub reason: String,
+    /// Who revoked it.
+    pub revoked_by: String,
+}
+
 /// Enforcement paused or resumed cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

@@ -26,7 +26,7 @@ pub use change::{ChangeEvent, ChangeKind, ManagedField, Truncation};
 pub use desired::{Commit, DesiredEntry, DesiredHistory};
 pub use enforcement::{
     Amendment, Attribution, Control, Enforcement, Exemption, ExemptionScope, Mode, Outcome,
-    RevertAction,
+    RevertAction, Revocation,
 };
 pub use key::{KeyError, ObjectKey};
 pub use path::{FieldPath, PathError, Segment};

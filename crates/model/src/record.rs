@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     Amendment, Attribution, AuditRecord, ChangeEvent, Commit, Control, Enforcement, Exemption,
-    Judgement, SCHEMA,
+    Judgement, Revocation, SCHEMA,
 };
 
 /// Desired state moved to a new commit.
@@ -138,6 +138,8 @@ pub enum RecordBody {
     Amendment(Amendment),
     /// A break-glass exemption was granted.
     Exemption(Exemption),
+    /// An exemption was revoked before it expired.
+    Revocation(Revocation),
     /// Enforcement was paused or resumed.
     Control(Control),
     /// The actor of an earlier change, learnt later.

@@ -21,6 +21,8 @@
 //!   dropped and controller-owned objects skipped unless recorded. A kind
 //!   that does not resolve yet (its CRD is missing) is retried with backoff
 //!   and at once when a CRD changes; failing watchers back off the same way.
+//!   [`WatchSpec::on_state`] is told when a watcher resolves, lists, syncs
+//!   or fails ([`WatcherStatus`]), for metrics and readiness.
 //! - [`watch_crds`] counts the cluster's CRD changes into a [`CrdChanges`]
 //!   receiver; [`watch_with_crds`] shares one such watch between watches, and
 //!   other parts can hold a receiver too.
@@ -62,5 +64,7 @@ pub use server::{
     RunningWebhook, TlsFiles, WebhookAuth, WebhookCounters, WebhookFile, WebhookServer,
     serve_audit_webhook,
 };
-pub use watcher::{KnownObject, WatchSpec, watch, watch_with_crds};
+pub use watcher::{
+    KnownObject, StateHook, WatchSpec, WatcherState, WatcherStatus, watch, watch_with_crds,
+};
 pub use webhook::audit_router;

@@ -149,7 +149,74 @@ pub struct WatchSpec {
     /// Objects known from before this watch (the ledger's latest state), so
     /// that ones deleted while nobody watched are reported as `Deleted`.
     pub known: Vec<KnownObject>,
+    /// Told whenever a watcher's state changes (for metrics and readiness).
+    pub on_state: Option<StateHook>,
 }
+
+/// What one watcher is doing, as told to [`WatchSpec::on_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatcherState {
+    /// The kind does not resolve (its CRD is missing, or its `apiVersion`
+    /// is malformed); retried with backoff and whenever a CRD changes.
+    Unresolved {
+        /// Why, for people (never for a metric label).
+        error: String,
+    },
+    /// Listing the collection: at start, or again after `410 Gone` or a
+    /// failure.
+    Listing,
+    /// Listed; following changes.
+    Synced,
+    /// Failing; retried with backoff.
+    Failing {
+        /// Why, for people (never for a metric label).
+        error: String,
+    },
+}
+
+/// A change of one watcher's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatcherStatus {
+    /// The kind's `apiVersion`.
+    pub api_version: String,
+    /// The kind.
+    pub kind: String,
+    /// The namespace watched; `None` for all namespaces (and cluster-scoped
+    /// kinds), and for the kind itself while it does not resolve.
+    pub namespace: Option<String>,
+    /// What it is doing now.
+    pub state: WatcherState,
+}
+
+/// A callback told of every change of a watcher's state; called on the
+/// watch stream's task, so it must be quick.
+#[derive(Clone)]
+pub struct StateHook(Arc<dyn Fn(WatcherStatus) + Send + Sync>);
+
+impl StateHook {
+    /// A hook calling `report`.
+    pub fn new(report: impl Fn(WatcherStatus) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(report))
+    }
+
+    fn report(&self, status: WatcherStatus) {
+        (self.0)(status);
+    }
+}
+
+impl std::fmt::Debug for StateHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateHook")
+    }
+}
+
+impl PartialEq for StateHook {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StateHook {}
 
 impl WatchSpec {
     /// A spec for `cluster` watching nothing yet, digesting Secret values
@@ -163,6 +230,7 @@ impl WatchSpec {
             label_selector: None,
             record_derived: false,
             known: Vec::new(),
+            on_state: None,
         }
     }
 
@@ -193,6 +261,12 @@ impl WatchSpec {
     /// Objects known from before this watch.
     pub fn known(mut self, known: impl IntoIterator<Item = KnownObject>) -> Self {
         self.known.extend(known);
+        self
+    }
+
+    /// Tells `hook` whenever a watcher's state changes.
+    pub fn on_state(mut self, hook: StateHook) -> Self {
+        self.on_state = Some(hook);
         self
     }
 }
@@ -288,8 +362,8 @@ fn kind_stream(
 ) -> BoxStream<'static, Result<ChangeEvent>> {
     let resolving = Resolving {
         client: client.clone(),
-        api_version,
-        kind,
+        api_version: api_version.clone(),
+        kind: kind.clone(),
         crds: crds.clone(),
         backoff: Backoff::default(),
         health: Health::default(),
@@ -307,12 +381,36 @@ fn kind_stream(
                 } else {
                     spec.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
                 };
+            // Every scope is listing before any reports: a kind is synced
+            // only once all of its scopes are.
+            if let Some(hook) = &spec.on_state {
+                for namespace in &namespaces {
+                    hook.report(WatcherStatus {
+                        api_version: resource.api_version.clone(),
+                        kind: resource.kind.clone(),
+                        namespace: namespace.map(str::to_owned),
+                        state: WatcherState::Listing,
+                    });
+                }
+            }
             let scopes = namespaces
                 .into_iter()
                 .map(|namespace| scope_stream(&client, &spec, &resource, namespace, crds.clone()));
             stream::select_all(scopes).boxed()
         }
-        Err(err) => failed(err),
+        Err(err) => {
+            if let Some(hook) = &spec.on_state {
+                hook.report(WatcherStatus {
+                    api_version: api_version.clone(),
+                    kind: kind.clone(),
+                    namespace: None,
+                    state: WatcherState::Unresolved {
+                        error: format!("{err}"),
+                    },
+                });
+            }
+            failed(err)
+        }
     })
     .boxed()
 }
@@ -396,7 +494,19 @@ fn scope_stream(
     let mut tracker = Tracker::new(spec, resource, namespace);
     tracing::debug!(scope = %tracker.scope, "starting watcher");
     let listing = api.clone();
+    let mut reporting = spec.on_state.clone().map(|hook| Reporting {
+        hook,
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+        namespace: namespace.map(str::to_owned),
+        last: Some(WatcherState::Listing),
+    });
     retry::backing_off(move || kube_watcher(listing.clone(), config.clone()), crds)
+        .inspect(move |event| {
+            if let Some(reporting) = &mut reporting {
+                reporting.saw(event);
+            }
+        })
         .then(move |event| {
             let step = tracker.step(event, Utc::now());
             let api = api.clone();
@@ -404,6 +514,39 @@ fn scope_stream(
         })
         .flat_map(stream::iter)
         .boxed()
+}
+
+/// Tells a [`StateHook`] when one watcher's state changes.
+struct Reporting {
+    hook: StateHook,
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    last: Option<WatcherState>,
+}
+
+impl Reporting {
+    /// Reports the state `event` puts the watcher in, if it changed.
+    fn saw(&mut self, event: &Result<Event<DynamicObject>, watcher::Error>) {
+        let state = match (event, &self.last) {
+            (Err(_), Some(WatcherState::Failing { .. })) => return,
+            (Err(err), _) => WatcherState::Failing {
+                error: err.to_string(),
+            },
+            (Ok(Event::Init | Event::InitApply(_)), _) => WatcherState::Listing,
+            (Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)), _) => WatcherState::Synced,
+        };
+        if self.last.as_ref() == Some(&state) {
+            return;
+        }
+        self.last = Some(state.clone());
+        self.hook.report(WatcherStatus {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            state,
+        });
+    }
 }
 
 /// What the tracker remembers of one object: its names and 32 bytes of
@@ -778,6 +921,41 @@ mod tests {
             "data": data
         }))
         .expect("valid object")
+    }
+
+    #[test]
+    fn a_watcher_reports_listing_synced_failing_and_synced_again_once_each() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook = {
+            let seen = seen.clone();
+            StateHook::new(move |status: WatcherStatus| {
+                seen.lock().expect("lock").push(status.state);
+            })
+        };
+        let mut reporting = Reporting {
+            hook,
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("team-a".into()),
+            last: Some(WatcherState::Listing),
+        };
+        let object = || config_map("a", "uid-a", "1", json!({"k": "v"}));
+        reporting.saw(&Ok(Event::Init));
+        reporting.saw(&Ok(Event::InitApply(object())));
+        reporting.saw(&Ok(Event::InitDone));
+        reporting.saw(&Err(watcher::Error::NoResourceVersion));
+        reporting.saw(&Err(watcher::Error::NoResourceVersion));
+        reporting.saw(&Ok(Event::Apply(object())));
+        reporting.saw(&Ok(Event::Apply(object())));
+        let states = seen.lock().expect("lock").clone();
+        assert!(
+            matches!(
+                states.as_slice(),
+                [WatcherState::Synced, WatcherState::Failing { error }, WatcherState::Synced]
+                    if error.contains("resourceVersion")
+            ),
+            "{states:?}"
+        );
     }
 
     fn owned(mut obj: DynamicObject) -> DynamicObject {

@@ -6,6 +6,7 @@
 //!          ──► cargo bench -p driftwarden-correlate --bench classify   ─┐
 //!          ──► cargo bench -p driftwarden-ledger --bench ledger          │ `name=value`
 //!          ──► cargo bench -p driftwarden-ledger --bench ledger_1m       │ lines of
+//!          ──► cargo bench -p driftwarden --bench api (same 1 M records) │
 //!          ──► cargo bench -p driftwarden-watch --bench audit_ingest     ├─ stdout ──► summary.json
 //!          ──► cargo bench -p driftwarden-bus --bench roundtrip          │             + table
 //!          ──► cargo bench -p driftwarden-e2e --bench pipeline           │
@@ -45,7 +46,7 @@ struct Bench {
 }
 
 /// Every bench, cheapest first.
-const BENCHES: [Bench; 10] = [
+const BENCHES: [Bench; 11] = [
     Bench {
         package: "driftwarden-correlate",
         name: "classify",
@@ -59,6 +60,11 @@ const BENCHES: [Bench; 10] = [
     Bench {
         package: "driftwarden-ledger",
         name: "ledger_1m",
+        needs_env: false,
+    },
+    Bench {
+        package: "driftwarden",
+        name: "api",
         needs_env: false,
     },
     Bench {
@@ -110,7 +116,13 @@ struct Target {
     what: &'static str,
 }
 
-const TARGETS: [Target; 17] = [
+const TARGETS: [Target; 18] = [
+    Target {
+        name: "runtime_stall_p99_ms",
+        bound: 1.0,
+        at_most: true,
+        what: "task waits for a runtime worker, at 5 000 events/s",
+    },
     Target {
         name: "revert_first_ms_kafka",
         bound: 1_000.0,
@@ -285,10 +297,25 @@ fn run_all(quick: bool) -> Result<(BTreeMap<String, f64>, Vec<String>)> {
     }
     println!("   built in {:.1}s", build.elapsed().as_secs_f64());
 
-    let mut extra: Vec<(String, String)> = vec![(
-        "DW_DRIFTWARDEN_BIN".to_string(),
-        binary.display().to_string(),
-    )];
+    // The ledger_1m bench builds its ledger here afresh; the API bench
+    // then serves the same records.
+    let ledger_dir = root.join("target").join("bench").join("ledger-1m");
+    match std::fs::remove_dir_all(&ledger_dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(err).with_context(|| format!("removing {}", ledger_dir.display()));
+        }
+        _ => {}
+    }
+    let mut extra: Vec<(String, String)> = vec![
+        (
+            "DW_DRIFTWARDEN_BIN".to_string(),
+            binary.display().to_string(),
+        ),
+        (
+            "LEDGER_BENCH_DIR".to_string(),
+            ledger_dir.display().to_string(),
+        ),
+    ];
     if quick {
         extra.extend(
             [

@@ -1,0 +1,516 @@
+//! The HTTP API and the command line while `driftwarden run` runs: the
+//! binary runs as the scenario's ServiceAccount with an `api:` section;
+//! every route is called with no token, a wrong one, a reader's and an
+//! operator's; `history`, `diff`, `verify` and `exempt` reach the running
+//! process through its socket and answer what they answer once it stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use driftwarden_e2e::app::config_map_yaml;
+use driftwarden_e2e::process::Process;
+use driftwarden_e2e::scenario::{Bus, Scenario};
+use driftwarden_e2e::{User, eventually, unique_suffix};
+use ledger::Ledger;
+use model::RecordBody;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_driftwarden-under-test"))
+}
+
+/// The API's tokens in a test.
+struct Tokens {
+    reader: String,
+    operator: String,
+}
+
+/// A scenario declaring ConfigMap `settings`, applied as the GitOps agent,
+/// and its config file with an API on a free loopback port. Returns the
+/// scenario, the config file, the API's base URL and its tokens.
+async fn declared(bus: Bus, name: &str) -> Result<(Scenario, PathBuf, String, Tokens)> {
+    let mut s = Scenario::prepare(bus, name, &[]).await?;
+    let yaml = config_map_yaml(s.namespace(), "settings", &[], &[("level", "info")]);
+    s.repo.write("apps/settings.yaml", &yaml)?;
+    s.commit("Declare settings (OPS-7)")?;
+    s.apply_as_gitops(&["apps/settings.yaml"])?;
+    let dir = s.settings.data_dir.with_extension("api");
+    std::fs::create_dir_all(&dir)?;
+    let tokens = Tokens {
+        reader: format!(
+            "reader-{}-{}-{}",
+            unique_suffix(),
+            unique_suffix(),
+            unique_suffix()
+        ),
+        operator: format!(
+            "operator-{}-{}-{}",
+            unique_suffix(),
+            unique_suffix(),
+            unique_suffix()
+        ),
+    };
+    std::fs::write(dir.join("reader.token"), &tokens.reader)?;
+    std::fs::write(dir.join("operator.token"), &tokens.operator)?;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let q = |p: &Path| Value::from(p.to_string_lossy()).to_string();
+    let api = format!(
+        "api:\n  listen: \"{listen}\"\n  tokens:\n    - {{name: secops, file: {}, role: reader}}\n    - {{name: oncall, file: {}, role: operator}}\n",
+        q(&dir.join("reader.token")),
+        q(&dir.join("operator.token")),
+    );
+    let config = s.settings.data_dir.with_extension("yaml");
+    std::fs::write(&config, s.settings.yaml() + &api)?;
+    driftwarden::config::Config::load(&config)?;
+    Ok((s, config, format!("http://{listen}"), tokens))
+}
+
+/// Starts the binary and waits until the API says it is ready.
+async fn start(s: &mut Scenario, config: &Path, base: &str) -> Result<Process> {
+    let log = config.with_extension("log");
+    let mut process = Process::run(binary(), config, &log, s.identity_mut()?).await?;
+    process.wait_watching(0).await?;
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "/readyz answering 200", || {
+        let request = client.get(format!("{base}/readyz")).send();
+        async move {
+            Ok(request
+                .await
+                .ok()
+                .filter(|r| r.status() == StatusCode::OK)
+                .map(|_| ()))
+        }
+    })
+    .await?;
+    Ok(process)
+}
+
+/// One call: its status and JSON body (`Null` when none).
+async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value)> {
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("calling {path}"))?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// Mallory sets ConfigMap `settings` to `level: debug`.
+fn drift(s: &Scenario) -> Result<()> {
+    let patch = json!({"data": {"level": "debug"}}).to_string();
+    s.kubectl(
+        User::Mallory,
+        &["patch", "configmap", "settings", "-p", &patch],
+    )?;
+    Ok(())
+}
+
+/// Runs the binary's command line with `args` and the config; its stdout.
+fn cli(config: &Path, args: &[&str]) -> Result<(bool, String)> {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .context("running the driftwarden command line")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !stderr.contains("error:"),
+        "driftwarden {args:?} failed: {stderr}"
+    );
+    Ok((out.status.success(), String::from_utf8(out.stdout)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()> {
+    let (mut s, config, base, tokens) = declared(Bus::Embedded, "api-routes").await?;
+    let process = start(&mut s, &config, &base).await?;
+    drift(&s)?;
+    let key = s.config_map("settings").to_string();
+    let drift_path = format!("/v1/changes?verdict=drift&namespace={}", s.namespace());
+    let drifted = eventually(Duration::from_secs(30), "the drift in /v1/changes", || {
+        let request = call(&base, Method::GET, &drift_path, Some(&tokens.reader), None);
+        async move {
+            let (_, page) = request.await?;
+            Ok(page["changes"]
+                .as_array()
+                .and_then(|c| c.first())
+                .and_then(|c| c["seq"].as_u64()))
+        }
+    })
+    .await?;
+
+    let history = format!("/v1/history?key={}", key.replace('/', "%2F"));
+    let reads = [
+        "/v1/changes".to_owned(),
+        format!("/v1/changes/{drifted}"),
+        history,
+        "/v1/drift".to_owned(),
+        "/v1/exemptions".to_owned(),
+        "/v1/ledger".to_owned(),
+    ];
+    for path in &reads {
+        let (status, _) = call(&base, Method::GET, path, None, None).await?;
+        ensure!(
+            status == StatusCode::UNAUTHORIZED,
+            "{path} without a token: {status}"
+        );
+        let (status, _) = call(&base, Method::GET, path, Some("not-a-token"), None).await?;
+        ensure!(
+            status == StatusCode::UNAUTHORIZED,
+            "{path} with a wrong token: {status}"
+        );
+        for token in [&tokens.reader, &tokens.operator] {
+            let (status, body) = call(&base, Method::GET, path, Some(token), None).await?;
+            ensure!(status == StatusCode::OK, "{path}: {status} {body}");
+        }
+    }
+    let (_, one) = call(
+        &base,
+        Method::GET,
+        &format!("/v1/changes/{drifted}"),
+        Some(&tokens.reader),
+        None,
+    )
+    .await?;
+    ensure!(one["body"]["type"] == "change", "{one}");
+    let (_, open) = call(&base, Method::GET, "/v1/drift", Some(&tokens.reader), None).await?;
+    ensure!(
+        open["drift"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d["key"]["name"] == "settings" && d["change"]["to"] == "debug")),
+        "the drift is open: {open}"
+    );
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        "/v1/verify",
+        Some(&tokens.reader),
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "verify: {status}");
+    let (_, head) = call(&base, Method::GET, "/v1/ledger", Some(&tokens.reader), None).await?;
+    ensure!(head["verified"]["ok"] == true, "{head}");
+
+    // Writes: an operator's only.
+    let grant = json!({"namespace": s.namespace(), "duration": "1h", "reason": "INC-7 hotfix"});
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        "/v1/exemptions",
+        None,
+        Some(grant.clone()),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::UNAUTHORIZED,
+        "grant without a token: {status}"
+    );
+    let (status, body) = call(
+        &base,
+        Method::POST,
+        "/v1/exemptions",
+        Some(&tokens.reader),
+        Some(grant.clone()),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "grant as a reader: {status} {body}"
+    );
+    let (status, granted) = call(
+        &base,
+        Method::POST,
+        "/v1/exemptions",
+        Some(&tokens.operator),
+        Some(grant),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::CREATED,
+        "grant as an operator: {status} {granted}"
+    );
+    let exemption = granted["seq"].as_u64().context("the grant's record")?;
+    let (_, listed) = call(
+        &base,
+        Method::GET,
+        "/v1/exemptions",
+        Some(&tokens.reader),
+        None,
+    )
+    .await?;
+    ensure!(
+        listed.as_array().is_some_and(|l| l
+            .iter()
+            .any(|e| e["seq"] == exemption && e["granted_by"] == "api token oncall")),
+        "{listed}"
+    );
+    let why = json!({"reason": "incident closed"});
+    let revoke = format!("/v1/exemptions/{exemption}");
+    let (status, _) = call(
+        &base,
+        Method::DELETE,
+        &revoke,
+        Some(&tokens.reader),
+        Some(why.clone()),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "revoke as a reader: {status}"
+    );
+    let (status, body) = call(
+        &base,
+        Method::DELETE,
+        &revoke,
+        Some(&tokens.operator),
+        Some(why.clone()),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::OK,
+        "revoke as an operator: {status} {body}"
+    );
+    let (_, listed) = call(
+        &base,
+        Method::GET,
+        "/v1/exemptions",
+        Some(&tokens.reader),
+        None,
+    )
+    .await?;
+    ensure!(
+        listed.as_array().is_some_and(Vec::is_empty),
+        "revoked: {listed}"
+    );
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        "/v1/resume",
+        Some(&tokens.reader),
+        Some(why.clone()),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::FORBIDDEN,
+        "resume as a reader: {status}"
+    );
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        "/v1/resume",
+        Some(&tokens.operator),
+        Some(why),
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "resume as an operator: {status}");
+
+    // Bad input names the field.
+    for (path, field) in [
+        ("/v1/changes?limit=0", "limit"),
+        ("/v1/changes?limit=lots", "query"),
+        ("/v1/changes?source=mallory", "source"),
+        ("/v1/changes?colour=red", "query"),
+        ("/v1/history?key=web", "key"),
+    ] {
+        let (status, body) = call(&base, Method::GET, path, Some(&tokens.reader), None).await?;
+        ensure!(
+            status == StatusCode::BAD_REQUEST && body["field"] == field,
+            "{path}: {status} {body}"
+        );
+    }
+    let huge = json!({"reason": "x".repeat(100_000)});
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        "/v1/resume",
+        Some(&tokens.operator),
+        Some(huge),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::PAYLOAD_TOO_LARGE,
+        "an oversized body: {status}"
+    );
+
+    // Every route is in the OpenAPI document.
+    let (status, doc) = call(&base, Method::GET, "/v1/openapi.json", None, None).await?;
+    ensure!(
+        status == StatusCode::OK && doc["openapi"] == "3.1.0",
+        "{doc}"
+    );
+    for (path, method) in [
+        ("/v1/changes", "get"),
+        ("/v1/changes/{seq}", "get"),
+        ("/v1/history", "get"),
+        ("/v1/drift", "get"),
+        ("/v1/exemptions", "get"),
+        ("/v1/exemptions", "post"),
+        ("/v1/exemptions/{seq}", "delete"),
+        ("/v1/resume", "post"),
+        ("/v1/ledger", "get"),
+        ("/v1/verify", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    ] {
+        ensure!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not in the OpenAPI document"
+        );
+    }
+
+    // Readiness follows git: gone, then back.
+    let repo = PathBuf::from(s.settings.repo_url.trim_start_matches("file://"));
+    let moved = repo.with_extension("moved");
+    std::fs::rename(&repo, &moved)?;
+    let readyz =
+        |base: String| async move { call(&base, Method::GET, "/readyz", None, None).await };
+    let not_ready = eventually(
+        Duration::from_secs(30),
+        "/readyz not ready without git",
+        || {
+            let answer = readyz(base.clone());
+            async move {
+                let (status, body) = answer.await?;
+                Ok((status == StatusCode::SERVICE_UNAVAILABLE).then_some(body))
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        not_ready["parts"].as_array().is_some_and(|parts| parts
+            .iter()
+            .any(|p| p["name"] == "git/apps" && p["ready"] == false)),
+        "the git part is named: {not_ready}"
+    );
+    std::fs::rename(&moved, &repo)?;
+    eventually(
+        Duration::from_secs(30),
+        "/readyz ready with git back",
+        || {
+            let answer = readyz(base.clone());
+            async move { Ok((answer.await?.0 == StatusCode::OK).then_some(())) }
+        },
+    )
+    .await?;
+    process.interrupt().await?;
+    Ok(())
+}
+
+/// `history`, `diff`, `verify` and `exempt` from the command line while the
+/// binary runs go through its socket, and match the answers read from the
+/// ledger once it stopped; the exemption names the caller's uid.
+async fn the_cli_reaches_the_running_process(bus: Bus, name: &str) -> Result<()> {
+    let (mut s, config, base, tokens) = declared(bus, name).await?;
+    let process = start(&mut s, &config, &base).await?;
+    drift(&s)?;
+    let key = s.config_map("settings").to_string();
+    eventually(Duration::from_secs(30), "the drift in the history", || {
+        let out = cli(&config, &["history", &key]);
+        async move { Ok(out?.1.contains("drift").then_some(())) }
+    })
+    .await?;
+    let (_, exempted) = cli(
+        &config,
+        &[
+            "exempt",
+            "--scope",
+            s.namespace(),
+            "--for",
+            "1h",
+            "--reason",
+            "INC-8",
+        ],
+    )?;
+    ensure!(
+        exempted.contains("recorded by the running driftwarden"),
+        "{exempted}"
+    );
+    let (verified, verify_text) = cli(&config, &["verify"])?;
+    ensure!(verified, "verify through the socket: {verify_text}");
+    let running_history = cli(&config, &["history", &key, "-o", "json"])?.1;
+    let running_diff = cli(&config, &["diff", "-o", "json"])?.1;
+    // The same through the API with a token.
+    let token_file = config.with_extension("api").join("reader.token");
+    let token = token_file.to_string_lossy().into_owned();
+    let remote_history = cli(
+        &config,
+        &[
+            "history",
+            &key,
+            "-o",
+            "json",
+            "--server",
+            &base,
+            "--token-file",
+            &token,
+        ],
+    )?
+    .1;
+    ensure!(
+        remote_history == running_history,
+        "the API and the socket disagree"
+    );
+    let _ = tokens;
+    process.interrupt().await?;
+
+    let stopped_history = cli(&config, &["history", &key, "-o", "json"])?.1;
+    let stopped_diff = cli(&config, &["diff", "-o", "json"])?.1;
+    ensure!(
+        stopped_history == running_history,
+        "history differs:\nrunning: {running_history}\nstopped: {stopped_history}"
+    );
+    ensure!(
+        stopped_diff == running_diff,
+        "diff differs:\nrunning: {running_diff}\nstopped: {stopped_diff}"
+    );
+    let (ok, _) = cli(&config, &["verify"])?;
+    ensure!(ok, "verify once stopped");
+    let ledger = Ledger::open(s.settings.data_dir.join("ledger"))?;
+    let uid = nix::unistd::getuid().as_raw();
+    let exemption = driftwarden_e2e::scenario::records(&ledger)?
+        .into_iter()
+        .find_map(|r| match r.body {
+            RecordBody::Exemption(e) => Some(e),
+            _ => None,
+        })
+        .context("the exemption is in the ledger")?;
+    ensure!(
+        exemption.granted_by.contains(&format!("uid {uid}")),
+        "granted_by names the socket caller's uid: {}",
+        exemption.granted_by
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_the_running_process_embedded() -> Result<()> {
+    the_cli_reaches_the_running_process(Bus::Embedded, "api-cli-embedded").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_the_running_process_kafka() -> Result<()> {
+    the_cli_reaches_the_running_process(Bus::Kafka, "api-cli-kafka").await
+}
