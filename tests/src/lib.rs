@@ -16,6 +16,7 @@
 //! crate's root, so a test names `driftwarden_e2e::TestEnv` or
 //! `driftwarden_e2e::logs` as well as `driftwarden_e2e::scenario`.
 
+pub mod api;
 pub mod app;
 pub mod corpus;
 pub mod enforcing;

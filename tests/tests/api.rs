@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use driftwarden_e2e::app::config_map_yaml;
+use driftwarden_e2e::api::{ApiAccess, set_level, settings_scenario};
+use driftwarden_e2e::eventually;
 use driftwarden_e2e::process::Process;
 use driftwarden_e2e::scenario::{Bus, Scenario};
-use driftwarden_e2e::{User, eventually, unique_suffix};
 use ledger::Ledger;
 use model::RecordBody;
 use reqwest::{Method, StatusCode};
@@ -21,50 +21,16 @@ fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_driftwarden-under-test"))
 }
 
-/// The API's tokens in a test.
-struct Tokens {
-    reader: String,
-    operator: String,
-}
-
 /// A scenario declaring ConfigMap `settings`, applied as the GitOps agent,
 /// and its config file with an API on a free loopback port. Returns the
 /// scenario, the config file, the API's base URL and its tokens.
-async fn declared(bus: Bus, name: &str) -> Result<(Scenario, PathBuf, String, Tokens)> {
-    let mut s = Scenario::prepare(bus, name, &[]).await?;
-    let yaml = config_map_yaml(s.namespace(), "settings", &[], &[("level", "info")]);
-    s.repo.write("apps/settings.yaml", &yaml)?;
-    s.commit("Declare settings (OPS-7)")?;
-    s.apply_as_gitops(&["apps/settings.yaml"])?;
-    let dir = s.settings.data_dir.with_extension("api");
-    std::fs::create_dir_all(&dir)?;
-    let tokens = Tokens {
-        reader: format!(
-            "reader-{}-{}-{}",
-            unique_suffix(),
-            unique_suffix(),
-            unique_suffix()
-        ),
-        operator: format!(
-            "operator-{}-{}-{}",
-            unique_suffix(),
-            unique_suffix(),
-            unique_suffix()
-        ),
-    };
-    std::fs::write(dir.join("reader.token"), &tokens.reader)?;
-    std::fs::write(dir.join("operator.token"), &tokens.operator)?;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let q = |p: &Path| Value::from(p.to_string_lossy()).to_string();
-    let api = format!(
-        "api:\n  listen: \"{listen}\"\n  tokens:\n    - {{name: secops, file: {}, role: reader}}\n    - {{name: oncall, file: {}, role: operator}}\n",
-        q(&dir.join("reader.token")),
-        q(&dir.join("operator.token")),
-    );
+async fn declared(bus: Bus, name: &str) -> Result<(Scenario, PathBuf, String, ApiAccess)> {
+    let s = settings_scenario(bus, name).await?;
+    let access = ApiAccess::new(&s.settings.data_dir.with_extension("api"))?;
     let config = s.settings.data_dir.with_extension("yaml");
-    std::fs::write(&config, s.settings.yaml() + &api)?;
+    std::fs::write(&config, s.settings.yaml() + &access.yaml())?;
     driftwarden::config::Config::load(&config)?;
-    Ok((s, config, format!("http://{listen}"), tokens))
+    Ok((s, config, access.base(), access))
 }
 
 /// Starts the binary and waits until the API says it is ready.
@@ -116,14 +82,47 @@ async fn call(
     ))
 }
 
-/// Mallory sets ConfigMap `settings` to `level: debug`.
-fn drift(s: &Scenario) -> Result<()> {
-    let patch = json!({"data": {"level": "debug"}}).to_string();
-    s.kubectl(
-        User::Mallory,
-        &["patch", "configmap", "settings", "-p", &patch],
-    )?;
-    Ok(())
+/// `method path` with `body`: refused without a token and with a wrong
+/// one, forbidden to a reader, done for an operator; the operator's answer.
+async fn operator_only(
+    base: &str,
+    tokens: &ApiAccess,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> Result<Value> {
+    for (who, token, expected) in [
+        ("no token", None, StatusCode::UNAUTHORIZED),
+        (
+            "a wrong token",
+            Some("not-a-token"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "a reader",
+            Some(tokens.reader.as_str()),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let (status, answer) = call(base, method.clone(), path, token, Some(body.clone())).await?;
+        ensure!(
+            status == expected,
+            "{method} {path} with {who}: {status} {answer}"
+        );
+    }
+    let (status, answer) = call(
+        base,
+        method.clone(),
+        path,
+        Some(&tokens.operator),
+        Some(body),
+    )
+    .await?;
+    ensure!(
+        status.is_success(),
+        "{method} {path} as an operator: {status} {answer}"
+    );
+    Ok(answer)
 }
 
 /// Runs the binary's command line with `args` and the config; its stdout.
@@ -146,7 +145,7 @@ fn cli(config: &Path, args: &[&str]) -> Result<(bool, String)> {
 async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()> {
     let (mut s, config, base, tokens) = declared(Bus::Embedded, "api-routes").await?;
     let process = start(&mut s, &config, &base).await?;
-    drift(&s)?;
+    set_level(&s, "debug")?;
     let key = s.config_map("settings").to_string();
     let drift_path = format!("/v1/changes?verdict=drift&namespace={}", s.namespace());
     let drifted = eventually(Duration::from_secs(30), "the drift in /v1/changes", || {
@@ -216,42 +215,7 @@ async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()>
 
     // Writes: an operator's only.
     let grant = json!({"namespace": s.namespace(), "duration": "1h", "reason": "INC-7 hotfix"});
-    let (status, _) = call(
-        &base,
-        Method::POST,
-        "/v1/exemptions",
-        None,
-        Some(grant.clone()),
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::UNAUTHORIZED,
-        "grant without a token: {status}"
-    );
-    let (status, body) = call(
-        &base,
-        Method::POST,
-        "/v1/exemptions",
-        Some(&tokens.reader),
-        Some(grant.clone()),
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::FORBIDDEN,
-        "grant as a reader: {status} {body}"
-    );
-    let (status, granted) = call(
-        &base,
-        Method::POST,
-        "/v1/exemptions",
-        Some(&tokens.operator),
-        Some(grant),
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::CREATED,
-        "grant as an operator: {status} {granted}"
-    );
+    let granted = operator_only(&base, &tokens, Method::POST, "/v1/exemptions", grant).await?;
     let exemption = granted["seq"].as_u64().context("the grant's record")?;
     let (_, listed) = call(
         &base,
@@ -269,30 +233,7 @@ async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()>
     );
     let why = json!({"reason": "incident closed"});
     let revoke = format!("/v1/exemptions/{exemption}");
-    let (status, _) = call(
-        &base,
-        Method::DELETE,
-        &revoke,
-        Some(&tokens.reader),
-        Some(why.clone()),
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::FORBIDDEN,
-        "revoke as a reader: {status}"
-    );
-    let (status, body) = call(
-        &base,
-        Method::DELETE,
-        &revoke,
-        Some(&tokens.operator),
-        Some(why.clone()),
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::OK,
-        "revoke as an operator: {status} {body}"
-    );
+    operator_only(&base, &tokens, Method::DELETE, &revoke, why.clone()).await?;
     let (_, listed) = call(
         &base,
         Method::GET,
@@ -305,27 +246,7 @@ async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()>
         listed.as_array().is_some_and(Vec::is_empty),
         "revoked: {listed}"
     );
-    let (status, _) = call(
-        &base,
-        Method::POST,
-        "/v1/resume",
-        Some(&tokens.reader),
-        Some(why.clone()),
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::FORBIDDEN,
-        "resume as a reader: {status}"
-    );
-    let (status, _) = call(
-        &base,
-        Method::POST,
-        "/v1/resume",
-        Some(&tokens.operator),
-        Some(why),
-    )
-    .await?;
-    ensure!(status == StatusCode::OK, "resume as an operator: {status}");
+    operator_only(&base, &tokens, Method::POST, "/v1/resume", why).await?;
 
     // Bad input names the field.
     for (path, field) in [
@@ -425,7 +346,7 @@ async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()>
 async fn the_cli_reaches_the_running_process(bus: Bus, name: &str) -> Result<()> {
     let (mut s, config, base, tokens) = declared(bus, name).await?;
     let process = start(&mut s, &config, &base).await?;
-    drift(&s)?;
+    set_level(&s, "debug")?;
     let key = s.config_map("settings").to_string();
     eventually(Duration::from_secs(30), "the drift in the history", || {
         let out = cli(&config, &["history", &key]);
@@ -453,8 +374,7 @@ async fn the_cli_reaches_the_running_process(bus: Bus, name: &str) -> Result<()>
     let running_history = cli(&config, &["history", &key, "-o", "json"])?.1;
     let running_diff = cli(&config, &["diff", "-o", "json"])?.1;
     // The same through the API with a token.
-    let token_file = config.with_extension("api").join("reader.token");
-    let token = token_file.to_string_lossy().into_owned();
+    let token = tokens.reader_file.to_string_lossy().into_owned();
     let remote_history = cli(
         &config,
         &[
@@ -473,7 +393,6 @@ async fn the_cli_reaches_the_running_process(bus: Bus, name: &str) -> Result<()>
         remote_history == running_history,
         "the API and the socket disagree"
     );
-    let _ = tokens;
     process.interrupt().await?;
 
     let stopped_history = cli(&config, &["history", &key, "-o", "json"])?.1;

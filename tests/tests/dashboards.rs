@@ -17,14 +17,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use driftwarden_e2e::app::config_map_yaml;
+use driftwarden_e2e::api::{ApiAccess, set_level, settings_scenario};
 use driftwarden_e2e::enforcing::{Enforcing, Rule};
+use driftwarden_e2e::eventually;
 use driftwarden_e2e::process::{Process, tail};
-use driftwarden_e2e::scenario::{Bus, Scenario};
-use driftwarden_e2e::{User, eventually, unique_suffix};
+use driftwarden_e2e::scenario::Bus;
 use model::Mode;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_driftwarden-under-test"))
@@ -343,46 +343,19 @@ fn metric_names_are_read_out_of_promql() {
     );
 }
 
-/// Mallory sets ConfigMap `settings` to `level: debug`.
-fn drift(s: &Scenario) -> Result<()> {
-    let patch = json!({"data": {"level": "debug"}}).to_string();
-    s.kubectl(
-        User::Mallory,
-        &["patch", "configmap", "settings", "-p", &patch],
-    )?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_runs_on_metrics_the_binary_exports() -> Result<()> {
     // The scenario: ConfigMap `settings` declared and applied, reverted in
     // its namespace; an API with a reader token.
-    let mut s = Scenario::prepare(Bus::Embedded, "dashboards", &[]).await?;
-    let yaml = config_map_yaml(s.namespace(), "settings", &[], &[("level", "info")]);
-    s.repo.write("apps/settings.yaml", &yaml)?;
-    s.commit("Declare settings (OPS-9)")?;
-    s.apply_as_gitops(&["apps/settings.yaml"])?;
+    let mut s = settings_scenario(Bus::Embedded, "dashboards").await?;
     let mut enforcing = Enforcing::new(s.settings.clone());
     enforcing.rules = vec![Rule::new("team", Mode::Enforce).in_namespace(s.namespace())];
-    let dir = s.settings.data_dir.with_extension("api");
-    std::fs::create_dir_all(&dir)?;
-    let token = format!(
-        "reader-{}-{}-{}",
-        unique_suffix(),
-        unique_suffix(),
-        unique_suffix()
-    );
-    let token_file = dir.join("reader.token");
-    std::fs::write(&token_file, &token)?;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let api = format!(
-        "api:\n  listen: \"{listen}\"\n  tokens:\n    - {{name: prometheus, file: {}, role: reader}}\n",
-        Value::from(token_file.to_string_lossy()),
-    );
+    let access = ApiAccess::new(&s.settings.data_dir.with_extension("api"))?;
     let config = s.settings.data_dir.with_extension("yaml");
-    std::fs::write(&config, enforcing.yaml()? + &api)?;
+    std::fs::write(&config, enforcing.yaml()? + &access.yaml())?;
+    let (listen, token, token_file) = (access.listen, &access.reader, &access.reader_file);
 
-    let prometheus = Prometheus::scraping(listen, &token_file).await?;
+    let prometheus = Prometheus::scraping(listen, token_file).await?;
     let log = config.with_extension("log");
     let mut process = Process::run(binary(), &config, &log, s.identity_mut()?).await?;
     process.wait_watching(0).await?;
@@ -394,7 +367,7 @@ async fn every_dashboard_query_runs_on_metrics_the_binary_exports() -> Result<()
 
     // A drift, reverted; a verification; a request without a token; a
     // record by its number (a route with a parameter).
-    drift(&s)?;
+    set_level(&s, "debug")?;
     eventually(Duration::from_secs(30), "the drift reverted", || {
         let live = s.live("configmap", "settings");
         async move {
@@ -409,7 +382,7 @@ async fn every_dashboard_query_runs_on_metrics_the_binary_exports() -> Result<()
     let client = reqwest::Client::new();
     let verified = client
         .post(format!("{base}/v1/verify"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await?;
     ensure!(
@@ -425,7 +398,7 @@ async fn every_dashboard_query_runs_on_metrics_the_binary_exports() -> Result<()
     );
     let one = client
         .get(format!("{base}/v1/changes/1"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await?;
     ensure!(

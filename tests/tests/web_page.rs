@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use base64::Engine as _;
-use driftwarden_e2e::app::config_map_yaml;
+use driftwarden_e2e::api::{ApiAccess, set_level, settings_scenario};
 use driftwarden_e2e::process::Process;
-use driftwarden_e2e::scenario::{Bus, Scenario};
-use driftwarden_e2e::{User, eventually, unique_suffix, workspace_root};
+use driftwarden_e2e::scenario::Bus;
+use driftwarden_e2e::{eventually, workspace_root};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -148,26 +148,11 @@ fn which(name: &str) -> Option<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_with_kubectl_appears_on_the_page() -> Result<()> {
-    let mut s = Scenario::prepare(Bus::Embedded, "web-page", &[]).await?;
-    let yaml = config_map_yaml(s.namespace(), "settings", &[], &[("level", "info")]);
-    s.repo.write("apps/settings.yaml", &yaml)?;
-    s.commit("Declare settings (OPS-9)")?;
-    s.apply_as_gitops(&["apps/settings.yaml"])?;
-    let token = format!(
-        "reader-{}-{}-{}",
-        unique_suffix(),
-        unique_suffix(),
-        unique_suffix()
-    );
-    let token_file = s.settings.data_dir.with_extension("token");
-    std::fs::write(&token_file, &token)?;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut s = settings_scenario(Bus::Embedded, "web-page").await?;
+    let access = ApiAccess::new(&s.settings.data_dir.with_extension("api"))?;
     let config = s.settings.data_dir.with_extension("yaml");
-    let api = format!(
-        "api:\n  listen: \"{listen}\"\n  tokens: [{{name: secops, file: {}, role: reader}}]\n",
-        Value::from(token_file.to_string_lossy())
-    );
-    std::fs::write(&config, s.settings.yaml() + &api)?;
+    std::fs::write(&config, s.settings.yaml() + &access.yaml())?;
+    let (listen, token) = (access.listen, &access.reader);
     let log = config.with_extension("log");
     let binary = Path::new(env!("CARGO_BIN_EXE_driftwarden-under-test"));
     let mut process = Process::run(binary, &config, &log, s.identity_mut()?).await?;
@@ -194,11 +179,7 @@ async fn a_change_made_with_kubectl_appears_on_the_page() -> Result<()> {
         .until("signed in", "!document.getElementById('app').hidden && document.getElementById('status').textContent.startsWith('live')")
         .await?;
 
-    let patch = json!({"data": {"level": HOSTILE}}).to_string();
-    s.kubectl(
-        User::Mallory,
-        &["patch", "configmap", "settings", "-p", &patch],
-    )?;
+    set_level(&s, HOSTILE)?;
     browser
         .until(
             "the change in the live feed",

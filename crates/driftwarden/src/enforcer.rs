@@ -646,8 +646,7 @@ fn sync_event(key: &ObjectKey, object: &serde_json::Value) -> ChangeEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{Actor, ChangeKind, Control, DriftKind, Judgement};
-    use serde_json::json;
+    use model::Control;
 
     /// An enforcer over a fresh ledger whose breaker trips beyond two drifts
     /// a minute, and the ledger.
@@ -674,31 +673,8 @@ mod tests {
 
     /// A drift of ConfigMap `name`.
     fn drift(name: &str) -> RecordBody {
-        let event = ChangeEvent::new(
-            ObjectKey::new("prod", "", "ConfigMap", "team-a", name),
-            "v1",
-            format!("uid-{name}"),
-            "7",
-            ChangeKind::Modified,
-            Utc::now(),
-            json!({"metadata": {"name": name}, "data": {"level": "debug"}}),
-        );
-        RecordBody::Change {
-            event,
-            judgement: Judgement {
-                git_stale: false,
-                verdict: Verdict::Drift {
-                    drift: DriftKind::Modified {
-                        paths: vec!["data.level".parse().expect("path")],
-                    },
-                },
-                actor: Actor::Unknown {
-                    reason: "test".into(),
-                },
-                desired_commit: None,
-                diff: Vec::new(),
-            },
-        }
+        let key = ObjectKey::new("prod", "", "ConfigMap", "team-a", name);
+        crate::fixtures::change(key, crate::fixtures::drift(), Utc::now())
     }
 
     fn pauses(ledger: &Ledger) -> Vec<Control> {

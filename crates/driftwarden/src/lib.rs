@@ -11,6 +11,8 @@ pub mod config;
 pub mod correlator;
 pub mod desired;
 pub mod enforcer;
+#[cfg(test)]
+mod fixtures;
 pub mod health;
 pub mod inspect;
 pub mod keys;

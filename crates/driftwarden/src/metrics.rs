@@ -856,43 +856,19 @@ impl WatcherStates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{Actor, DriftKind, Judgement, ObjectKey, Verdict};
-    use serde_json::json;
+    use model::{ObjectKey, Verdict};
 
     fn change(namespace: &str, kind: &str, verdict: Verdict) -> RecordBody {
-        let event = ChangeEvent::new(
-            ObjectKey::new("prod", "", kind, namespace, "web"),
-            "v1",
-            "uid-1",
-            "7",
-            ChangeKind::Modified,
+        let key = ObjectKey::new("prod", "", kind, namespace, "web");
+        crate::fixtures::change(
+            key,
+            verdict,
             Utc::now() - chrono::Duration::milliseconds(250),
-            json!({"metadata": {"name": "web"}}),
-        );
-        RecordBody::Change {
-            event,
-            judgement: Judgement {
-                git_stale: false,
-                verdict,
-                actor: Actor::Unknown {
-                    reason: "test".into(),
-                },
-                desired_commit: None,
-                diff: Vec::new(),
-            },
-        }
+        )
     }
 
     fn judged(body: &RecordBody) -> Judged {
         Judged::of(body).expect("a judgement")
-    }
-
-    fn drift() -> Verdict {
-        Verdict::Drift {
-            drift: DriftKind::Modified {
-                paths: vec!["data.level".parse().expect("path")],
-            },
-        }
     }
 
     fn status(kind: &str, namespace: Option<&str>, state: WatcherState) -> WatcherStatus {
@@ -919,10 +895,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let ledger = Arc::new(Ledger::open(dir.path().join("ledger")).expect("ledger"));
         ledger
-            .append(vec![change("team-a", "ConfigMap", drift())], &[])
+            .append(
+                vec![change("team-a", "ConfigMap", crate::fixtures::drift())],
+                &[],
+            )
             .expect("append");
         let metrics = Metrics::with_namespaces(["team-a".to_owned()].into());
-        let body = change("team-a", "ConfigMap", drift());
+        let body = change("team-a", "ConfigMap", crate::fixtures::drift());
         if let RecordBody::Change { event, .. } = &body {
             metrics.observed(event);
         }
@@ -976,8 +955,18 @@ mod tests {
     fn namespaces_outside_the_config_and_object_names_never_reach_a_label() {
         let metrics = Metrics::with_namespaces(["team-a".to_owned()].into());
         let now = Utc::now();
-        metrics.recorded(&judged(&change("team-a", "ConfigMap", drift())), now);
-        metrics.recorded(&judged(&change("someone-elses", "ConfigMap", drift())), now);
+        metrics.recorded(
+            &judged(&change("team-a", "ConfigMap", crate::fixtures::drift())),
+            now,
+        );
+        metrics.recorded(
+            &judged(&change(
+                "someone-elses",
+                "ConfigMap",
+                crate::fixtures::drift(),
+            )),
+            now,
+        );
         metrics.recorded(&judged(&change("", "ClusterRole", Verdict::Unmanaged)), now);
         let text = metrics.encode();
         let verdicts = samples(&text, "driftwarden_verdicts_total");
@@ -1096,7 +1085,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let ledger = Arc::new(Ledger::open(dir.path().join("ledger")).expect("ledger"));
         ledger
-            .append(vec![change("team-a", "ConfigMap", drift())], &[])
+            .append(
+                vec![change("team-a", "ConfigMap", crate::fixtures::drift())],
+                &[],
+            )
             .expect("append");
         ledger.flush().expect("flush");
         let metrics = Metrics::with_namespaces(["team-a".to_owned()].into());

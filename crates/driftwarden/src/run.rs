@@ -196,6 +196,13 @@ async fn check_against_kafka(config: &Config, ledger: &Ledger) -> anyhow::Result
     let Some(found) = chosen.found else {
         return Ok(());
     };
+    let source = found.source.to_string();
+    refuse_unless_matching(config, ledger, &signed(config, found)?, &source)
+}
+
+/// The checkpoint `found`, once its signature checks against the key
+/// beside the ledger.
+fn signed(config: &Config, found: crate::checkpoints::Found) -> anyhow::Result<ledger::Checkpoint> {
     let trusted = checkpoint::trusted_key(&config.data_dir.join(checkpoint::KEY_FILE))?;
     found.checkpoint.verify(trusted.as_ref()).with_context(|| {
         format!(
@@ -203,7 +210,7 @@ async fn check_against_kafka(config: &Config, ledger: &Ledger) -> anyhow::Result
             found.source
         )
     })?;
-    refuse_unless_matching(config, ledger, &found.checkpoint, &found.source.to_string())
+    Ok(found.checkpoint)
 }
 
 /// Opens the ledger as it is, for `verify` to report on. A ledger another
@@ -280,14 +287,7 @@ pub async fn accept_truncation(config: &Config) -> anyhow::Result<Option<String>
     let Some(found) = chosen.found else {
         return Ok(None);
     };
-    let trusted = checkpoint::trusted_key(&config.data_dir.join(checkpoint::KEY_FILE))?;
-    found.checkpoint.verify(trusted.as_ref()).with_context(|| {
-        format!(
-            "the checkpoint in {} is not valid: someone altered it",
-            found.source
-        )
-    })?;
-    let checkpoint = found.checkpoint;
+    let checkpoint = signed(config, found)?;
     match ledger.check_against_checkpoint(&checkpoint)? {
         CheckpointStatus::Matches => Ok(None),
         CheckpointStatus::Behind { .. } => {

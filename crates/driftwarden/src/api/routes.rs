@@ -546,51 +546,32 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{
-        Actor, ChangeEvent, ChangeKind, DriftKind, Judgement, ObjectKey, RecordBody, Verdict,
-    };
+    use model::{Actor, ObjectKey, RecordBody, Verdict};
 
-    /// A change of ConfigMap `cm-i` in namespace `ns-(i % 3)`; every fifth
-    /// a drift by mallory, the rest in sync.
+    /// A change of ConfigMap `cm-i` in namespace `ns-(i % 3)`, claimed by
+    /// manager mallory; every fifth a drift, the rest in sync.
     fn change(i: usize) -> RecordBody {
-        let event = ChangeEvent::new(
-            ObjectKey::new(
-                "prod",
-                "",
-                "ConfigMap",
-                format!("ns-{}", i % 3),
-                format!("cm-{i}"),
-            ),
-            "v1",
-            format!("uid-{i}"),
-            "1",
-            ChangeKind::Modified,
-            Utc::now(),
-            serde_json::json!({"data": {"i": i}}),
+        let key = ObjectKey::new(
+            "prod",
+            "",
+            "ConfigMap",
+            format!("ns-{}", i % 3),
+            format!("cm-{i}"),
         );
         let verdict = if i.is_multiple_of(5) {
-            Verdict::Drift {
-                drift: DriftKind::Modified {
-                    paths: vec!["data.i".parse().expect("path")],
-                },
-            }
+            crate::fixtures::drift()
         } else {
             Verdict::InSync
         };
-        RecordBody::Change {
-            event,
-            judgement: Judgement {
-                git_stale: false,
-                verdict,
-                actor: Actor::ManagedFields {
-                    manager: "mallory".into(),
-                    operation: "Update".into(),
-                    time: None,
-                },
-                desired_commit: None,
-                diff: Vec::new(),
-            },
+        let mut body = crate::fixtures::change(key, verdict, Utc::now());
+        if let RecordBody::Change { judgement, .. } = &mut body {
+            judgement.actor = Actor::ManagedFields {
+                manager: "mallory".into(),
+                operation: "Update".into(),
+                time: None,
+            };
         }
+        body
     }
 
     /// Every page of `q`, followed from the first to the last.
