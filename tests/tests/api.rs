@@ -1,7 +1,7 @@
 //! The HTTP API and the command line while `driftwarden run` runs: the
 //! binary runs as the scenario's ServiceAccount with an `api:` section;
 //! every route is called with no token, a wrong one, a reader's and an
-//! operator's; `history`, `diff`, `verify` and `exempt` reach the running
+//! operator's; `history`, `diff`, `verify`, `replay` and `exempt` reach the running
 //! process through its socket and answer what they answer once it stopped.
 
 use std::path::{Path, PathBuf};
@@ -293,6 +293,7 @@ async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()>
         ("/v1/resume", "post"),
         ("/v1/ledger", "get"),
         ("/v1/verify", "post"),
+        ("/v1/replay", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {
@@ -373,6 +374,26 @@ async fn the_cli_reaches_the_running_process(bus: Bus, name: &str) -> Result<()>
     ensure!(verified, "verify through the socket: {verify_text}");
     let running_history = cli(&config, &["history", &key, "-o", "json"])?.1;
     let running_diff = cli(&config, &["diff", "-o", "json"])?.1;
+    let strict = config.with_extension("strict.yaml");
+    std::fs::write(&strict, "policies: [{name: strict, mode: enforce}]\n")?;
+    let strict = strict.to_string_lossy().into_owned();
+    let replay = [
+        "replay",
+        "--policy",
+        strict.as_str(),
+        "--since",
+        "1h",
+        "-o",
+        "json",
+    ];
+    let running_replay = cli(&config, &replay)?.1;
+    let report: Value = serde_json::from_str(&running_replay)?;
+    ensure!(
+        report["would_revert"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "replay through the socket names mallory's drift: {running_replay}"
+    );
     // The same through the API with a token.
     let token = tokens.reader_file.to_string_lossy().into_owned();
     let remote_history = cli(
@@ -397,6 +418,11 @@ async fn the_cli_reaches_the_running_process(bus: Bus, name: &str) -> Result<()>
 
     let stopped_history = cli(&config, &["history", &key, "-o", "json"])?.1;
     let stopped_diff = cli(&config, &["diff", "-o", "json"])?.1;
+    let stopped_replay = cli(&config, &replay)?.1;
+    ensure!(
+        serde_json::from_str::<Value>(&stopped_replay)? == report,
+        "replay differs:\nrunning: {running_replay}\nstopped: {stopped_replay}"
+    );
     ensure!(
         stopped_history == running_history,
         "history differs:\nrunning: {running_history}\nstopped: {stopped_history}"

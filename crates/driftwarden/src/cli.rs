@@ -35,7 +35,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How `history`, `diff`, `verify`, `exempt`, `revoke` and `resume` reach
+/// How `history`, `diff`, `verify`, `replay`, `exempt`, `revoke` and `resume` reach
 /// a running Driftwarden (one that holds the ledger): its Unix socket in
 /// `data_dir` unless `--server` is given.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -467,8 +467,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             since,
         } => {
             let config = Config::load(&config)?;
-            let policy = crate::replay::PolicyFile::load(&policy)?;
-            let ledger = std::sync::Arc::new(crate::run::open_ledger(&config)?);
+            let text = std::fs::read_to_string(&policy)
+                .with_context(|| format!("cannot read policy file {}", policy.display()))?;
+            let policy = crate::replay::PolicyFile::parse(&text, &policy.display().to_string())?;
+            let ledger = match reach(&config, &remote, crate::run::open_ledger)? {
+                Reach::Ledger(ledger) => std::sync::Arc::new(ledger),
+                Reach::Running(client) => {
+                    let asked = views::ReplayRequest {
+                        policy: text,
+                        since: humantime::format_duration(since).to_string(),
+                    };
+                    let view: views::ReplayView =
+                        client.send(Method::POST, "/v1/replay", &asked).await?;
+                    return Ok(if json {
+                        to_json(&view.report)?
+                    } else {
+                        view.text
+                    }
+                    .into());
+                }
+            };
             let (desired, _, _) = crate::desired::open_sources(
                 &config,
                 Some(&ledger),

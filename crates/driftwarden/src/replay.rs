@@ -36,15 +36,15 @@ impl PolicyFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read policy file {}", path.display()))?;
-        let deserializer = serde_norway::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            anyhow::anyhow!(
-                "policy file {}: {}: {}",
-                path.display(),
-                err.path(),
-                err.inner()
-            )
-        })
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses policy text from `origin` (named in errors, with the path of
+    /// an unknown or bad key).
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Self> {
+        let deserializer = serde_norway::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(deserializer)
+            .map_err(|err| anyhow::anyhow!("policy file {origin}: {}: {}", err.path(), err.inner()))
     }
 }
 

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::views::{
     ChangeView, ChangesPage, ChangesQuery, DEFAULT_PAGE, DriftView, ErrorView, ExemptionView,
     GrantRequest, HistoryQuery, HistoryView, LedgerView, MAX_TEXT, PartView, ReadinessView,
-    ReasonRequest, RecordView, Recorded, VerifiedView,
+    ReasonRequest, RecordView, Recorded, ReplayRequest, ReplayView, VerifiedView,
 };
 use super::{ApiError, ApiState, Caller, api_router};
 use crate::config::ApiRole;
@@ -43,6 +43,7 @@ pub(super) fn authenticated() -> OpenApiRouter<ApiState> {
         .routes(routes!(resume))
         .routes(routes!(ledger_head))
         .routes(routes!(verify))
+        .routes(routes!(replay))
         .routes(routes!(metrics))
 }
 
@@ -512,6 +513,48 @@ async fn metrics(
         text,
     )
         .into_response())
+}
+
+/// Longest history `replay` judges again.
+const MAX_REPLAY: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// Judges recorded history again under another policy and reports what it
+/// would have reverted (nothing is written).
+#[utoipa::path(post, path = "/v1/replay", request_body = ReplayRequest,
+    responses((status = 200, body = ReplayView), (status = 400, body = ErrorView)),
+    security(("bearer" = [])))]
+async fn replay(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    asked: Result<Json<ReplayRequest>, JsonRejection>,
+) -> Answer<ReplayView> {
+    require(&caller, ApiRole::Reader)?;
+    let asked = body(asked)?;
+    let policy = crate::replay::PolicyFile::parse(&asked.policy, "in the request")
+        .map_err(|err| ApiError::field("policy", format!("{err:#}")))?;
+    let since = humantime::parse_duration(&asked.since)
+        .ok()
+        .filter(|d| *d <= MAX_REPLAY)
+        .ok_or_else(|| {
+            ApiError::field(
+                "since",
+                format!("`{}` is not a duration up to 366d, e.g. `7d`", asked.since),
+            )
+        })?;
+    let since = Utc::now() - chrono::Duration::from_std(since).map_err(anyhow::Error::from)?;
+    let desired = state.desired.borrow().clone();
+    let config = state.config.clone();
+    let ledger = state.ledger.clone();
+    let view = tokio::task::spawn_blocking(move || {
+        let report = crate::replay::replay(&config, policy, ledger, desired, since)?;
+        anyhow::Ok(ReplayView {
+            text: crate::replay::text(&report),
+            report: serde_json::to_value(&report)?,
+        })
+    })
+    .await
+    .map_err(|err| anyhow::anyhow!("replay panicked: {err}"))??;
+    Ok(Json(view))
 }
 
 /// The process is up.

@@ -338,3 +338,24 @@ pub struct ErrorView {
     /// The field of the request at fault, if one is.
     pub field: Option<String>,
 }
+
+/// A policy to judge recorded history again under (`driftwarden replay`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// The policy file's YAML: `trust` and `policies`, as in the config.
+    pub policy: String,
+    /// How far back, e.g. `7d` (at most 366 days).
+    pub since: String,
+}
+
+/// What the other policy would have done.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplayView {
+    /// The report: changes judged again, verdict counts, what it would
+    /// have reverted.
+    #[schema(value_type = Object)]
+    pub report: Value,
+    /// The report in words, as `driftwarden replay` prints it.
+    pub text: String,
+}
