@@ -4,6 +4,7 @@
 //! ```text
 //!  detect     mallory patches a ConfigMap ──watch──▶ bus ──▶ correlator ──▶ ledger
 //!             (in-process Driftwarden, embedded bus, then Kafka)   t0 ─────────▶ record.at
+//!             each twice: without the API, then with it served and read as the page reads it
 //!  throughput N ConfigMaps created 64 at a time ──▶ … Kafka … ──▶ ledger: events/s
 //!             then a fresh Driftwarden drains the same N objects as its initial list;
 //!             meanwhile a probe measures how long tasks wait for a runtime worker
@@ -104,8 +105,13 @@ async fn run(sizes: &Sizes) -> Result<()> {
     // Namespaces are deleted at the end, so their deletion does not load
     // the apiserver during later phases.
     let mut namespaces = Vec::new();
-    namespaces.push(bench.detect("embedded", sizes.changes).await?);
-    namespaces.push(bench.detect("kafka", sizes.changes).await?);
+    for bus in ["embedded", "kafka"] {
+        let (namespace, off) = bench.detect(bus, sizes.changes, false).await?;
+        namespaces.push(namespace);
+        let (namespace, on) = bench.detect(bus, sizes.changes, true).await?;
+        namespaces.push(namespace);
+        println!("detect_p99_api_on_off_ratio_{bus}={:.2}", on / off);
+    }
     namespaces.push(bench.throughput(sizes.writes).await?);
     namespaces.push(bench.memory(sizes.objects).await?);
     println!("deleting the bench namespaces (in the background)");
@@ -183,16 +189,37 @@ impl Bench {
 
     /// Detect latency on `bus_name`: `changes` patches of the probe by
     /// mallory, one at a time, each timed from just before the write to the
-    /// `at` of its change record in the ledger.
-    async fn detect(&self, bus_name: &str, changes: usize) -> Result<TestNamespace> {
-        println!("detect latency, {bus_name} bus: {changes} changes to one ConfigMap");
-        let scene = self.scene(&format!("detect-{bus_name}")).await?;
+    /// `at` of its change record in the ledger. With `served`, the HTTP API is
+    /// served and read meanwhile as the drift feed page reads it (new
+    /// changes every 100 ms, the open drift every 500 ms). Returns the
+    /// namespace and the p99.
+    async fn detect(
+        &self,
+        bus_name: &str,
+        changes: usize,
+        served: bool,
+    ) -> Result<(TestNamespace, f64)> {
+        let name = format!("detect-{bus_name}{}", if served { "-api" } else { "" });
+        println!(
+            "detect latency, {bus_name} bus{}: {changes} changes to one ConfigMap",
+            if served { ", API served and read" } else { "" }
+        );
+        let scene = self.scene(&name).await?;
         let bus = match bus_name {
             "kafka" => self.kafka("detect"),
             _ => BusSettings::Embedded,
         };
-        let settings = self.settings(&scene, bus, &format!("detect-{bus_name}"));
-        let (running, ledger) = start(&settings).await?;
+        let settings = self.settings(&scene, bus, &name);
+        let mut config = settings.config()?;
+        let reader = served
+            .then(|| serve_api(&mut config, &self.work.join(&name)))
+            .transpose()?;
+        let running = driftwarden::run::start(config, Role::All).await?;
+        let ledger = running.ledger.clone().context("role all has a ledger")?;
+        let feed = match (&reader, running.api_addr) {
+            (Some(token), Some(addr)) => Some(tokio::spawn(read_feed(addr, token.clone()))),
+            _ => None,
+        };
         let key = scene.key(PROBE);
         wait_present(&ledger, &key).await?;
 
@@ -229,13 +256,17 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if let Some(feed) = feed {
+            feed.abort();
+        }
         running.stop().await;
         let all = Percentiles::of(&latencies);
-        println!("detect_first_ms_{bus_name}={:.1}", latencies[0]);
-        println!("detect_p50_ms_{bus_name}={:.1}", all.p50);
-        println!("detect_p99_ms_{bus_name}={:.1}", all.p99);
-        println!("detect_max_ms_{bus_name}={:.1}", all.max);
-        Ok(scene.namespace)
+        let suffix = if served { "_api" } else { "" };
+        println!("detect_first_ms_{bus_name}{suffix}={:.1}", latencies[0]);
+        println!("detect_p50_ms_{bus_name}{suffix}={:.1}", all.p50);
+        println!("detect_p99_ms_{bus_name}{suffix}={:.1}", all.p99);
+        println!("detect_max_ms_{bus_name}{suffix}={:.1}", all.max);
+        Ok((scene.namespace, all.p99))
     }
 
     /// Sustained throughput through Kafka: `writes` ConfigMaps created
@@ -399,6 +430,57 @@ async fn start(settings: &Settings) -> Result<(Running, Arc<Ledger>)> {
         .clone()
         .context("role all runs the correlator, so it has a ledger")?;
     Ok((running, ledger))
+}
+
+/// Adds an API on a free loopback port to `config`, with a reader token
+/// written under `dir`; returns the token.
+fn serve_api(config: &mut driftwarden::config::Config, dir: &Path) -> Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let token = format!("bench-reader-{}-{}", unique_suffix(), unique_suffix());
+    let file = dir.join("reader.token");
+    std::fs::write(&file, &token)?;
+    config.api = Some(driftwarden::config::Api {
+        listen: "127.0.0.1:0".parse()?,
+        tls: None,
+        tokens: vec![driftwarden::config::ApiToken {
+            name: "bench".into(),
+            file,
+            role: driftwarden::config::ApiRole::Reader,
+        }],
+    });
+    Ok(token)
+}
+
+/// Reads the API as the drift feed page does, until aborted: new changes
+/// every 100 ms, the open drift every 500 ms.
+async fn read_feed(addr: std::net::SocketAddr, token: String) -> Result<()> {
+    let client = reqwest::Client::new();
+    let mut cursor = 0;
+    for round in 0_u64.. {
+        let page: serde_json::Value = client
+            .get(format!(
+                "http://{addr}/v1/changes?limit=500&cursor={cursor}"
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if let Some(last) = page["changes"].as_array().and_then(|c| c.last()) {
+            cursor = last["seq"].as_u64().unwrap_or(cursor);
+        }
+        if round % 5 == 0 {
+            client
+                .get(format!("http://{addr}/v1/drift"))
+                .bearer_auth(&token)
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Waits until the ledger holds `key` (its initial observation).

@@ -373,10 +373,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 Reach::Running(client) => {
                     let path = format!("/v1/history?key={}", encode(&key.to_string()));
                     let view: views::HistoryView = client.get(&path).await?;
-                    view.records
-                        .into_iter()
-                        .map(views::RecordView::record)
-                        .collect::<anyhow::Result<_>>()?
+                    view.records.into_iter().map(Into::into).collect()
                 }
             };
             Ok(if json {

@@ -70,7 +70,7 @@ pub struct Running {
     pub health: Health,
     /// The process's metrics.
     pub metrics: crate::metrics::Metrics,
-    ledger_thread: Option<LedgerThread>,
+    ledger_threads: Vec<LedgerThread>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
@@ -89,16 +89,17 @@ impl Running {
             webhook.shutdown().await;
         }
         self.tasks.shutdown().await;
-        if let Some(thread) = self.ledger_thread.take() {
+        for thread in std::mem::take(&mut self.ledger_threads) {
             thread.stop().await;
         }
     }
 }
 
-/// The thread that owns the ledger's readers and writers. The correlator and
-/// the enforcer read and append sled records, which waits on the disk; they
-/// run here, on a runtime of their own, so no worker of the main runtime
-/// (watchers, audit webhook, git fetches) ever waits on the ledger.
+/// A thread of the ledger's readers and writers. The correlator and the
+/// enforcer read and append sled records, which waits on the disk; each
+/// runs on a thread like this, on a runtime of its own, so no worker of the
+/// main runtime (watchers, audit webhook, git fetches, API) ever waits on
+/// the ledger.
 #[derive(Debug)]
 struct LedgerThread {
     stop: oneshot::Sender<()>,
@@ -109,12 +110,13 @@ impl LedgerThread {
     /// Runs `work` on a new ledger thread; the future returned ends with
     /// `work`'s result. Dropping the thread's handle stops `work`.
     fn spawn(
+        name: &str,
         work: impl Future<Output = anyhow::Result<()>> + Send + 'static,
     ) -> anyhow::Result<(Self, impl Future<Output = anyhow::Result<()>>)> {
         let (stop, stopped) = oneshot::channel::<()>();
         let (done_tx, done) = oneshot::channel();
         let thread = std::thread::Builder::new()
-            .name("driftwarden-ledger".into())
+            .name(name.into())
             .spawn(move || {
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -425,7 +427,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
     }
 
     let mut known = Vec::new();
-    let mut ledger_thread = None;
+    let mut ledger_threads = Vec::new();
     let mut api_addr = None;
     if let (Some(consumer), Some(opened)) = (consumer, ledger.clone()) {
         known = known_objects(&opened)?;
@@ -472,22 +474,23 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         // The command line reaches the process on its socket, token or not.
         crate::api::serve::unix(router, &crate::api::socket_path(&config), &mut tasks)?;
         let kinds_config = config.clone();
-        let (thread, done) = LedgerThread::spawn(async move {
+        // Each on a thread of its own: they judge and enforce in parallel.
+        let (thread, done) = LedgerThread::spawn("driftwarden-enforcer", enforcer.run(enforce_rx))?;
+        tasks.spawn(done);
+        ledger_threads.push(thread);
+        let (thread, done) = LedgerThread::spawn("driftwarden-correlator", async move {
             let on_desired = move |desired: &Desired| {
                 kinds_tx.send_replace(watched_kinds(&kinds_config, desired));
                 desired_tx.send_replace(desired.clone());
             };
-            let correlating = async move {
-                for update in initial {
-                    correlator.on_git(update).await?;
-                }
-                on_desired(correlator.desired());
-                correlator.run(consumer, git_rx, on_desired).await
-            };
-            tokio::try_join!(enforcer.run(enforce_rx), correlating).map(|_| ())
+            for update in initial {
+                correlator.on_git(update).await?;
+            }
+            on_desired(correlator.desired());
+            correlator.run(consumer, git_rx, on_desired).await
         })?;
         tasks.spawn(done);
-        ledger_thread = Some(thread);
+        ledger_threads.push(thread);
     } else {
         // The watch role follows new commits for the kinds they declare.
         let mut desired = desired;
@@ -547,7 +550,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         api_addr,
         health,
         metrics,
-        ledger_thread,
+        ledger_threads,
         tasks,
     })
 }

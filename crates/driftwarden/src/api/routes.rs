@@ -209,7 +209,7 @@ async fn change(
     let Path(seq) = seq.map_err(|err| ApiError::field("seq", err.body_text()))?;
     let record = read(&state, move |ledger| Ok(ledger.get(seq)?)).await?;
     match record {
-        Some(record) => Ok(Json(RecordView::of(&record))),
+        Some(record) => Ok(Json(RecordView::from(record))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("the ledger holds no record #{seq}"),
@@ -236,7 +236,7 @@ async fn history(
     };
     Ok(Json(HistoryView {
         key: key.to_string(),
-        records: records.iter().map(RecordView::of).collect(),
+        records: records.into_iter().map(RecordView::from).collect(),
     }))
 }
 

@@ -182,28 +182,28 @@ pub struct RecordView {
     pub at: DateTime<Utc>,
     /// What it says; `type` names the kind of record.
     #[schema(value_type = Object)]
-    pub body: Value,
+    pub body: RecordBody,
 }
 
-impl RecordView {
-    /// The view of `record`.
-    pub fn of(record: &LedgerRecord) -> RecordView {
+impl From<LedgerRecord> for RecordView {
+    fn from(record: LedgerRecord) -> RecordView {
         RecordView {
             schema: record.schema,
             seq: record.seq,
             at: record.at,
-            body: serde_json::to_value(&record.body).unwrap_or(Value::Null),
+            body: record.body,
         }
     }
+}
 
-    /// The record again.
-    pub fn record(self) -> anyhow::Result<LedgerRecord> {
-        Ok(LedgerRecord {
-            schema: self.schema,
-            seq: self.seq,
-            at: self.at,
-            body: serde_json::from_value(self.body)?,
-        })
+impl From<RecordView> for LedgerRecord {
+    fn from(view: RecordView) -> LedgerRecord {
+        LedgerRecord {
+            schema: view.schema,
+            seq: view.seq,
+            at: view.at,
+            body: view.body,
+        }
     }
 }
 
