@@ -459,3 +459,102 @@ async fn the_cli_reaches_the_running_process_embedded() -> Result<()> {
 async fn the_cli_reaches_the_running_process_kafka() -> Result<()> {
     the_cli_reaches_the_running_process(Bus::Kafka, "api-cli-kafka").await
 }
+
+/// Paging `/v1/changes` while thousands of changes are being recorded
+/// gives every change exactly once, in order, with and without a filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_give_every_real_change_exactly_once_while_changes_arrive() -> Result<()> {
+    const CREATED: usize = 2_000;
+    let (mut s, config, base, tokens) = declared(Bus::Embedded, "api-pages").await?;
+    let process = start(&mut s, &config, &base).await?;
+    let client = s.env.client(driftwarden_e2e::User::Mallory).await?;
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, s.namespace());
+    let creating = tokio::spawn(async move {
+        use futures::StreamExt as _;
+        futures::stream::iter(0..CREATED)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let cm = serde_json::from_value(json!({
+                        "metadata": {"name": format!("bulk-{i}")},
+                        "data": {"i": i.to_string()},
+                    }))?;
+                    api.create(&Default::default(), &cm).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()
+    });
+    // Page as the writes go on, from the start, 97 at a time.
+    let namespace = s.namespace().to_owned();
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    let mut cursor = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while seen
+        .iter()
+        .filter(|(_, name)| name.starts_with("bulk-"))
+        .count()
+        < CREATED
+    {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "only {} changes paged",
+            seen.len()
+        );
+        let path = format!("/v1/changes?namespace={namespace}&limit=97&cursor={cursor}");
+        let (status, page) = call(&base, Method::GET, &path, Some(&tokens.reader), None).await?;
+        ensure!(status == StatusCode::OK, "{path}: {status} {page}");
+        for change in page["changes"].as_array().context("changes")? {
+            let seq = change["seq"].as_u64().context("seq")?;
+            seen.push((seq, change["name"].as_str().unwrap_or_default().to_owned()));
+            cursor = seq;
+        }
+        if page["next"].is_null() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    creating.await??;
+    ensure!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "each change once, in order"
+    );
+    let mut names: Vec<&str> = seen
+        .iter()
+        .map(|(_, name)| name.as_str())
+        .filter(|name| name.starts_with("bulk-"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    ensure!(
+        names.len() == CREATED,
+        "{} of {CREATED} objects paged",
+        names.len()
+    );
+
+    // A filter pages the same way: every one of them is unmanaged.
+    let mut unmanaged = 0;
+    let mut cursor = None::<u64>;
+    loop {
+        let mut path = format!("/v1/changes?namespace={namespace}&verdict=unmanaged&limit=500");
+        if let Some(cursor) = cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let (_, page) = call(&base, Method::GET, &path, Some(&tokens.reader), None).await?;
+        unmanaged += page["changes"].as_array().map_or(0, Vec::len);
+        match page["next"].as_u64() {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    ensure!(
+        unmanaged == CREATED,
+        "{unmanaged} unmanaged changes paged, {CREATED} made"
+    );
+    process.interrupt().await?;
+    Ok(())
+}

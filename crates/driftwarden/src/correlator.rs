@@ -977,7 +977,11 @@ impl Correlator {
                 Err(err) => {
                     self.metrics.bus_error("receive");
                     tracing::error!(error = %err, "cannot read the bus; retrying");
-                    self.health.set("bus", false, format!("cannot read: {err}"));
+                    self.health.set(
+                        "bus",
+                        false,
+                        "cannot read the bus (the error is in the log)",
+                    );
                     bus_ready = false;
                     continue;
                 }

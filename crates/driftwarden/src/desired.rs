@@ -421,7 +421,13 @@ pub async fn fetch_loop(
             }
             Err(err) => {
                 tracing::warn!(source = %git.spec().name, error = %err, "git fetch failed; keeping the last good desired state");
-                ready.set(&part, false, format!("fetch failing: {err:#}"));
+                // `/readyz` answers without a token: the error (which may
+                // name the remote) stays in the log and the ledger.
+                ready.set(
+                    &part,
+                    false,
+                    format!("the last fetch failed, at {}", Utc::now().to_rfc3339()),
+                );
                 metrics.git_fetch_failed(&name);
                 (Vec::new(), health.failed(Utc::now(), &format!("{err:#}")))
             }
