@@ -244,6 +244,22 @@ pub async fn latest_checkpoints(
     read.await.map_err(|_| Error::Closed)?
 }
 
+/// `fetch`, tried again until `deadline` while the partition has no leader
+/// yet (a topic just created, or a leader moving).
+fn once_led<T>(
+    deadline: Instant,
+    mut fetch: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> rdkafka::error::KafkaResult<T> {
+    loop {
+        match fetch() {
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            done => return done,
+        }
+    }
+}
+
 /// [`latest_checkpoints`] on a blocking thread.
 fn read_last(
     consumer: &BaseConsumer<BusContext>,
@@ -271,9 +287,10 @@ fn read_last(
     let mut last_offsets = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
     for partition in found.partitions().iter().map(|p| p.id()) {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, left())
-            .map_err(kafka("read the checkpoint topic's offsets"))?;
+        let (low, high) = once_led(deadline, || {
+            consumer.fetch_watermarks(topic, partition, left())
+        })
+        .map_err(kafka("read the checkpoint topic's offsets"))?;
         if high > low {
             last_offsets.insert(partition, high - 1);
             let start = Offset::Offset(low.max(high - TAIL_MESSAGES));
