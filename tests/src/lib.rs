@@ -23,6 +23,7 @@ pub mod enforcing;
 pub mod git;
 pub mod process;
 pub mod rbac;
+pub mod receivers;
 pub mod scenario;
 
 pub use testenv::*;

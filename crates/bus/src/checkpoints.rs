@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 use crate::kafka::{BusContext, kafka, producer_client};
 use crate::{Error, KafkaConfig, MAX_MESSAGE_BYTES, Position, Result, Topics};
 
-/// How long dropping a [`CheckpointPublisher`] waits for the checkpoints
+/// How long dropping a [`TopicPublisher`] waits for the checkpoints
 /// still queued (the last one, at shutdown) to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,9 +64,9 @@ pub(crate) fn new_topic(name: &str) -> NewTopic<'_> {
 /// The context of the checkpoint producer: the bus's logging, and a
 /// warning for each checkpoint the broker did not take.
 #[derive(Clone, Default)]
-struct CheckpointContext(BusContext);
+struct TopicContext(BusContext);
 
-impl ClientContext for CheckpointContext {
+impl ClientContext for TopicContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         self.0.log(level, facility, message);
     }
@@ -76,7 +76,7 @@ impl ClientContext for CheckpointContext {
     }
 }
 
-impl ProducerContext for CheckpointContext {
+impl ProducerContext for TopicContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
@@ -85,12 +85,12 @@ impl ProducerContext for CheckpointContext {
                 topic = message.topic(),
                 partition = message.partition(),
                 offset = message.offset(),
-                "ledger checkpoint published"
+                "message published"
             ),
             Err((err, message)) => warn!(
                 topic = message.topic(),
                 error = %err,
-                "kafka did not accept a ledger checkpoint: it is anchored beside the ledger only"
+                "kafka did not accept a message (a checkpoint stays anchored beside the ledger; a verdict is published again after a restart)"
             ),
         }
     }
@@ -112,27 +112,31 @@ impl ProducerContext for CheckpointContext {
 /// backwards, and a finite retention would leave nothing to compare with
 /// after a quiet spell. The embedded bus has no Kafka and publishes no
 /// checkpoints: there `checkpoints.jsonl` beside the ledger is the anchor.
-pub struct CheckpointPublisher {
-    producer: ThreadedProducer<CheckpointContext>,
+pub struct TopicPublisher {
+    producer: ThreadedProducer<TopicContext>,
     topic: String,
 }
 
-impl std::fmt::Debug for CheckpointPublisher {
+impl std::fmt::Debug for TopicPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointPublisher")
+        f.debug_struct("TopicPublisher")
             .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
 }
 
-impl CheckpointPublisher {
+impl TopicPublisher {
     /// A publisher to the checkpoint topic under `config.prefix` (which
     /// [`crate::ensure_topics`] creates).
     pub fn new(config: &KafkaConfig) -> Result<Self> {
-        let topic = Topics::new(&config.prefix)?.checkpoints;
+        Self::to(config, Topics::new(&config.prefix)?.checkpoints)
+    }
+
+    /// A publisher to `topic` (its whole name, prefix included).
+    pub fn to(config: &KafkaConfig, topic: String) -> Result<Self> {
         let producer = producer_client(config)?
-            .create_with_context(CheckpointContext::default())
-            .map_err(kafka("create the checkpoint producer"))?;
+            .create_with_context(TopicContext::default())
+            .map_err(kafka("create a producer"))?;
         Ok(Self { producer, topic })
     }
 
@@ -177,7 +181,7 @@ impl CheckpointPublisher {
     }
 }
 
-impl Drop for CheckpointPublisher {
+impl Drop for TopicPublisher {
     fn drop(&mut self) {
         // The producer drops what is still queued: send it first.
         if let Err(err) = self.flush(FLUSH_TIMEOUT) {
@@ -215,7 +219,16 @@ pub async fn latest_checkpoints(
     config: &KafkaConfig,
     wait: Duration,
 ) -> Result<Vec<StoredCheckpoint>> {
-    let topic = Topics::new(&config.prefix)?.checkpoints;
+    last_messages(config, Topics::new(&config.prefix)?.checkpoints, wait).await
+}
+
+/// The last message of each partition of `topic` (its whole name), read as
+/// [`latest_checkpoints`] reads the checkpoint topic.
+pub async fn last_messages(
+    config: &KafkaConfig,
+    topic: String,
+    wait: Duration,
+) -> Result<Vec<StoredCheckpoint>> {
     let context = BusContext::default();
     let mut client = config.client()?;
     client
@@ -365,12 +378,12 @@ mod tests {
 
     #[test]
     fn a_publisher_needs_brokers_and_a_valid_prefix() {
-        let err = CheckpointPublisher::new(&KafkaConfig::new("", "g")).expect_err("no brokers");
+        let err = TopicPublisher::new(&KafkaConfig::new("", "g")).expect_err("no brokers");
         assert!(matches!(err, Error::NoBrokers), "{err:?}");
         let config = KafkaConfig::new("127.0.0.1:9", "g").with_prefix("bad prefix");
-        let err = CheckpointPublisher::new(&config).expect_err("bad prefix");
+        let err = TopicPublisher::new(&config).expect_err("bad prefix");
         assert!(matches!(err, Error::InvalidPrefix { .. }), "{err:?}");
-        let publisher = CheckpointPublisher::new(&KafkaConfig::new("127.0.0.1:9", "g"))
+        let publisher = TopicPublisher::new(&KafkaConfig::new("127.0.0.1:9", "g"))
             .expect("a producer, without connecting");
         assert_eq!(publisher.topic(), "driftwarden.checkpoints.v1");
     }

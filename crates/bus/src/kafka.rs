@@ -308,8 +308,9 @@ async fn probe(config: &KafkaConfig) -> Result<()> {
 /// Creates the topics under `config.prefix`, with the broker's default
 /// replication factor and `max.message.bytes` of [`MAX_MESSAGE_BYTES`]:
 /// changes, audit records and dead letters with `partitions` partitions
-/// each, and the checkpoint topic with one partition, kept forever (see
-/// [`CheckpointPublisher`](crate::CheckpointPublisher)). Topics that
+/// each, the checkpoint topic with one partition, kept forever (see
+/// [`TopicPublisher`](crate::TopicPublisher)), and the SIEM verdict topics
+/// with one partition and the broker's retention. Topics that
 /// already exist are left as they are.
 ///
 /// This is the first request a process makes: credentials the brokers
@@ -334,6 +335,9 @@ pub async fn ensure_topics(config: &KafkaConfig, partitions: i32) -> Result<Topi
         .map(|name| {
             let topic = if name == topics.checkpoints {
                 crate::checkpoints::new_topic(name)
+            } else if topics.single_partition().contains(&name) {
+                // In order, so its last message says how far it got.
+                NewTopic::new(name, 1, TopicReplication::Fixed(-1))
             } else {
                 NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
             };

@@ -4,7 +4,7 @@
 //! watcher ──publish_fitting──▶ bus (Kafka or embedded channel) ──receive──▶ correlator
 //!                                                  ◀──dead_letter─── (refused payloads)
 //!                                                  ◀──commit──────── (after the ledger flushed)
-//! ledger checkpoints ──CheckpointPublisher──▶ Kafka only ──latest_checkpoints──▶ verify
+//! ledger checkpoints ──TopicPublisher──▶ Kafka only ──latest_checkpoints──▶ verify
 //! ```
 //!
 //! Two implementations behind one small API: Kafka (rdkafka) in production
@@ -19,7 +19,7 @@
 //! too large for Kafka is sent truncated ([`Publisher::publish_fitting`]);
 //! refused payloads go to a dead-letter topic ([`Consumer::dead_letter`]).
 //! Signed ledger checkpoints go to a topic of their own, kept forever
-//! ([`CheckpointPublisher`], read back with [`latest_checkpoints`]); the
+//! ([`TopicPublisher`], read back with [`latest_checkpoints`]); the
 //! embedded bus carries none, so there the file beside the ledger is the
 //! only anchor.
 
@@ -32,7 +32,7 @@ mod kafka;
 mod security;
 mod wire;
 
-pub use checkpoints::{CheckpointPublisher, StoredCheckpoint, latest_checkpoints};
+pub use checkpoints::{StoredCheckpoint, TopicPublisher, last_messages, latest_checkpoints};
 pub use embedded::{DEFAULT_CAPACITY, EmbeddedConsumer, EmbeddedPublisher};
 pub use error::{Error, Refusal, Result};
 pub use kafka::{
@@ -42,7 +42,7 @@ pub use kafka::{
 };
 pub use security::{ClientCert, Mechanism, Protocol, Sasl, Security, SecurityError, Setting};
 pub use wire::{
-    AUDIT_TOPIC, CHANGES_TOPIC, CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, Delivery, Message, Position,
+    AUDIT_TOPIC, CHANGES_TOPIC, CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, VERDICTS_OCSF_TOPIC, VERDICTS_TOPIC, Delivery, Message, Position,
     Received, Rejected, Topics,
 };
 

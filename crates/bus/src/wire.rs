@@ -20,9 +20,13 @@ pub const CHANGES_TOPIC: &str = "driftwarden.changes.v1";
 pub const AUDIT_TOPIC: &str = "driftwarden.audit.v1";
 /// Topic of payloads a consumer refused (see [`Rejected`]), after the prefix.
 pub const DEAD_LETTER_TOPIC: &str = "driftwarden.deadletter.v1";
-/// Topic of signed ledger checkpoints (see [`crate::CheckpointPublisher`]),
+/// Topic of signed ledger checkpoints (see [`crate::TopicPublisher`]),
 /// after the prefix.
 pub const CHECKPOINTS_TOPIC: &str = "driftwarden.checkpoints.v1";
+/// Topic of the SIEM stream: one message per verdict, Driftwarden's JSON.
+pub const VERDICTS_TOPIC: &str = "driftwarden.verdicts.v1";
+/// Topic of the SIEM stream as OCSF events, where configured.
+pub const VERDICTS_OCSF_TOPIC: &str = "driftwarden.verdicts.ocsf.v1";
 
 /// Kafka's longest topic name; the prefix leaves room for the longest suffix.
 const MAX_TOPIC_LEN: usize = 249;
@@ -121,6 +125,10 @@ pub struct Topics {
     pub dead_letter: String,
     /// Where signed ledger checkpoints go; read back by `verify` only.
     pub checkpoints: String,
+    /// The SIEM stream: one message per verdict.
+    pub verdicts: String,
+    /// The SIEM stream as OCSF events.
+    pub verdicts_ocsf: String,
 }
 
 impl Topics {
@@ -132,6 +140,8 @@ impl Topics {
             AUDIT_TOPIC,
             DEAD_LETTER_TOPIC,
             CHECKPOINTS_TOPIC,
+            VERDICTS_TOPIC,
+            VERDICTS_OCSF_TOPIC,
         ]
         .map(str::len)
         .into_iter()
@@ -150,6 +160,8 @@ impl Topics {
             audit: format!("{prefix}{AUDIT_TOPIC}"),
             dead_letter: format!("{prefix}{DEAD_LETTER_TOPIC}"),
             checkpoints: format!("{prefix}{CHECKPOINTS_TOPIC}"),
+            verdicts: format!("{prefix}{VERDICTS_TOPIC}"),
+            verdicts_ocsf: format!("{prefix}{VERDICTS_OCSF_TOPIC}"),
         })
     }
 
@@ -159,14 +171,21 @@ impl Topics {
     }
 
     /// Every topic Driftwarden creates: the consumed ones, the dead-letter
-    /// topic and the checkpoint topic.
-    pub fn all(&self) -> [&str; 4] {
+    /// topic, the checkpoint topic and the SIEM topics.
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.changes,
             &self.audit,
             &self.dead_letter,
             &self.checkpoints,
+            &self.verdicts,
+            &self.verdicts_ocsf,
         ]
+    }
+
+    /// The topics with one partition, in order: checkpoints and verdicts.
+    pub fn single_partition(&self) -> [&str; 3] {
+        [&self.checkpoints, &self.verdicts, &self.verdicts_ocsf]
     }
 }
 
@@ -447,14 +466,14 @@ mod tests {
             topics.consumed(),
             [topics.changes.as_str(), topics.audit.as_str()]
         );
-        assert_eq!(topics.all().len(), 4);
+        assert_eq!(topics.all().len(), 6);
         assert!(topics.all().contains(&topics.dead_letter.as_str()));
         assert!(topics.all().contains(&topics.checkpoints.as_str()));
     }
 
     #[test]
     fn the_longest_prefix_leaves_room_for_every_topic() {
-        let longest = "p".repeat(MAX_TOPIC_LEN - CHECKPOINTS_TOPIC.len());
+        let longest = "p".repeat(MAX_TOPIC_LEN - VERDICTS_OCSF_TOPIC.len());
         let topics = Topics::new(&longest).expect("fits");
         assert!(topics.all().iter().all(|t| t.len() <= MAX_TOPIC_LEN));
         assert!(Topics::new(&format!("{longest}p")).is_err());

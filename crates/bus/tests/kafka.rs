@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{assert_nothing_more, change, collect, id};
 use driftwarden_bus::{
-    CheckpointPublisher, Consumer, Error, HEADER_REASON, HEADER_SOURCE_OFFSET,
+    TopicPublisher, Consumer, Error, HEADER_REASON, HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC, KafkaConfig, MAX_MESSAGE_BYTES, Message,
     Position, Publisher, Received, Rejected, Sent, Topics, ensure_topics, latest_checkpoints,
 };
@@ -563,7 +563,7 @@ async fn kafka_checkpoints_are_kept_forever_and_the_latest_is_read_back() {
         .expect("an empty topic reads");
     assert_eq!(none, Vec::new());
 
-    let publisher = CheckpointPublisher::new(&config).expect("checkpoint publisher");
+    let publisher = TopicPublisher::new(&config).expect("checkpoint publisher");
     assert_eq!(publisher.topic(), topics.checkpoints);
     for seq in 1..=20 {
         let payload = format!(r#"{{"seq":{seq}}}"#);

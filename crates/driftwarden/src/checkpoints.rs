@@ -2,7 +2,7 @@
 //! read back by `verify`, so the chain head is anchored off the host.
 //!
 //! ```text
-//! run:    Checkpointer ──on_checkpoint──▶ bus::CheckpointPublisher ──▶ <prefix>driftwarden.checkpoints.v1
+//! run:    Checkpointer ──on_checkpoint──▶ bus::TopicPublisher ──▶ <prefix>driftwarden.checkpoints.v1
 //! verify: data_dir/checkpoints.jsonl ──┐
 //!         <prefix>driftwarden.checkpoints.v1 ──┴──▶ newer (higher seq; Kafka's on a tie) ──▶ Ledger::verify_with
 //! ```
@@ -249,7 +249,7 @@ pub async fn publisher(
     let Some(kafka) = config.bus.kafka_config() else {
         return Ok(None);
     };
-    let publisher = Arc::new(bus::CheckpointPublisher::new(&kafka).with_context(|| {
+    let publisher = Arc::new(bus::TopicPublisher::new(&kafka).with_context(|| {
         format!(
             "cannot create the Kafka producer of ledger checkpoints for {}: check \
                  `bus.security` and `bus.librdkafka`",
@@ -279,7 +279,7 @@ pub async fn publisher(
 
 /// Queues `checkpoint` for the checkpoint topic under its public key;
 /// logs a failure.
-fn publish(publisher: &bus::CheckpointPublisher, checkpoint: &Checkpoint) {
+fn publish(publisher: &bus::TopicPublisher, checkpoint: &Checkpoint) {
     let queued = serde_json::to_vec(checkpoint)
         .map_err(anyhow::Error::new)
         .and_then(|payload| {

@@ -177,6 +177,31 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
         since: std::time::Duration,
     },
+    /// What happened in a period: drift by namespace, kind and actor,
+    /// unresolved drift with its diff, time to revert and adopt,
+    /// exemptions and git commits; as Markdown, HTML, JSON or CSV.
+    Report {
+        /// The config file.
+        #[arg(short, long, env = "DRIFTWARDEN_CONFIG")]
+        config: PathBuf,
+        /// Start of the period: a duration back from now (`7d`, `36h`) or
+        /// an RFC 3339 time (`2026-05-01T00:00:00Z`).
+        #[arg(long, default_value = "7d", value_name = "TIME")]
+        since: crate::report::When,
+        /// End of the period (not included), as `--since`; default now.
+        #[arg(long, value_name = "TIME")]
+        until: Option<crate::report::When>,
+        /// Only objects in this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// `md`, `html` (one self-contained file), `json` or `csv` (one row
+        /// per change).
+        #[arg(long, value_enum, default_value_t = crate::report::Format::Md)]
+        format: crate::report::Format,
+        /// Write the report to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Resume enforcement paused by the circuit breaker.
     Resume {
         /// The config file.
@@ -496,6 +521,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 to_json(&report)?
             } else {
                 crate::replay::text(&report)
+            }
+            .into())
+        }
+        Command::Report {
+            config,
+            since,
+            until,
+            namespace,
+            format,
+            out,
+        } => {
+            let config = Config::load(&config)?;
+            let now = chrono::Utc::now();
+            let scope = crate::report::Scope::new(
+                since.at(now),
+                until.map_or(now, |until| until.at(now)),
+                namespace,
+            )
+            .map_err(|err| match err.field() {
+                Some(field) => anyhow::anyhow!("--{field}: {err}"),
+                None => err.into(),
+            })?;
+            let reached = reach(&config, &remote, crate::run::open_ledger)?;
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create --out {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            match reached {
+                Reach::Ledger(ledger) => {
+                    let context = crate::report::Context {
+                        cluster: config.cluster.name.clone(),
+                        verification: crate::report::Verification::not_in_this_process(),
+                        now,
+                    };
+                    crate::report::write(&ledger, &scope, &context, format, &mut sink)?;
+                }
+                Reach::Running(client) => {
+                    crate::report::remote::fetch(&client, &scope, format, &mut sink).await?;
+                }
+            }
+            sink.flush()?;
+            Ok(match out {
+                Some(path) => format!("{format} report written to {}\n", path.display()),
+                None => String::new(),
             }
             .into())
         }

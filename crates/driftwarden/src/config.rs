@@ -94,6 +94,12 @@ pub struct Config {
     /// How Secret values are digested.
     #[serde(default)]
     pub secrets: Secrets,
+    /// Chat alerts about drift.
+    #[serde(default)]
+    pub alerts: Option<notify::Alerts>,
+    /// The SIEM stream of verdicts (Kafka bus only).
+    #[serde(default)]
+    pub siem: Option<crate::siem::Siem>,
 }
 
 /// How Secret values are digested: HMAC-SHA256 with an installation key.
@@ -118,21 +124,21 @@ pub struct Enforcement {
     #[serde(default = "default_flap_limit")]
     pub flap_limit: u32,
     /// The window of `flap_limit`, e.g. `5m`.
-    #[serde(default = "default_flap_window", deserialize_with = "duration")]
+    #[serde(default = "default_flap_window", deserialize_with = "model::duration")]
     pub flap_window: Duration,
     /// The longest wait between two reverts of one object in a revert war
     /// against a person, e.g. `30s`: waits double from 1 s up to this.
     /// Keep it shorter than `flap_window`.
-    #[serde(default = "default_backoff_cap", deserialize_with = "duration")]
+    #[serde(default = "default_backoff_cap", deserialize_with = "model::duration")]
     pub backoff_cap: Duration,
     /// Drifts cluster-wide within `breaker_window` that pause enforcement.
     #[serde(default = "default_breaker_limit")]
     pub breaker_limit: u32,
     /// The window of `breaker_limit`, e.g. `1m`.
-    #[serde(default = "default_breaker_window", deserialize_with = "duration")]
+    #[serde(default = "default_breaker_window", deserialize_with = "model::duration")]
     pub breaker_window: Duration,
     /// How long a tripped breaker pauses enforcement unless resumed by hand.
-    #[serde(default = "default_breaker_pause", deserialize_with = "duration")]
+    #[serde(default = "default_breaker_pause", deserialize_with = "model::duration")]
     pub breaker_pause: Duration,
 }
 
@@ -512,12 +518,12 @@ pub struct Source {
     #[serde(default = "default_namespace")]
     pub default_namespace: String,
     /// How often to fetch, e.g. `10s`.
-    #[serde(default = "default_interval", deserialize_with = "duration")]
+    #[serde(default = "default_interval", deserialize_with = "model::duration")]
     pub interval: Duration,
     /// How long fetches may fail before the source counts as stale, e.g.
     /// `2m`: then enforcement and sync pause for its objects, and verdicts
     /// about them are marked `git_stale`, until a fetch succeeds.
-    #[serde(default = "default_max_staleness", deserialize_with = "duration")]
+    #[serde(default = "default_max_staleness", deserialize_with = "model::duration")]
     pub max_staleness: Duration,
 }
 
@@ -722,7 +728,7 @@ pub struct AuditWebhook {
     /// How long a verdict that depends on identity waits for its audit
     /// record before it is judged without it, e.g. `2s` (the default); at
     /// most `1m`.
-    #[serde(default = "default_join_wait", deserialize_with = "duration")]
+    #[serde(default = "default_join_wait", deserialize_with = "model::duration")]
     pub join_wait: Duration,
 }
 
@@ -829,15 +835,6 @@ impl AuditWebhook {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(|err| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not a duration ({err}): write e.g. `10s`, `2m`"
-        ))
-    })
-}
-
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self> {
@@ -938,6 +935,18 @@ impl Config {
         }
         if let Some(api) = &self.api {
             api.validate()
+                .map_err(|(at, message)| invalid(at, message))?;
+        }
+        if self.siem.is_some() && self.bus.kafka_config().is_none() {
+            return Err(invalid(
+                "siem".into(),
+                "the SIEM stream is published to Kafka: set `bus.type: kafka`, or remove `siem`"
+                    .into(),
+            ));
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts
+                .validate()
                 .map_err(|(at, message)| invalid(at, message))?;
         }
         Ok(())

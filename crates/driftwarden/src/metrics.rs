@@ -80,6 +80,10 @@ pub const NAMES: &[&str] = &[
     "driftwarden_watcher_errors_total",
     "driftwarden_api_requests_total",
     "driftwarden_api_auth_failures_total",
+    "driftwarden_alerts_queued_total",
+    "driftwarden_alert_deliveries_total",
+    "driftwarden_alerts_pending",
+    "driftwarden_verdicts_published_total",
 ];
 
 /// The values of the `state` label of `driftwarden_watcher_state`.
@@ -126,6 +130,17 @@ struct OperationLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct NamespaceLabels {
     namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeliveryLabels {
+    sink: String,
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -229,6 +244,10 @@ struct Inner {
     watcher_errors: Family<KindLabels, Counter>,
     api_requests: Family<RequestLabels, Counter>,
     api_auth_failures: Family<ReasonLabels, Counter>,
+    alerts_queued: Family<SinkLabels, Counter>,
+    alert_deliveries: Family<DeliveryLabels, Counter>,
+    alerts_pending: Family<SinkLabels, Gauge>,
+    verdicts_published: Counter,
     /// When each git source last fetched.
     git_fetched: Mutex<BTreeMap<String, Instant>>,
     /// What the watchers of each kind are doing.
@@ -292,6 +311,10 @@ impl Metrics {
             watcher_errors: Family::default(),
             api_requests: Family::default(),
             api_auth_failures: Family::default(),
+            alerts_queued: Family::default(),
+            alert_deliveries: Family::default(),
+            alerts_pending: Family::default(),
+            verdicts_published: Counter::default(),
             git_fetched: Mutex::default(),
             watchers: Mutex::default(),
             ledger: Mutex::default(),
@@ -407,6 +430,26 @@ impl Metrics {
             "api_auth_failures",
             "API requests refused for their bearer token (missing, unknown)",
             i.api_auth_failures.clone(),
+        );
+        registry.register(
+            "alerts_queued",
+            "Alerts written to the outbox, by sink",
+            i.alerts_queued.clone(),
+        );
+        registry.register(
+            "alert_deliveries",
+            "Messages posted to a sink, by sink and result (delivered, failed: retried)",
+            i.alert_deliveries.clone(),
+        );
+        registry.register(
+            "alerts_pending",
+            "Alerts in the outbox a sink has not taken yet",
+            i.alerts_pending.clone(),
+        );
+        registry.register(
+            "verdicts_published",
+            "Verdicts published to the SIEM topics",
+            i.verdicts_published.clone(),
         );
         // Series of fixed label sets exist from the start, at 0, so that a
         // dashboard shows 0 rather than nothing.
@@ -553,6 +596,53 @@ impl Metrics {
             .last_verify
             .set(at.timestamp_millis() as f64 / 1000.0);
         self.0.last_verify_ok.set(i64::from(ok));
+    }
+
+    /// Sink `sink` exists: its series start at 0.
+    pub fn sink(&self, sink: &str) {
+        self.alert_pending(sink, 0);
+        for result in ["delivered", "failed"] {
+            let _ = self.0.alert_deliveries.get_or_create(&DeliveryLabels {
+                sink: sink.to_owned(),
+                result,
+            });
+        }
+        let _ = self.0.alerts_queued.get_or_create(&SinkLabels {
+            sink: sink.to_owned(),
+        });
+    }
+
+    /// An alert was written to the outbox for `sink`.
+    pub fn alert_queued(&self, sink: &str) {
+        let labels = SinkLabels {
+            sink: sink.to_owned(),
+        };
+        self.0.alerts_queued.get_or_create(&labels).inc();
+    }
+
+    /// A message was posted to `sink`: taken or not.
+    pub fn alert_delivery(&self, sink: &str, delivered: bool) {
+        let labels = DeliveryLabels {
+            sink: sink.to_owned(),
+            result: if delivered { "delivered" } else { "failed" },
+        };
+        self.0.alert_deliveries.get_or_create(&labels).inc();
+    }
+
+    /// `pending` alerts wait for `sink`.
+    pub fn alert_pending(&self, sink: &str, pending: usize) {
+        let labels = SinkLabels {
+            sink: sink.to_owned(),
+        };
+        self.0
+            .alerts_pending
+            .get_or_create(&labels)
+            .set(pending as i64);
+    }
+
+    /// `count` verdicts were published to the SIEM topics.
+    pub fn verdicts_published(&self, count: u64) {
+        self.0.verdicts_published.inc_by(count);
     }
 
     /// Git source `source` fetched successfully just now.

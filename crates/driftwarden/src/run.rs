@@ -452,6 +452,13 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             .with_requests(requests_rx)
             .with_health(health.clone())
             .with_metrics(metrics.clone());
+        let notifier = crate::notifier::Notifier::new(
+            &config,
+            opened.clone(),
+            desired_rx.clone(),
+            health.clone(),
+            metrics.clone(),
+        );
         let state = ApiState {
             ledger: opened.clone(),
             desired: desired_rx,
@@ -491,6 +498,16 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         })?;
         tasks.spawn(done);
         ledger_threads.push(thread);
+        if let Some(notifier) = notifier {
+            let (thread, done) = LedgerThread::spawn("driftwarden-notifier", notifier.run())?;
+            tasks.spawn(done);
+            ledger_threads.push(thread);
+        }
+        if let Some(siem) = crate::siem::Publisher::new(&config, opened.clone(), metrics.clone())? {
+            let (thread, done) = LedgerThread::spawn("driftwarden-siem", siem.run())?;
+            tasks.spawn(done);
+            ledger_threads.push(thread);
+        }
     } else {
         // The watch role follows new commits for the kinds they declare.
         let mut desired = desired;

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use model::{Actor, DesiredHistory, FieldPath, Mode, ObjectKey, PathError, Trust};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Which objects a policy rule governs. Empty lists match everything.
@@ -70,21 +70,12 @@ pub struct Policy {
     pub prune: bool,
     /// How long a drift may wait for a commit that adopts it before it is
     /// reverted, e.g. `5m`; `0s` reverts at once.
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "model::duration")]
     pub grace: Duration,
     /// Apply new commits in this scope (and, with `prune`, delete what a
     /// commit removed): Driftwarden acts as the GitOps agent.
     #[serde(default)]
     pub sync: bool,
-}
-
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(|err| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not a duration ({err}): write e.g. `10s`, `2m`"
-        ))
-    })
 }
 
 /// The position of the rule governing an object with `labels`: the matching

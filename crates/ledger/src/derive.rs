@@ -3,7 +3,7 @@
 //! ```text
 //!  record (seq, body) ──derive──┬─▶ by_object  key ‖ seq
 //!                               ├─▶ dedup      change id ─▶ seq
-//!                               ├─▶ meta       exemption/‹seq›, git/‹source›/‹seq›
+//!                               ├─▶ meta       exemption/‹seq›, alert/‹seq›, git/‹source›/‹seq›
 //!                               └─▶ objects    key ─▶ StoredState (observe, amend)
 //!  runs of records sharing `at` ──▶ by_time    nanos ‖ first seq ─▶ last seq
 //! ```
@@ -37,6 +37,13 @@ pub(crate) const EXEMPTION_PREFIX: &[u8] = b"exemption/";
 /// Prefix of the git sync index entries in the `meta` tree.
 pub(crate) const GIT_PREFIX: &[u8] = b"git/";
 
+/// Prefix of the outbox index entries (alerts and their deliveries) in the
+/// `meta` tree.
+pub(crate) const ALERT_PREFIX: &[u8] = b"alert/";
+
+/// Prefixes of every index kept in the `meta` tree.
+pub(crate) const META_PREFIXES: [&[u8]; 3] = [EXEMPTION_PREFIX, GIT_PREFIX, ALERT_PREFIX];
+
 /// Prefix of the `meta` entries indexing the git syncs of `source`.
 pub(crate) fn git_sync_prefix(source: &str) -> Vec<u8> {
     let mut key = GIT_PREFIX.to_vec();
@@ -54,7 +61,12 @@ pub(crate) fn git_sync_key(source: &str, seq: u64) -> Vec<u8> {
 
 /// The `meta` key indexing exemption record `seq`.
 pub(crate) fn exemption_key(seq: u64) -> Vec<u8> {
-    let mut key = EXEMPTION_PREFIX.to_vec();
+    meta_key(EXEMPTION_PREFIX, seq)
+}
+
+/// The `meta` key indexing record `seq` under `prefix`.
+fn meta_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
     key.extend_from_slice(&seq_key(seq));
     key
 }
@@ -155,6 +167,9 @@ pub(crate) fn derive<E>(
         }
         RecordBody::Exemption(_) | RecordBody::Revocation(_) => {
             derived.meta = Some(exemption_key(seq));
+        }
+        RecordBody::Alert(_) | RecordBody::Delivery(_) => {
+            derived.meta = Some(meta_key(ALERT_PREFIX, seq));
         }
         RecordBody::GitSync(sync) => derived.meta = Some(git_sync_key(&sync.source, seq)),
         // Git errors, rewrites and fetches, controls, refusals and any

@@ -23,8 +23,8 @@ use chrono::DateTime;
 
 use crate::codec::{decode_sealed, decode_u64, seq_key, trailing_seq};
 use crate::derive::{
-    BY_OBJECT, BY_TIME, DEDUP, Derived, EXEMPTION_PREFIX, GIT_PREFIX, IndexDifference, Indexable,
-    META, OBJECTS, decode_indexable, derive, time_entry,
+    BY_OBJECT, BY_TIME, DEDUP, Derived, IndexDifference, Indexable,
+    META, META_PREFIXES, OBJECTS, decode_indexable, derive, time_entry,
 };
 use crate::state::StoredState;
 use crate::store::Trees;
@@ -462,10 +462,10 @@ fn compare_by_time(
     Ok(())
 }
 
-/// Compares the exemption and git sync index entries in `meta`.
+/// Compares the index entries in `meta` (exemptions, git syncs, outbox).
 fn compare_meta(trees: &Trees, expected: &BTreeSet<Vec<u8>>, out: &mut Differences) -> Result<()> {
     let mut found = BTreeSet::new();
-    for prefix in [EXEMPTION_PREFIX, GIT_PREFIX] {
+    for prefix in META_PREFIXES {
         for entry in trees.meta.scan_prefix(prefix) {
             let (key, value) = entry.map_err(Error::storage("reading the meta index to verify"))?;
             let key = key.to_vec();
@@ -581,7 +581,7 @@ pub(crate) fn rebuild(trees: &Trees, which: &BTreeSet<String>) -> Result<u64> {
     }
     if wants(META) {
         let mut batch = sled::Batch::default();
-        for prefix in [EXEMPTION_PREFIX, GIT_PREFIX] {
+        for prefix in META_PREFIXES {
             for key in trees.meta.scan_prefix(prefix).keys() {
                 batch.remove(key.map_err(Error::storage("reading the meta index"))?);
             }

@@ -39,5 +39,5 @@ pub use checkpoint::{
 pub use error::{Error, Result, StorageError};
 pub use indexes::Repaired;
 pub use state::ObjectState;
-pub use store::{Appended, Ledger, Options};
+pub use store::{Appended, Ledger, Options, Outbox, Pending};
 pub use verify::{MAX_PROBLEMS, Problem, VerifyReport};

@@ -16,7 +16,7 @@ use crate::codec::{
     decode_head, decode_sealed, decode_u64, encode_head, seal_into, seq_key, time_prefix,
     trailing_seq,
 };
-use crate::derive::{EXEMPTION_PREFIX, Subject, dedup_id, derive, git_sync_prefix, time_entry};
+use crate::derive::{ALERT_PREFIX, EXEMPTION_PREFIX, Subject, dedup_id, derive, git_sync_prefix, time_entry};
 use crate::state::StoredState;
 use crate::{Error, ObjectState, Result};
 
@@ -75,6 +75,31 @@ pub struct Appended {
     /// `dedup_id`s of the changes skipped because the ledger (or an earlier
     /// body of the same batch) already holds them.
     pub duplicates: Vec<String>,
+}
+
+/// The alert outbox, as the ledger holds it (see [`Ledger::outbox`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outbox {
+    /// Alerts not yet delivered to every sink, oldest first.
+    pub pending: Vec<Pending>,
+    /// Every record up to this one has been routed.
+    pub routed_through: u64,
+    /// Alert records in the ledger.
+    pub alerts: u64,
+    /// The opening alert of every drift alerted and not settled yet
+    /// (reverted or adopted), by the drift's sequence number.
+    pub opened: std::collections::BTreeMap<u64, model::AlertRecord>,
+}
+
+/// An alert some sinks still wait for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// Its record's sequence number.
+    pub seq: u64,
+    /// The alert.
+    pub alert: model::AlertRecord,
+    /// The sinks it has not been delivered to.
+    pub sinks: Vec<String>,
 }
 
 /// Tuning of a ledger's storage.
@@ -391,6 +416,52 @@ impl Ledger {
             }
         }
         Ok(out)
+    }
+
+    /// The alert outbox: every alert record with the sinks it has not been
+    /// delivered to yet, and how far routing got (the highest
+    /// `routed_through` recorded).
+    pub fn outbox(&self) -> Result<Outbox> {
+        let mut outbox = Outbox::default();
+        let mut pending: std::collections::BTreeMap<u64, (model::AlertRecord, Vec<String>)> =
+            std::collections::BTreeMap::new();
+        for entry in self.trees.meta.scan_prefix(ALERT_PREFIX) {
+            let (key, _) = entry.map_err(Error::storage("reading the outbox index"))?;
+            let record = indexed_record(&self.trees.records, "meta", &key)?;
+            match record.body {
+                RecordBody::Alert(alert) => {
+                    outbox.routed_through = outbox.routed_through.max(alert.routed_through);
+                    outbox.alerts += 1;
+                    match &alert.event {
+                        model::AlertEvent::Opened(_) => {
+                            outbox.opened.insert(alert.drift_seq, alert.clone());
+                        }
+                        model::AlertEvent::Updated { action, .. } if action.is_final() => {
+                            outbox.opened.remove(&alert.drift_seq);
+                        }
+                        model::AlertEvent::Updated { .. } => {}
+                    }
+                    let sinks = alert.sinks.clone();
+                    pending.insert(record.seq, (alert, sinks));
+                }
+                RecordBody::Delivery(delivery) => {
+                    for seq in &delivery.alerts {
+                        if let Some((_, sinks)) = pending.get_mut(seq) {
+                            sinks.retain(|sink| *sink != delivery.sink);
+                            if sinks.is_empty() {
+                                pending.remove(seq);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        outbox.pending = pending
+            .into_iter()
+            .map(|(seq, (alert, sinks))| Pending { seq, alert, sinks })
+            .collect();
+        Ok(outbox)
     }
 
     /// The commits applied from git source `source`, in the order they were

@@ -9,6 +9,7 @@
 //! Every type that crosses a process boundary (bus messages, ledger records)
 //! carries a `schema` version so readers can reject what they do not know.
 
+mod alert;
 mod audit;
 mod change;
 pub mod churn;
@@ -21,6 +22,7 @@ pub mod redact;
 pub mod trust;
 mod verdict;
 
+pub use alert::{Alert, AlertAction, AlertEvent, AlertLine, AlertRecord, Delivery, Severity};
 pub use audit::{AuditObjectRef, AuditRecord, AuditUser};
 pub use change::{ChangeEvent, ChangeKind, ManagedField, Truncation};
 pub use desired::{Commit, DesiredEntry, DesiredHistory};
@@ -39,3 +41,16 @@ pub use verdict::{Actor, DriftKind, FieldChange, Judgement, PathVerdict, Verdict
 
 /// The wire and storage schema version written by this build.
 pub const SCHEMA: u32 = 1;
+
+/// Reads a duration written for people (`10s`, `2m`, `1h30m`) in config
+/// files: `#[serde(deserialize_with = "model::duration")]`.
+pub fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::time::Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({err}): write e.g. `10s`, `2m`"
+        ))
+    })
+}

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    Amendment, Attribution, AuditRecord, ChangeEvent, Commit, Control, Enforcement, Exemption,
+    AlertRecord, Amendment, Delivery, Attribution, AuditRecord, ChangeEvent, Commit, Control, Enforcement, Exemption,
     Judgement, Revocation, SCHEMA,
 };
 
@@ -149,6 +149,10 @@ pub enum RecordBody {
     Refused(AuditRecord),
     /// A message on the bus this build refused.
     Rejected(RejectedMessage),
+    /// An alert in the outbox: written before it is sent.
+    Alert(AlertRecord),
+    /// Alerts delivered to a sink.
+    Delivery(Delivery),
 }
 
 /// One ledger entry before it is sealed into the chain.

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::views::{
     ChangeView, ChangesPage, ChangesQuery, DEFAULT_PAGE, DriftView, ErrorView, ExemptionView,
     GrantRequest, HistoryQuery, HistoryView, LedgerView, MAX_TEXT, PartView, ReadinessView,
-    ReasonRequest, RecordView, Recorded, ReplayRequest, ReplayView, VerifiedView,
+    ReasonRequest, RecordView, Recorded, ReplayRequest, ReplayView, ReportQuery, VerifiedView,
 };
 use super::{ApiError, ApiState, Caller, api_router};
 use crate::config::ApiRole;
@@ -45,6 +45,7 @@ pub(super) fn authenticated() -> OpenApiRouter<ApiState> {
         .routes(routes!(verify))
         .routes(routes!(replay))
         .routes(routes!(metrics))
+        .routes(routes!(report))
 }
 
 /// Routes anyone may call: probes.
@@ -555,6 +556,153 @@ async fn replay(
     .await
     .map_err(|err| anyhow::anyhow!("replay panicked: {err}"))??;
     Ok(Json(view))
+}
+
+/// A report of a period: drift by namespace, kind and actor, unresolved
+/// drift with its diff, time to revert and adopt, exemptions granted and
+/// git commits applied; as Markdown, one self-contained HTML file, JSON or
+/// CSV (one row per change, sent as the ledger is read).
+#[utoipa::path(get, path = "/v1/report", params(ReportQuery),
+    responses(
+        (status = 200, content(
+            (String = "text/markdown"),
+            (String = "text/html"),
+            (String = "application/json"),
+            (String = "text/csv"))),
+        (status = 400, body = ErrorView)),
+    security(("bearer" = [])))]
+async fn report(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    use crate::report::{self, Verification};
+    require(&caller, ApiRole::Reader)?;
+    let q = query(q)?;
+    let now = Utc::now();
+    let when = |field: &str, text: Option<&str>| -> Result<Option<chrono::DateTime<Utc>>, ApiError> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        if text.len() > MAX_TEXT {
+            return Err(ApiError::field(field, format!("longer than {MAX_TEXT} bytes")));
+        }
+        text.parse::<report::When>()
+            .map(|when| Some(when.at(now)))
+            .map_err(|err| ApiError::field(field, err.to_string()))
+    };
+    let since = when("since", q.since.as_deref())?.unwrap_or(now - chrono::Duration::days(7));
+    let until = when("until", q.until.as_deref())?.unwrap_or(now);
+    let format = match q.format.as_deref() {
+        None => report::Format::Md,
+        Some(text) => text
+            .parse()
+            .map_err(|err: report::Error| ApiError::field("format", err.to_string()))?,
+    };
+    if q.namespace.as_ref().is_some_and(|n| n.len() > MAX_TEXT) {
+        return Err(ApiError::field("namespace", format!("longer than {MAX_TEXT} bytes")));
+    }
+    let scope = report::Scope::new(since, until, q.namespace)
+        .map_err(|err| ApiError::field(err.field().unwrap_or("query"), err.to_string()))?;
+    let verification = match state.verified.lock().await.as_ref() {
+        Some(verified) => Verification::Verified {
+            at: verified.at,
+            ok: verified.ok,
+        },
+        None => Verification::NotVerified {
+            note: "not verified since this driftwarden started: `driftwarden verify` runs one"
+                .into(),
+        },
+    };
+    let context = report::Context {
+        cluster: state.config.cluster.name.clone(),
+        verification,
+        now,
+    };
+    let (sender, mut chunks) = tokio::sync::mpsc::channel(4);
+    let ledger = state.ledger.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            sender: sender.clone(),
+            buffer: Vec::new(),
+        };
+        if let Err(err) = report::write(&ledger, &scope, &context, format, &mut out) {
+            let err = anyhow::Error::from(err);
+            tracing::warn!(error = %format!("{err:#}"), "making a report failed");
+            let _ = sender.blocking_send(Err(std::io::Error::other(format!("{err:#}"))));
+        }
+    });
+    // Everything before the first bytes decides the status; a failure
+    // after them cuts the body short (never a body that looks whole).
+    let first = match chunks.recv().await {
+        Some(Ok(first)) => first,
+        Some(Err(err)) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("making the report failed: {err}"),
+            ));
+        }
+        None => axum::body::Bytes::new(),
+    };
+    let rest = futures::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    });
+    let body = axum::body::Body::from_stream(
+        futures::StreamExt::chain(futures::stream::iter([Ok(first)]), rest),
+    );
+    let disposition = format!("inline; filename=\"driftwarden-report.{}\"", format.as_str());
+    let mut response = (
+        [
+            (axum::http::header::CONTENT_TYPE, format.content_type().to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        body,
+    )
+        .into_response();
+    if format == report::Format::Html {
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            axum::http::HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            ),
+        );
+    }
+    Ok(response)
+}
+
+/// A report's bytes, handed to the response body in chunks of 64 KiB.
+struct Chunks {
+    sender: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl Chunks {
+    const SIZE: usize = 64 * 1024;
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = axum::body::Bytes::from(std::mem::take(&mut self.buffer));
+        self.sender.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= Self::SIZE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
 }
 
 /// The process is up.

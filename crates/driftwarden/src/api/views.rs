@@ -359,3 +359,20 @@ pub struct ReplayView {
     /// The report in words, as `driftwarden replay` prints it.
     pub text: String,
 }
+
+/// The period, scope and format of `GET /v1/report`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// Start of the period: a duration back from now (`7d`, `36h`) or an
+    /// RFC 3339 time; default `7d`.
+    pub since: Option<String>,
+    /// End of the period (not included), as `since`; default now. At most
+    /// 366 days after `since`.
+    pub until: Option<String>,
+    /// Only objects in this namespace.
+    pub namespace: Option<String>,
+    /// `md` (default), `html`, `json` or `csv`.
+    pub format: Option<String>,
+}
