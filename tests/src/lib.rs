@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod app;
+pub mod browser;
 pub mod corpus;
 pub mod enforcing;
 pub mod git;

@@ -676,10 +676,8 @@ fn teams_element(element: &Value, what: &str) -> Result<(), String> {
         return Err(format!("{what}: unknown element {kind:?}"));
     }
     match kind {
-        "TextBlock" => {
-            if fields.get("text").and_then(Value::as_str).is_none() {
-                return Err(format!("{what}: TextBlock without text"));
-            }
+        "TextBlock" if fields.get("text").and_then(Value::as_str).is_none() => {
+            return Err(format!("{what}: TextBlock without text"));
         }
         "FactSet" => {
             let facts = fields

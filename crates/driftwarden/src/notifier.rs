@@ -64,6 +64,8 @@ pub struct Notifier {
     desired: latest::Receiver<Desired>,
     health: Health,
     metrics: Metrics,
+    /// How long an audit event may come after its change.
+    join_wait: Option<Duration>,
     /// Opening alerts of drifts not settled, by drift sequence number.
     open: BTreeMap<u64, AlertRecord>,
     /// Drifts settled in the batch being routed: forgotten once it is queued.
@@ -110,6 +112,7 @@ impl Notifier {
             desired,
             health,
             metrics,
+            join_wait: config.join_wait(),
             open: BTreeMap::new(),
             settled: Vec::new(),
             cursor: 0,
@@ -169,12 +172,19 @@ impl Notifier {
         }
         let mut out = Vec::new();
         let mut last = self.cursor;
+        let now = Utc::now();
         for record in self.ledger.from_seq(self.cursor + 1).take(BATCH) {
             let record = record?;
+            if self.awaits_identity(&record, now) {
+                break;
+            }
             last = record.seq;
             if let Some(alert) = self.route(&record)? {
                 out.push(alert);
             }
+        }
+        if last == self.cursor {
+            return Ok(false);
         }
         self.cursor = last;
         if out.is_empty() {
@@ -197,6 +207,33 @@ impl Notifier {
             self.open.remove(&drift_seq);
         }
         Ok(true)
+    }
+
+    /// Whether `record` is a change that may alert, made by someone only
+    /// a later audit event names, and younger than the audit join wait:
+    /// routing waits for the identity rather than alerting on a claim.
+    fn awaits_identity(&self, record: &LedgerRecord, now: DateTime<Utc>) -> bool {
+        let (Some(wait), RecordBody::Change { judgement, .. }) = (self.join_wait, &record.body)
+        else {
+            return false;
+        };
+        let alerting = judgement.verdict.departs() || judgement.verdict == Verdict::Unmanaged;
+        alerting
+            && !matches!(judgement.actor, Actor::Audit { .. })
+            && now < record.at + chrono::Duration::from_std(wait).unwrap_or_default()
+    }
+
+    /// Who made change `seq` of `key`: an identity learnt after it was
+    /// judged (an attribution record) where there is one.
+    fn identity(&self, key: &model::ObjectKey, seq: u64, judged: &Actor) -> anyhow::Result<Actor> {
+        if matches!(judged, Actor::Audit { .. }) || self.join_wait.is_none() {
+            return Ok(judged.clone());
+        }
+        let learnt = self.ledger.history(key)?.into_iter().find_map(|r| match r.body {
+            RecordBody::Attribution(a) if a.amends == seq => Some(a.actor),
+            _ => None,
+        });
+        Ok(learnt.unwrap_or_else(|| judged.clone()))
     }
 
     /// The alert record `record` calls for, if any.
@@ -269,10 +306,11 @@ impl Notifier {
     ) -> anyhow::Result<Option<AlertRecord>> {
         let key = &event.key;
         let verdict = judgement.verdict.name();
+        let actor = self.identity(key, seq, &judgement.actor)?;
         let desired = self.desired.borrow();
         let history = desired.history(key);
         let git_labels = scope_basis(history, None).map(labels_of);
-        let identity = match &judgement.actor {
+        let identity = match &actor {
             Actor::Audit { user, .. } => Some(user.as_str()),
             _ => None,
         };
@@ -312,6 +350,13 @@ impl Notifier {
             _ => {
                 let last_good = self.ledger.object_state(key)?.and_then(|s| s.last_good);
                 match self.policies.governing(key, history, last_good.as_ref()) {
+                    // An object git does not declare is deleted only
+                    // where `prune` is on.
+                    Some((policy, _))
+                        if judgement.verdict == Verdict::Unmanaged && !policy.prune =>
+                    {
+                        AlertAction::AuditOnly
+                    }
                     Some((policy, _)) => match policy.mode {
                         Mode::Audit => AlertAction::AuditOnly,
                         Mode::DryRun => AlertAction::WouldRevert,
@@ -356,8 +401,8 @@ impl Notifier {
             object: key.to_string(),
             kind: key.kind.clone(),
             namespace: key.namespace.clone(),
-            actor: judgement.actor.to_string(),
-            actor_source: actor_source(&judgement.actor).to_owned(),
+            actor: actor.to_string(),
+            actor_source: actor_source(&actor).to_owned(),
             diff: diff.into_iter().take(Alert::MAX_LINES).collect(),
             diff_omitted,
             expected,

@@ -131,6 +131,9 @@ impl LedgerThread {
                             }
                         })
                     });
+                if let Err(err) = &result {
+                    tracing::error!(error = %format!("{err:#}"), "{} stopped", std::thread::current().name().unwrap_or("a ledger thread"));
+                }
                 let _ = done_tx.send(result);
             })
             .context("cannot start the ledger thread")?;

@@ -220,7 +220,6 @@ pub struct AlertRecord {
     /// after a restart.
     pub routed_through: u64,
     /// What it says.
-    #[serde(flatten)]
     pub event: AlertEvent,
 }
 
@@ -238,4 +237,26 @@ pub struct Delivery {
     /// Whether it was a digest of several drifts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub digest: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outbox_entry_round_trips_through_json() {
+        let record = AlertRecord {
+            drift_seq: 7,
+            sinks: vec!["chat".into()],
+            routed_through: 9,
+            event: AlertEvent::Updated {
+                object: "prod/core/ConfigMap/a/b".into(),
+                action: AlertAction::Reverted { after_ms: 120 },
+                link: None,
+            },
+        };
+        let text = serde_json::to_string(&record).expect("serializes");
+        let back: AlertRecord = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(back, record);
+    }
 }

@@ -108,13 +108,13 @@ pub enum SecretRef {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawSecret {
-    Inline(serde::de::IgnoredAny),
     Ref {
         #[serde(default)]
         file: Option<PathBuf>,
         #[serde(default)]
         env: Option<String>,
     },
+    Inline(serde::de::IgnoredAny),
 }
 
 impl TryFrom<RawSecret> for SecretRef {

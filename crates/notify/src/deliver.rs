@@ -195,3 +195,13 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
     }
 }
+
+#[cfg(test)]
+mod sender_tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_builds() {
+        Sender::new().expect("builds");
+    }
+}

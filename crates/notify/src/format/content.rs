@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use model::{Alert, AlertLine, Severity};
 
-use super::text::clip;
+use super::text::{clip, drifts};
 
 /// Shown for a field that is not set on one side of a change.
 pub(crate) const UNSET: &str = "(unset)";
@@ -136,6 +136,20 @@ impl DigestSummary {
             more_namespaces: all.len() > HEADLINE_NAMESPACES,
             severities,
         }
+    }
+
+    /// "50 drifts in team-a, team-b, team-c …", the namespaces as the
+    /// service shows them (`namespaces`, escaped from [`Self::namespaces`]).
+    pub(crate) fn headline(&self, namespaces: &[String]) -> String {
+        let mut headline = drifts(self.count);
+        if !namespaces.is_empty() {
+            headline.push_str(" in ");
+            headline.push_str(&namespaces.join(", "));
+        }
+        if self.more_namespaces {
+            headline.push_str(" …");
+        }
+        headline
     }
 
     /// "2 critical · 48 high".

@@ -20,7 +20,7 @@ use model::{Alert, AlertAction, Severity};
 use serde_json::{Value, json};
 
 use super::content::{self, DigestSummary};
-use super::text::{clip, clip_escaped, drifts, join_fitting, safe_link, units};
+use super::text::{clip, clip_escaped, join_fitting, safe_link, units};
 use crate::Message;
 
 /// Most characters a post may hold (Mattermost's limit is 16383); every
@@ -254,14 +254,7 @@ fn follow_up(
 fn digest(alerts: &[Alert], id: &str, detail: Detail) -> Value {
     let summary = DigestSummary::of(alerts);
     let namespaces: Vec<String> = summary.namespaces.iter().map(|ns| md(ns, 63)).collect();
-    let mut text = format!(
-        "#### {} in {}",
-        drifts(summary.count),
-        namespaces.join(", ")
-    );
-    if summary.more_namespaces {
-        text.push_str(" …");
-    }
+    let mut text = format!("#### {}", summary.headline(&namespaces));
     text.push_str(&format!("\n{}\n\n", summary.severity_line()));
     let lines: Vec<String> = alerts
         .iter()

@@ -16,7 +16,7 @@ use model::{Alert, AlertAction};
 use serde_json::{Value, json};
 
 use super::content::{self, DigestSummary};
-use super::text::{clip, clip_escaped, drifts, join_fitting, safe_link, units};
+use super::text::{clip, clip_escaped, join_fitting, safe_link, units};
 use crate::Message;
 
 /// Most blocks in one message.
@@ -37,6 +37,8 @@ pub const MAX_FALLBACK: usize = 3000;
 
 /// Drifts a digest lists one by one before "… and N more".
 const DIGEST_LINES: usize = 50;
+/// Longest link markup (`<url|label>`) put in a message.
+const MAX_LINK_MARKUP: usize = 1000;
 /// Refs (`JIRA-123`) shown of a commit.
 const REFS: usize = 5;
 
@@ -75,12 +77,13 @@ fn code(raw: &str, max: usize) -> String {
 }
 
 /// A link to `url` reading `label` (ours, not escaped), when the URL is
-/// safe to put in markup.
+/// safe to put in markup and not too long for a section beside a line.
 fn link(url: &str, label: &str) -> Option<String> {
     let url = safe_link(url)?;
     let mut escaped = String::with_capacity(url.len());
     url.chars().for_each(|c| escape(c, &mut escaped));
-    Some(format!("<{escaped}|{label}>"))
+    let link = format!("<{escaped}|{label}>");
+    (units(&link) <= MAX_LINK_MARKUP).then_some(link)
 }
 
 fn mrkdwn(text: String) -> Value {
@@ -219,11 +222,7 @@ fn follow_up(
     url: Option<&str>,
     id: &str,
 ) -> Value {
-    let line = format!(
-        "{}: {}",
-        code(object, 1200),
-        code(&action.to_string(), 1200)
-    );
+    let line = format!("{}: {}", code(object, 900), code(&action.to_string(), 900));
     let mut text = line.clone();
     if let Some(link) = url.and_then(|url| link(url, "history")) {
         text.push_str(" · ");
@@ -237,14 +236,7 @@ fn follow_up(
 
 fn digest(alerts: &[Alert], id: &str) -> Value {
     let summary = DigestSummary::of(alerts);
-    let mut headline = format!(
-        "{} in {}",
-        drifts(summary.count),
-        summary.namespaces.join(", ")
-    );
-    if summary.more_namespaces {
-        headline.push_str(" …");
-    }
+    let headline = summary.headline(&summary.namespaces);
     let mut blocks = vec![
         header(&headline),
         json!({ "type": "context", "elements": [mrkdwn(summary.severity_line())] }),
@@ -298,10 +290,8 @@ fn digest(alerts: &[Alert], id: &str) -> Value {
 
     let namespaces: Vec<String> = summary.namespaces.iter().map(|ns| code(ns, 70)).collect();
     let fallback = format!(
-        "{} in {}{}: {}",
-        drifts(summary.count),
-        namespaces.join(", "),
-        if summary.more_namespaces { " …" } else { "" },
+        "{}: {}",
+        summary.headline(&namespaces),
         summary.severity_line()
     );
     json!({ "text": clip_markup(fallback, MAX_FALLBACK), "blocks": blocks })
@@ -518,6 +508,26 @@ mod tests {
 
     #[test]
     fn empty_digest_is_still_a_valid_message() {
-        assert_within_limits(&render(&Message::Digest(Vec::new()), "id"));
+        let message = render(&Message::Digest(Vec::new()), "id");
+        assert_within_limits(&message);
+        assert_eq!(blocks(&message)[0]["text"]["text"], "0 drifts");
+    }
+
+    #[test]
+    fn a_link_too_long_for_a_section_is_left_out() {
+        let link = format!("https://dw.example/?{}", "a=1&".repeat(490));
+        let message = render(
+            &Message::FollowUp {
+                drift_seq: 1,
+                object: "o".repeat(5000),
+                action: AlertAction::Held {
+                    reason: "r".repeat(5000),
+                },
+                link: Some(link),
+            },
+            "id",
+        );
+        assert_within_limits(&message);
+        assert!(!mrkdwn_texts(&message).join("\n").contains("https://"));
     }
 }

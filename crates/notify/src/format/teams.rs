@@ -19,7 +19,7 @@ use model::{Alert, AlertAction, Severity};
 use serde_json::{Value, json};
 
 use super::content::{self, DigestSummary};
-use super::text::{clip_escaped, drifts, safe_link};
+use super::text::{clip_escaped, safe_link};
 use crate::Message;
 
 /// Most bytes of JSON a message is rendered to: Teams refuses messages over
@@ -275,10 +275,7 @@ fn follow_up(
 fn digest(alerts: &[Alert], id: &str, detail: Detail) -> Value {
     let summary = DigestSummary::of(alerts);
     let namespaces: Vec<String> = summary.namespaces.iter().map(|ns| md(ns, 63)).collect();
-    let mut title = format!("{} in {}", drifts(summary.count), namespaces.join(", "));
-    if summary.more_namespaces {
-        title.push_str(" …");
-    }
+    let title = summary.headline(&namespaces);
     let worst = summary.severities.first().map(|(severity, _)| *severity);
     let mut body = vec![
         headline(title, worst),

@@ -178,6 +178,17 @@ function start() {
   document.getElementById("sign-out").hidden = false;
   every(FEED_EVERY_MS, pollFeed);
   every(DRIFT_EVERY_MS, pollDrift);
+  openLinked();
+}
+
+// Alerts link to `/#history=<key>`: show that object's timeline.
+function openLinked() {
+  const prefix = "#history=";
+  if (location.hash.startsWith(prefix)) {
+    showTimeline(decodeURIComponent(location.hash.slice(prefix.length))).catch((err) => {
+      document.getElementById("status").textContent = "error: " + err.message;
+    });
+  }
 }
 
 function signOut(message) {
@@ -203,5 +214,8 @@ document.addEventListener("DOMContentLoaded", () => {
     start();
   });
   document.getElementById("sign-out").addEventListener("click", () => signOut());
+  window.addEventListener("hashchange", () => {
+    if (sessionStorage.getItem(TOKEN)) openLinked();
+  });
   if (sessionStorage.getItem(TOKEN)) start();
 });
