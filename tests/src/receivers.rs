@@ -1030,7 +1030,7 @@ mod tests {
         let receiver = Receiver::start(SinkKind::Teams, ReceiverOptions::default()).await?;
         receiver.fail_next(1, 503);
         receiver.throttle_next(1, 7);
-        let body = notify::format::render(SinkKind::Teams, &Message::Alert(alert(1, "")), "id");
+        let body = notify::format::render(SinkKind::Teams, &Message::Alert(Box::new(alert(1, ""))), "id");
         let body = body.to_string();
         assert_eq!(post(&receiver, body.as_bytes(), &[]).await?.status(), 503);
         let throttled = post(&receiver, body.as_bytes(), &[]).await?;
@@ -1069,8 +1069,8 @@ mod tests {
     async fn rendered_messages_pass_every_receiver() -> anyhow::Result<()> {
         let hostile = "<!channel> <https://evil|click> *bold* <script> ".repeat(300);
         let messages = [
-            Message::Alert(alert(1, "")),
-            Message::Alert(alert(2, &hostile)),
+            Message::Alert(Box::new(alert(1, ""))),
+            Message::Alert(Box::new(alert(2, &hostile))),
             Message::FollowUp {
                 drift_seq: 1,
                 object: "prod/apps/Deployment/team-a/web".to_owned(),

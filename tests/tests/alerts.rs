@@ -140,7 +140,10 @@ async fn scenario(name: &str, group_wait: &str) -> Result<(Scenario, Sinks, Path
 /// Mallory sets `settings` to `level: debug`.
 fn drift(s: &Scenario) -> Result<()> {
     let patch = json!({"data": {"level": "debug"}}).to_string();
-    s.kubectl(User::Mallory, &["patch", "configmap", "settings", "-p", &patch])?;
+    s.kubectl(
+        User::Mallory,
+        &["patch", "configmap", "settings", "-p", &patch],
+    )?;
     Ok(())
 }
 
@@ -161,7 +164,9 @@ fn check_exactly_once(ledger: &Ledger, sinks: &Sinks) -> Result<()> {
     for (name, receiver) in &sinks.receivers {
         let routed: Vec<u64> = records
             .iter()
-            .filter(|r| matches!(&r.body, RecordBody::Alert(a) if a.sinks.iter().any(|s| s == name)))
+            .filter(
+                |r| matches!(&r.body, RecordBody::Alert(a) if a.sinks.iter().any(|s| s == name)),
+            )
             .map(|r| r.seq)
             .collect();
         let mut carried: Vec<u64> = Vec::new();
@@ -213,7 +218,8 @@ async fn each_sink_gets_each_alert_once_through_failures_and_throttling() -> Res
     for (name, receiver) in &sinks.receivers {
         eventually(Duration::from_secs(60), name, || {
             let all = texts(receiver).join("\n");
-            let done = all.contains("settings") && all.contains("leak") && all.contains("reverted in");
+            let done =
+                all.contains("settings") && all.contains("leak") && all.contains("reverted in");
             async move { Ok(done.then_some(())) }
         })
         .await?;
@@ -222,9 +228,18 @@ async fn each_sink_gets_each_alert_once_through_failures_and_throttling() -> Res
     ensure!(sinks.get("slack").attempts() >= sinks.get("slack").received().len() + 2);
     // Who and what git expects, as the alert says it.
     let slack = texts(sinks.get("slack")).join("\n");
-    ensure!(slack.contains("mallory"), "the identity from the audit event: {slack}");
-    ensure!(slack.contains("OPS-7"), "the ticket of the commit git expects: {slack}");
-    ensure!(slack.contains("driftwarden.test/#history="), "a link to the history: {slack}");
+    ensure!(
+        slack.contains("mallory"),
+        "the identity from the audit event: {slack}"
+    );
+    ensure!(
+        slack.contains("OPS-7"),
+        "the ticket of the commit git expects: {slack}"
+    );
+    ensure!(
+        slack.contains("driftwarden.test/#history="),
+        "a link to the history: {slack}"
+    );
     // The webhook names each message's id in a header and the body.
     for received in sinks.get("hook").received() {
         let id = received.body["id"].as_str().context("an id")?;
@@ -238,14 +253,22 @@ async fn each_sink_gets_each_alert_once_through_failures_and_throttling() -> Res
     let outbox = ledger.outbox()?;
     ensure!(outbox.pending.is_empty(), "owed: {:?}", outbox.pending);
     let logged = testenv::logs::captured()?;
-    ensure!(logged.contains("alert delivery failed"), "failures are logged");
+    ensure!(
+        logged.contains("alert delivery failed"),
+        "failures are logged"
+    );
     ensure!(!logged.contains(CANARY), "a Secret's value in the log");
     for (name, receiver) in &sinks.receivers {
-        ensure!(!logged.contains(&receiver.url()), "{name}'s URL (a secret) in the log");
+        ensure!(
+            !logged.contains(&receiver.url()),
+            "{name}'s URL (a secret) in the log"
+        );
     }
     let alerts = records(&ledger)?
         .into_iter()
-        .filter(|r| matches!(&r.body, RecordBody::Alert(a) if matches!(a.event, AlertEvent::Opened(_))))
+        .filter(
+            |r| matches!(&r.body, RecordBody::Alert(a) if matches!(a.event, AlertEvent::Opened(_))),
+        )
         .count();
     ensure!(alerts == 2, "one alert per drift, {alerts} opened");
     Ok(())

@@ -42,8 +42,8 @@ pub use kafka::{
 };
 pub use security::{ClientCert, Mechanism, Protocol, Sasl, Security, SecurityError, Setting};
 pub use wire::{
-    AUDIT_TOPIC, CHANGES_TOPIC, CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, VERDICTS_OCSF_TOPIC, VERDICTS_TOPIC, Delivery, Message, Position,
-    Received, Rejected, Topics,
+    AUDIT_TOPIC, CHANGES_TOPIC, CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, Delivery, Message, Position,
+    Received, Rejected, Topics, VERDICTS_OCSF_TOPIC, VERDICTS_TOPIC,
 };
 
 /// The embedded bus: a publisher and the consumer of a channel holding up to

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{assert_nothing_more, change, collect, id};
 use driftwarden_bus::{
-    TopicPublisher, Consumer, Error, HEADER_REASON, HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC, KafkaConfig, MAX_MESSAGE_BYTES, Message,
-    Position, Publisher, Received, Rejected, Sent, Topics, ensure_topics, latest_checkpoints,
+    Consumer, Error, HEADER_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC, KafkaConfig, MAX_MESSAGE_BYTES, Message, Position, Publisher, Received,
+    Rejected, Sent, TopicPublisher, Topics, ensure_topics, latest_checkpoints,
 };
 use model::ChangeEvent;
 use rdkafka::ClientConfig;

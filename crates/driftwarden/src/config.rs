@@ -135,10 +135,16 @@ pub struct Enforcement {
     #[serde(default = "default_breaker_limit")]
     pub breaker_limit: u32,
     /// The window of `breaker_limit`, e.g. `1m`.
-    #[serde(default = "default_breaker_window", deserialize_with = "model::duration")]
+    #[serde(
+        default = "default_breaker_window",
+        deserialize_with = "model::duration"
+    )]
     pub breaker_window: Duration,
     /// How long a tripped breaker pauses enforcement unless resumed by hand.
-    #[serde(default = "default_breaker_pause", deserialize_with = "model::duration")]
+    #[serde(
+        default = "default_breaker_pause",
+        deserialize_with = "model::duration"
+    )]
     pub breaker_pause: Duration,
 }
 
@@ -523,7 +529,10 @@ pub struct Source {
     /// How long fetches may fail before the source counts as stale, e.g.
     /// `2m`: then enforcement and sync pause for its objects, and verdicts
     /// about them are marked `git_stale`, until a fetch succeeds.
-    #[serde(default = "default_max_staleness", deserialize_with = "model::duration")]
+    #[serde(
+        default = "default_max_staleness",
+        deserialize_with = "model::duration"
+    )]
     pub max_staleness: Duration,
 }
 

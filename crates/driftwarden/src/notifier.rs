@@ -229,10 +229,14 @@ impl Notifier {
         if matches!(judged, Actor::Audit { .. }) || self.join_wait.is_none() {
             return Ok(judged.clone());
         }
-        let learnt = self.ledger.history(key)?.into_iter().find_map(|r| match r.body {
-            RecordBody::Attribution(a) if a.amends == seq => Some(a.actor),
-            _ => None,
-        });
+        let learnt = self
+            .ledger
+            .history(key)?
+            .into_iter()
+            .find_map(|r| match r.body {
+                RecordBody::Attribution(a) if a.amends == seq => Some(a.actor),
+                _ => None,
+            });
         Ok(learnt.unwrap_or_else(|| judged.clone()))
     }
 
@@ -374,7 +378,8 @@ impl Notifier {
             .filter(|change| change.judged.is_none_or(|v| v.is_open()))
             .map(|change| {
                 let path = change.path.to_string();
-                let hidden = secret && (path.starts_with("/data") || path.starts_with("/stringData"));
+                let hidden =
+                    secret && (path.starts_with("/data") || path.starts_with("/stringData"));
                 let show = |value: &Option<serde_json::Value>| {
                     value.as_ref().map(|value| {
                         if hidden {
@@ -417,7 +422,7 @@ impl Notifier {
             drift_seq: seq,
             sinks,
             routed_through: 0,
-            event: AlertEvent::Opened(alert),
+            event: AlertEvent::Opened(Box::new(alert)),
         };
         if self.open.len() >= MAX_OPEN
             && let Some(oldest) = self.open.keys().next().copied()
@@ -434,7 +439,7 @@ impl Notifier {
             AlertEvent::Opened(alert) => Queued {
                 seq,
                 drift_seq: record.drift_seq,
-                alert: Some(alert.clone()),
+                alert: Some((**alert).clone()),
                 update: None,
             },
             AlertEvent::Updated {
@@ -469,7 +474,7 @@ impl Notifier {
     /// The opening alert of drift `drift_seq`, if it is remembered.
     fn open_alert(&self, drift_seq: u64) -> Option<Alert> {
         match self.open.get(&drift_seq).map(|r| &r.event) {
-            Some(AlertEvent::Opened(alert)) => Some(alert.clone()),
+            Some(AlertEvent::Opened(alert)) => Some((**alert).clone()),
             _ => None,
         }
     }
@@ -662,7 +667,7 @@ fn compose(queue: &[Queued], digest_min: usize) -> Vec<Composed> {
     let mut out: Vec<Composed> = alerts
         .into_iter()
         .map(|(alert, covers)| Composed {
-            message: Message::Alert(alert),
+            message: Message::Alert(Box::new(alert)),
             covers,
         })
         .collect();

@@ -214,8 +214,8 @@ impl VerdictMessage {
         };
         let severity = notify::route::default_severity(&self.verdict, &self.object.kind)
             .map_or(1, |s| s as u8 + 1);
-        let severity_name = ["Informational", "Low", "Medium", "High", "Critical"]
-            [usize::from(severity - 1)];
+        let severity_name =
+            ["Informational", "Low", "Medium", "High", "Critical"][usize::from(severity - 1)];
         let mut user = json!({});
         if let Some(name) = &self.actor.user {
             user = json!({
@@ -387,15 +387,13 @@ impl Publisher {
             .await
             .with_context(|| format!("cannot read where {topic} ends"))?;
         let mut cursor = match last.last() {
-            Some(stored) => {
-                serde_json::from_slice::<VerdictMessage>(&stored.payload)
-                    .with_context(|| {
-                        format!(
-                            "the last message of {topic} is not a verdict: someone else writes to it"
-                        )
-                    })?
-                    .seq
-            }
+            Some(stored) => serde_json::from_slice::<VerdictMessage>(&stored.payload)
+                .with_context(|| {
+                    format!(
+                        "the last message of {topic} is not a verdict: someone else writes to it"
+                    )
+                })?
+                .seq,
             None => self.ledger.head().0,
         };
         tracing::info!(topic = %topic, from = cursor + 1, ocsf = self.ocsf.is_some(), "publishing verdicts");

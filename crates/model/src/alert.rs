@@ -196,7 +196,7 @@ fn is_zero(n: &usize) -> bool {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum AlertEvent {
     /// A new drift.
-    Opened(Alert),
+    Opened(Box<Alert>),
     /// What became of a drift alerted earlier.
     Updated {
         /// The object, as in its alert.

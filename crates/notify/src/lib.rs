@@ -36,7 +36,7 @@ pub enum SinkKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A new drift, its action the latest known when it is sent.
-    Alert(Alert),
+    Alert(Box<Alert>),
     /// What became of a drift alerted earlier (incoming webhooks cannot edit
     /// a message they sent, so this follows it).
     FollowUp {

@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn alert_has_attachment_fields_link_and_id() {
-        let post = render(&Message::Alert(fixtures::alert(1234)), "dw-1234-mattermost");
+        let post = render(&Message::Alert(Box::new(fixtures::alert(1234))), "dw-1234-mattermost");
         assert_valid(&post);
         assert_eq!(post["props"][ID_PROP], "dw-1234-mattermost");
         let attachment = &post["attachments"][0];
@@ -356,7 +356,7 @@ mod tests {
     fn hostile_strings_cannot_mention_link_or_format() {
         for alert in fixtures::hostile() {
             for post in [
-                render(&Message::Alert(alert.clone()), "id"),
+                render(&Message::Alert(Box::new(alert.clone())), "id"),
                 render(&Message::Digest(vec![alert.clone(); 3]), "id"),
             ] {
                 assert_valid(&post);
@@ -378,13 +378,13 @@ mod tests {
     #[test]
     fn huge_alert_is_rendered_with_less_detail_until_it_fits() {
         let huge = "@<".repeat(5000);
-        let post = render(&Message::Alert(fixtures::filled_with(&huge, 40)), "id");
+        let post = render(&Message::Alert(Box::new(fixtures::filled_with(&huge, 40))), "id");
         assert_valid(&post);
         assert!(texts(&post).join("\n").contains("more"));
 
         let mut alert = fixtures::alert(1);
         alert.summary = "s".repeat(10_000);
-        assert_valid(&render(&Message::Alert(alert), "id"));
+        assert_valid(&render(&Message::Alert(Box::new(alert)), "id"));
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod tests {
     #[test]
     fn every_kind_renders_every_message_to_a_json_object() {
         let messages = [
-            Message::Alert(fixtures::alert(1)),
+            Message::Alert(Box::new(fixtures::alert(1))),
             Message::FollowUp {
                 drift_seq: 1,
                 object: "o".to_owned(),

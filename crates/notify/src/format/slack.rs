@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn alert_has_fallback_header_fields_diff_link_and_id() {
-        let message = render(&Message::Alert(fixtures::alert(1234)), "dw-1234-slack");
+        let message = render(&Message::Alert(Box::new(fixtures::alert(1234))), "dw-1234-slack");
         assert_within_limits(&message);
         assert!(message["text"].as_str().expect("text").contains("HIGH"));
         let blocks = blocks(&message);
@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn managed_fields_actor_is_marked_unverified() {
-        let message = render(&Message::Alert(fixtures::filled_with("bob", 1)), "id");
+        let message = render(&Message::Alert(Box::new(fixtures::filled_with("bob", 1))), "id");
         assert!(
             mrkdwn_texts(&message)
                 .join("\n")
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn hostile_strings_cannot_mention_link_or_format() {
         for alert in fixtures::hostile() {
-            let message = render(&Message::Alert(alert.clone()), "dw-7-slack");
+            let message = render(&Message::Alert(Box::new(alert.clone())), "dw-7-slack");
             assert_within_limits(&message);
             let digest = render(&Message::Digest(vec![alert; 3]), "dw-8-slack");
             assert_within_limits(&digest);
@@ -433,7 +433,7 @@ mod tests {
             }
         }
         let message = render(
-            &Message::Alert(fixtures::filled_with("<!channel>", 1)),
+            &Message::Alert(Box::new(fixtures::filled_with("<!channel>", 1))),
             "id",
         );
         let all = mrkdwn_texts(&message).join("\n");
@@ -449,7 +449,7 @@ mod tests {
     #[test]
     fn huge_values_are_clipped_to_the_limits() {
         let huge = "x&<".repeat(4000);
-        let message = render(&Message::Alert(fixtures::filled_with(&huge, 40)), "id");
+        let message = render(&Message::Alert(Box::new(fixtures::filled_with(&huge, 40))), "id");
         assert_within_limits(&message);
         let all = mrkdwn_texts(&message).join("\n");
         let more: usize = all
@@ -462,7 +462,7 @@ mod tests {
 
         let mut alert = fixtures::alert(1);
         alert.summary = "s".repeat(10_000);
-        assert_within_limits(&render(&Message::Alert(alert), "id"));
+        assert_within_limits(&render(&Message::Alert(Box::new(alert)), "id"));
     }
 
     #[test]

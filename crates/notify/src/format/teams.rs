@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn alert_card_has_facts_diff_link_and_id() {
-        let message = render(&Message::Alert(fixtures::alert(1234)), "dw-1234-teams");
+        let message = render(&Message::Alert(Box::new(fixtures::alert(1234))), "dw-1234-teams");
         assert_valid(&message);
         let card = card(&message);
         assert_eq!(
@@ -398,7 +398,7 @@ mod tests {
     fn hostile_strings_cannot_link_or_format() {
         for alert in fixtures::hostile() {
             for message in [
-                render(&Message::Alert(alert.clone()), "id"),
+                render(&Message::Alert(Box::new(alert.clone())), "id"),
                 render(&Message::Digest(vec![alert.clone(); 3]), "id"),
             ] {
                 assert_valid(&message);
@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn huge_alert_is_rendered_with_less_detail_until_it_fits() {
         let huge = "\"\\*".repeat(5000);
-        let message = render(&Message::Alert(fixtures::filled_with(&huge, 40)), "id");
+        let message = render(&Message::Alert(Box::new(fixtures::filled_with(&huge, 40))), "id");
         assert_valid(&message);
         assert!(
             texts(&message)
@@ -438,7 +438,7 @@ mod tests {
 
         let mut alert = fixtures::alert(1);
         alert.summary = "s".repeat(10_000);
-        assert_valid(&render(&Message::Alert(alert), "id"));
+        assert_valid(&render(&Message::Alert(Box::new(alert)), "id"));
     }
 
     #[test]

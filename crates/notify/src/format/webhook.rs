@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn alert_carries_schema_id_type_and_the_alert_in_serde_form() {
         let alert = fixtures::alert(1234);
-        let body = render(&Message::Alert(alert.clone()), "dw-1234-webhook");
+        let body = render(&Message::Alert(Box::new(alert.clone())), "dw-1234-webhook");
         assert_eq!(body["schema"], 1);
         assert_eq!(body["id"], "dw-1234-webhook");
         assert_eq!(body["type"], "alert");
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn hostile_strings_survive_as_json_strings() {
         for alert in fixtures::hostile() {
-            let body = render(&Message::Alert(alert.clone()), "id");
+            let body = render(&Message::Alert(Box::new(alert.clone())), "id");
             let bytes = serde_json::to_vec(&body).expect("json");
             let back: Value = serde_json::from_slice(&bytes).expect("valid json");
             assert_eq!(back["alert"]["summary"], alert.summary.as_str());
