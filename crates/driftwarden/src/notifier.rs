@@ -175,7 +175,7 @@ impl Notifier {
         let now = Utc::now();
         for record in self.ledger.from_seq(self.cursor + 1).take(BATCH) {
             let record = record?;
-            if self.awaits_identity(&record, now) {
+            if self.awaits_identity(&record, now)? {
                 break;
             }
             last = record.seq;
@@ -212,15 +212,18 @@ impl Notifier {
     /// Whether `record` is a change that may alert, made by someone only
     /// a later audit event names, and younger than the audit join wait:
     /// routing waits for the identity rather than alerting on a claim.
-    fn awaits_identity(&self, record: &LedgerRecord, now: DateTime<Utc>) -> bool {
-        let (Some(wait), RecordBody::Change { judgement, .. }) = (self.join_wait, &record.body)
+    fn awaits_identity(&self, record: &LedgerRecord, now: DateTime<Utc>) -> anyhow::Result<bool> {
+        let (Some(wait), RecordBody::Change { event, judgement }) = (self.join_wait, &record.body)
         else {
-            return false;
+            return Ok(false);
         };
         let alerting = judgement.verdict.departs() || judgement.verdict == Verdict::Unmanaged;
-        alerting
-            && !matches!(judgement.actor, Actor::Audit { .. })
-            && now < record.at + chrono::Duration::from_std(wait).unwrap_or_default()
+        let young = now < record.at + chrono::Duration::from_std(wait).unwrap_or_default();
+        if !alerting || !young || matches!(judgement.actor, Actor::Audit { .. }) {
+            return Ok(false);
+        }
+        let learnt = self.identity(&event.key, record.seq, &judgement.actor)?;
+        Ok(!matches!(learnt, Actor::Audit { .. }))
     }
 
     /// Who made change `seq` of `key`: an identity learnt after it was

@@ -13,7 +13,8 @@
 //!          ──► cargo bench -p driftwarden-e2e --bench revert             │
 //!          ──► cargo bench -p driftwarden-e2e --bench attribution        │
 //!          ──► cargo bench -p driftwarden-e2e --bench crd                │
-//!          ──► cargo bench -p driftwarden-e2e --bench sync              ─┘
+//!          ──► cargo bench -p driftwarden-e2e --bench sync               │
+//!          ──► cargo bench -p driftwarden-e2e --bench alerts            ─┘
 //! ```
 //!
 //! Each bench's output is shown as it runs. A bench that fails is reported
@@ -46,7 +47,7 @@ struct Bench {
 }
 
 /// Every bench, cheapest first.
-const BENCHES: [Bench; 11] = [
+const BENCHES: [Bench; 12] = [
     Bench {
         package: "driftwarden-correlate",
         name: "classify",
@@ -100,6 +101,11 @@ const BENCHES: [Bench; 11] = [
     Bench {
         package: "driftwarden-e2e",
         name: "sync",
+        needs_env: true,
+    },
+    Bench {
+        package: "driftwarden-e2e",
+        name: "alerts",
         needs_env: true,
     },
 ];
@@ -341,6 +347,7 @@ fn run_all(quick: bool) -> Result<(BTreeMap<String, f64>, Vec<String>)> {
                 ("DW_BENCH_OBJECTS", "5000"),
                 ("REVERT_CHANGES", "100"),
                 ("ATTRIBUTION_CHANGES", "100"),
+                ("ALERT_CHANGES", "20"),
                 ("AUDIT_INGEST_SECONDS", "2"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
