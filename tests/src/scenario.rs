@@ -654,6 +654,11 @@ impl Scenario {
         Ok(())
     }
 
+    /// The readiness of the running Driftwarden's parts.
+    pub fn health(&self) -> Option<driftwarden::health::Health> {
+        Some(self.running.as_ref()?.health.clone())
+    }
+
     /// The counters of the running Driftwarden's audit webhook.
     pub fn audit_webhook_counters(&self) -> Option<watch::WebhookCounters> {
         let webhook = self.running.as_ref()?.audit_webhook.as_ref()?;

@@ -209,10 +209,24 @@ async fn each_sink_gets_each_alert_once_through_failures_and_throttling() -> Res
     sinks.get("slack").fail_next(2, 503);
     sinks.get("teams").throttle_next(1, 1);
     sinks.get("hook").fail_next(1, 500);
+    sinks.get("mattermost").fail_next(4, 503);
     s.start().await?;
     s.wait_first_records(&[s.config_map("settings")]).await?;
     drift(&s)?;
     leak(&s)?;
+    // A sink failing again and again shows in readiness, then recovers.
+    let ready = |s: &Scenario| {
+        let health = s.health().expect("running");
+        health
+            .parts()
+            .get("alerts/mattermost")
+            .map(|part| part.ready)
+    };
+    eventually(Duration::from_secs(30), "mattermost not ready", || {
+        let failing = ready(&s) == Some(false);
+        async move { Ok(failing.then_some(())) }
+    })
+    .await?;
     // Both alerts reach every sink: the drift (with its revert folded in
     // or following) and the stray Secret.
     for (name, receiver) in &sinks.receivers {
@@ -225,6 +239,7 @@ async fn each_sink_gets_each_alert_once_through_failures_and_throttling() -> Res
         .await?;
     }
     sinks.check_payloads()?;
+    ensure!(ready(&s) == Some(true), "mattermost ready once it delivers");
     ensure!(sinks.get("slack").attempts() >= sinks.get("slack").received().len() + 2);
     // Who and what git expects, as the alert says it.
     let slack = texts(sinks.get("slack")).join("\n");
