@@ -1003,7 +1003,7 @@ mod tests {
             "follow_up": { "drift_seq": 1, "object": "o", "action": { "action": "will_revert" } },
         })
         .to_string();
-        let headers = notify::sign::headers(b"k", now(), body.as_bytes(), "dw-1-webhook");
+        let headers = notify::sign::headers(&[b"k"], now(), body.as_bytes(), "dw-1-webhook");
         assert_eq!(
             post(&receiver, body.as_bytes(), &headers).await?.status(),
             200
@@ -1012,7 +1012,7 @@ mod tests {
         let tampered = body.replace("will_revert", "audit_only");
         let response = post(&receiver, tampered.as_bytes(), &headers).await?;
         assert_eq!(response.status(), 400);
-        let stale = notify::sign::headers(b"k", now() - 3600, body.as_bytes(), "dw-1-webhook");
+        let stale = notify::sign::headers(&[b"k"], now() - 3600, body.as_bytes(), "dw-1-webhook");
         assert_eq!(
             post(&receiver, body.as_bytes(), &stale).await?.status(),
             400
@@ -1030,7 +1030,11 @@ mod tests {
         let receiver = Receiver::start(SinkKind::Teams, ReceiverOptions::default()).await?;
         receiver.fail_next(1, 503);
         receiver.throttle_next(1, 7);
-        let body = notify::format::render(SinkKind::Teams, &Message::Alert(Box::new(alert(1, ""))), "id");
+        let body = notify::format::render(
+            SinkKind::Teams,
+            &Message::Alert(Box::new(alert(1, ""))),
+            "id",
+        );
         let body = body.to_string();
         assert_eq!(post(&receiver, body.as_bytes(), &[]).await?.status(), 503);
         let throttled = post(&receiver, body.as_bytes(), &[]).await?;
@@ -1090,7 +1094,7 @@ mod tests {
             for (i, message) in messages.iter().enumerate() {
                 let id = format!("dw-{i}-{kind:?}");
                 let body = serde_json::to_vec(&notify::format::render(kind, message, &id))?;
-                let headers = notify::sign::headers(TEST_KEY, now(), &body, &id);
+                let headers = notify::sign::headers(&[TEST_KEY], now(), &body, &id);
                 let status = post(&receiver, &body, &headers).await?.status();
                 assert!(status.is_success(), "{kind:?} message {i}: {status}");
             }

@@ -89,7 +89,8 @@ pub struct SinkConfig {
     /// The webhook URL: a secret (it lets anyone post), so from a file or an
     /// environment variable.
     pub url: SecretRef,
-    /// The HMAC-SHA256 key of a `webhook` sink (at least 32 bytes).
+    /// The HMAC-SHA256 keys of a `webhook` sink, one per line (at least 32
+    /// characters each; a second line while keys rotate).
     #[serde(default)]
     pub secret: Option<SecretRef>,
 }
@@ -265,13 +266,17 @@ impl Alerts {
             }
             match (&sink.secret, sink.kind) {
                 (Some(secret), SinkKind::Webhook) => {
-                    let key = secret.read().map_err(|err| (at("secret"), err))?;
-                    if key.len() < MIN_HMAC_KEY {
+                    let keys = secret.read().map_err(|err| (at("secret"), err))?;
+                    let short = keys
+                        .lines()
+                        .map(str::trim)
+                        .any(|key| !key.is_empty() && key.len() < MIN_HMAC_KEY);
+                    if short {
                         return Err((
                             at("secret"),
                             format!(
-                                "{secret} must hold at least {MIN_HMAC_KEY} characters \
-                                 (e.g. `openssl rand -hex 32`)"
+                                "{secret} must hold keys of at least {MIN_HMAC_KEY} characters, \
+                                 one per line (e.g. `openssl rand -hex 32`)"
                             ),
                         ));
                     }
@@ -364,10 +369,74 @@ impl Criteria {
             if !VERDICTS.contains(&verdict.as_str()) {
                 return Err((
                     format!("verdicts[{i}]"),
-                    format!("`{verdict}` is not a verdict; use one of {}", VERDICTS.join(", ")),
+                    format!(
+                        "`{verdict}` is not a verdict; use one of {}",
+                        VERDICTS.join(", ")
+                    ),
                 ));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Alerts, String> {
+        serde_json::from_str(json).map_err(|err| err.to_string())
+    }
+
+    fn url_file(dir: &std::path::Path, text: &str) -> String {
+        let path = dir.join(format!("{}.secret", text.len()));
+        std::fs::write(&path, text).expect("writes");
+        path.display().to_string()
+    }
+
+    #[test]
+    fn a_secret_written_in_the_config_is_refused() {
+        let err = parse(r#"{"sinks": [{"name": "a", "type": "slack", "url": "https://hooks.slack.com/x"}], "routes": []}"#)
+            .expect_err("inline URL");
+        assert!(err.contains("not written in the config"), "{err}");
+        let err = parse(r#"{"sinks": [{"name": "a", "type": "slack", "url": {"file": "a", "env": "B"}}], "routes": []}"#)
+            .expect_err("both");
+        assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key_and_the_fix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = url_file(dir.path(), "https://hooks.example/abc");
+        let short = url_file(dir.path(), "too-short");
+        let check = |json: String| {
+            parse(&json)
+                .expect("parses")
+                .validate()
+                .expect_err("invalid")
+        };
+        let (at, message) = check(format!(
+            r#"{{"sinks": [{{"name": "h", "type": "webhook", "url": {{"file": "{url}"}}}}], "routes": [{{"sinks": ["h"]}}]}}"#
+        ));
+        assert_eq!(at, "alerts.sinks[0].secret");
+        assert!(message.contains("HMAC key"), "{message}");
+        let (at, _) = check(format!(
+            r#"{{"sinks": [{{"name": "h", "type": "webhook", "url": {{"file": "{url}"}}, "secret": {{"file": "{short}"}}}}], "routes": [{{"sinks": ["h"]}}]}}"#
+        ));
+        assert_eq!(at, "alerts.sinks[0].secret");
+        let (at, message) = check(format!(
+            r#"{{"sinks": [{{"name": "s", "type": "slack", "url": {{"file": "{url}"}}}}], "routes": [{{"sinks": ["pager"]}}]}}"#
+        ));
+        assert_eq!(at, "alerts.routes[0].sinks[0]");
+        assert!(message.contains("known: s"), "{message}");
+        let (at, message) = check(format!(
+            r#"{{"sinks": [{{"name": "s", "type": "slack", "url": {{"env": "DRIFTWARDEN_TEST_UNSET_URL"}}}}], "routes": [{{"sinks": ["s"]}}]}}"#
+        ));
+        assert_eq!(at, "alerts.sinks[0].url");
+        assert!(message.contains("DRIFTWARDEN_TEST_UNSET_URL"), "{message}");
+        let (at, _) = check(format!(
+            r#"{{"sinks": [{{"name": "s", "type": "slack", "url": {{"file": "{url}"}}}}], "routes": [{{"match": {{"verdicts": ["dirft"]}}, "sinks": ["s"]}}]}}"#
+        ));
+        assert_eq!(at, "alerts.routes[0].match.verdicts[0]");
     }
 }

@@ -26,7 +26,9 @@ pub struct Sink {
     /// The service.
     pub kind: SinkKind,
     url: String,
-    key: Option<Vec<u8>>,
+    /// HMAC keys of a webhook sink: one per line of its secret; more than
+    /// one while keys rotate.
+    keys: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -45,20 +47,22 @@ impl Sink {
             .url
             .read()
             .map_err(|err| format!("sink {}: url: {err}", config.name))?;
-        let key = match &config.secret {
-            Some(secret) => Some(
-                secret
-                    .read()
-                    .map_err(|err| format!("sink {}: secret: {err}", config.name))?
-                    .into_bytes(),
-            ),
-            None => None,
+        let keys = match &config.secret {
+            Some(secret) => secret
+                .read()
+                .map_err(|err| format!("sink {}: secret: {err}", config.name))?
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(|line| line.as_bytes().to_vec())
+                .collect(),
+            None => Vec::new(),
         };
         Ok(Self {
             name: config.name.clone(),
             kind: config.kind,
             url,
-            key,
+            keys,
         })
     }
 }
@@ -110,8 +114,9 @@ impl Sender {
             .client
             .post(&sink.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
-        if let Some(key) = &sink.key {
-            for (name, value) in sign::headers(key, Utc::now().timestamp(), &bytes, id) {
+        if !sink.keys.is_empty() {
+            let keys: Vec<&[u8]> = sink.keys.iter().map(Vec::as_slice).collect();
+            for (name, value) in sign::headers(&keys, Utc::now().timestamp(), &bytes, id) {
                 request = request.header(name, value);
             }
         }

@@ -45,8 +45,9 @@
 //!
 //! # Rotating the key
 //!
-//! Configure the new key next to the old one: Driftwarden then sends one
-//! `v1=` signature per key ([`signatures`]). Receivers switch to the new key
+//! Put the new key on a second line of the sink's secret file (or
+//! variable), after the old one: Driftwarden then sends one `v1=` signature
+//! per key ([`signatures`]). Receivers switch to the new key
 //! whenever they like, since either signature verifies; once all have
 //! switched, remove the old key.
 
@@ -142,12 +143,17 @@ pub fn signatures(keys: &[&[u8]], timestamp: i64, body: &[u8]) -> String {
         .join(",")
 }
 
-/// The three headers of a signed request, names as in [`TIMESTAMP_HEADER`],
-/// [`SIGNATURE_HEADER`] and [`DELIVERY_HEADER`].
-pub fn headers(key: &[u8], timestamp: i64, body: &[u8], id: &str) -> Vec<(&'static str, String)> {
+/// The three headers of a request signed with each of `keys`, names as in
+/// [`TIMESTAMP_HEADER`], [`SIGNATURE_HEADER`] and [`DELIVERY_HEADER`].
+pub fn headers(
+    keys: &[&[u8]],
+    timestamp: i64,
+    body: &[u8],
+    id: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         (TIMESTAMP_HEADER, timestamp.to_string()),
-        (SIGNATURE_HEADER, signature(key, timestamp, body)),
+        (SIGNATURE_HEADER, signatures(keys, timestamp, body)),
         (DELIVERY_HEADER, id.to_owned()),
     ]
 }
@@ -234,7 +240,7 @@ mod tests {
 
     #[test]
     fn headers_name_timestamp_signature_and_delivery() {
-        let headers = headers(KEY, NOW, BODY, "dw-1-webhook");
+        let headers = headers(&[KEY], NOW, BODY, "dw-1-webhook");
         assert_eq!(headers[0], ("Driftwarden-Timestamp", NOW.to_string()));
         assert_eq!(
             headers[1],
