@@ -16,7 +16,9 @@ use crate::codec::{
     decode_head, decode_sealed, decode_u64, encode_head, seal_into, seq_key, time_prefix,
     trailing_seq,
 };
-use crate::derive::{ALERT_PREFIX, EXEMPTION_PREFIX, Subject, dedup_id, derive, git_sync_prefix, time_entry};
+use crate::derive::{
+    ALERT_PREFIX, EXEMPTION_PREFIX, Subject, dedup_id, derive, git_sync_prefix, time_entry,
+};
 use crate::state::StoredState;
 use crate::{Error, ObjectState, Result};
 
@@ -1235,5 +1237,65 @@ pub(crate) mod tests {
             err.to_string().contains(&dir.path().display().to_string()),
             "{err}"
         );
+    }
+
+    fn updated(drift_seq: u64, sinks: &[&str], action: model::AlertAction) -> RecordBody {
+        RecordBody::Alert(model::AlertRecord {
+            drift_seq,
+            sinks: sinks.iter().map(|s| (*s).to_owned()).collect(),
+            routed_through: drift_seq + 1,
+            event: model::AlertEvent::Updated {
+                object: "web".into(),
+                action,
+                link: None,
+            },
+        })
+    }
+
+    fn delivered(sink: &str, alerts: &[u64]) -> RecordBody {
+        RecordBody::Delivery(model::Delivery {
+            sink: sink.into(),
+            alerts: alerts.to_vec(),
+            id: format!("dw-{}-{sink}", alerts[0]),
+            attempts: 1,
+            digest: false,
+        })
+    }
+
+    #[test]
+    fn the_outbox_owes_each_alert_to_the_sinks_that_have_not_taken_it() {
+        let (_dir, ledger) = open();
+        assert_eq!(ledger.outbox().expect("reads"), Outbox::default());
+        let held = model::AlertAction::Held {
+            reason: "grace".into(),
+        };
+        let reverted = model::AlertAction::Reverted { after_ms: 40 };
+        ledger
+            .append(
+                vec![
+                    updated(1, &["chat", "hook"], held),                  // seq 1
+                    updated(2, &["chat"], reverted),                      // seq 2
+                    delivered("chat", &[1, 2]),                           // seq 3
+                    updated(5, &["hook"], model::AlertAction::AuditOnly), // seq 4
+                ],
+                &[],
+            )
+            .expect("appends");
+        let outbox = ledger.outbox().expect("reads");
+        assert_eq!(outbox.alerts, 3);
+        assert_eq!(outbox.routed_through, 6);
+        let owed: Vec<(u64, Vec<String>)> = outbox
+            .pending
+            .iter()
+            .map(|p| (p.seq, p.sinks.clone()))
+            .collect();
+        assert_eq!(
+            owed,
+            [(1, vec!["hook".to_owned()]), (4, vec!["hook".to_owned()])]
+        );
+        ledger
+            .append(vec![delivered("hook", &[1, 4])], &[])
+            .expect("appends");
+        assert!(ledger.outbox().expect("reads").pending.is_empty());
     }
 }
