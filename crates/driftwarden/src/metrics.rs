@@ -1020,6 +1020,10 @@ mod tests {
         ));
         metrics.api_request(Some("/metrics"), "GET", 200);
         metrics.auth_failure("missing");
+        metrics.sink("oncall");
+        metrics.alert_queued("oncall");
+        metrics.alert_delivery("oncall", false);
+        metrics.verdicts_published(2);
         let text = metrics.encode();
         let families: BTreeSet<&str> = text
             .lines()
