@@ -51,6 +51,7 @@ fn read_topic(brokers: &str, topic: &str, count: usize) -> Result<Vec<Value>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_verdict_is_one_message_valid_against_the_schema() -> Result<()> {
+    driftwarden_e2e::logs::to_test_output();
     let mut s = Scenario::prepare(Bus::Kafka, "siem", &["v1/ConfigMap", "v1/Secret"]).await?;
     s.with_audit_webhook()?;
     let yaml = config_map_yaml(s.namespace(), "settings", &[], &[("level", "info")]);
@@ -118,6 +119,11 @@ async fn every_verdict_is_one_message_valid_against_the_schema() -> Result<()> {
         .find(|m| m["verdict"] == "drift_modified")
         .context("the drift on the stream")?;
     ensure!(drift["object"]["name"] == "settings", "{drift}");
+    // The identity from the audit event, though it came after the verdict.
+    ensure!(
+        drift["actor"]["source"] == "audit" && drift["actor"]["user"] == "mallory",
+        "{drift}"
+    );
     ensure!(
         messages
             .iter()
@@ -148,6 +154,10 @@ async fn every_verdict_is_one_message_valid_against_the_schema() -> Result<()> {
         "drift is High: {drift_event}"
     );
     ensure!(drift_event["activity_id"] == 3, "an update: {drift_event}");
+    ensure!(
+        drift_event["actor"]["user"]["name"] == "mallory",
+        "{drift_event}"
+    );
     s.stop().await;
     Ok(())
 }

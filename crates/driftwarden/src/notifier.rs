@@ -68,6 +68,8 @@ pub struct Notifier {
     join_wait: Option<Duration>,
     /// Opening alerts of drifts not settled, by drift sequence number.
     open: BTreeMap<u64, AlertRecord>,
+    /// What the outbox owed at start, queued when the sinks are.
+    owed: Vec<ledger::Pending>,
     /// Drifts settled in the batch being routed: forgotten once it is queued.
     settled: Vec<u64>,
     cursor: u64,
@@ -103,9 +105,18 @@ impl Notifier {
         desired: latest::Receiver<Desired>,
         health: Health,
         metrics: Metrics,
-    ) -> Option<Self> {
-        let alerts = config.alerts.clone()?;
-        Some(Self {
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(alerts) = config.alerts.clone() else {
+            return Ok(None);
+        };
+        // Where routing resumes is read now, before anything else writes.
+        let outbox = ledger.outbox()?;
+        let cursor = if outbox.alerts == 0 {
+            ledger.head().0
+        } else {
+            outbox.routed_through
+        };
+        Ok(Some(Self {
             ledger,
             alerts,
             policies: config.rules(),
@@ -113,23 +124,17 @@ impl Notifier {
             health,
             metrics,
             join_wait: config.join_wait(),
-            open: BTreeMap::new(),
+            open: outbox.opened,
+            owed: outbox.pending,
             settled: Vec::new(),
-            cursor: 0,
+            cursor,
             queues: HashMap::new(),
-        })
+        }))
     }
 
     /// Delivers what the outbox still owes, then routes and delivers new
     /// drift until stopped.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        let outbox = self.ledger.outbox()?;
-        self.cursor = if outbox.alerts == 0 {
-            self.ledger.head().0
-        } else {
-            outbox.routed_through
-        };
-        self.open = outbox.opened;
         let sender = Sender::new().map_err(anyhow::Error::msg)?;
         for config in &self.alerts.sinks {
             let sink = Sink::open(config).map_err(anyhow::Error::msg)?;
@@ -149,12 +154,13 @@ impl Notifier {
             tokio::spawn(delivery.run(rx));
             self.queues.insert(config.name.clone(), tx);
         }
+        let owed = std::mem::take(&mut self.owed);
         tracing::info!(
-            pending = outbox.pending.len(),
+            pending = owed.len(),
             routed_through = self.cursor,
             "notifier started"
         );
-        for pending in outbox.pending {
+        for pending in owed {
             self.queue(pending.seq, &pending.alert, &pending.sinks);
         }
         loop {
@@ -175,13 +181,25 @@ impl Notifier {
         let now = Utc::now();
         for record in self.ledger.from_seq(self.cursor + 1).take(BATCH) {
             let record = record?;
-            if self.awaits_identity(&record, now)? {
-                break;
-            }
+            let alert = match &record.body {
+                RecordBody::Change { event, judgement } => {
+                    let verdict = &judgement.verdict;
+                    if !(verdict.departs() || *verdict == Verdict::Unmanaged) {
+                        None
+                    } else {
+                        // Alert on the identity, not on a claim: wait for it.
+                        let Some(actor) =
+                            settled_actor(&self.ledger, self.join_wait, &record, now)?
+                        else {
+                            break;
+                        };
+                        self.opened(record.seq, event, judgement, actor)?
+                    }
+                }
+                _ => self.route(&record)?,
+            };
             last = record.seq;
-            if let Some(alert) = self.route(&record)? {
-                out.push(alert);
-            }
+            out.extend(alert);
         }
         if last == self.cursor {
             return Ok(false);
@@ -209,46 +227,9 @@ impl Notifier {
         Ok(true)
     }
 
-    /// Whether `record` is a change that may alert, made by someone only
-    /// a later audit event names, and younger than the audit join wait:
-    /// routing waits for the identity rather than alerting on a claim.
-    fn awaits_identity(&self, record: &LedgerRecord, now: DateTime<Utc>) -> anyhow::Result<bool> {
-        let (Some(wait), RecordBody::Change { event, judgement }) = (self.join_wait, &record.body)
-        else {
-            return Ok(false);
-        };
-        let alerting = judgement.verdict.departs() || judgement.verdict == Verdict::Unmanaged;
-        let young = now < record.at + chrono::Duration::from_std(wait).unwrap_or_default();
-        if !alerting || !young || matches!(judgement.actor, Actor::Audit { .. }) {
-            return Ok(false);
-        }
-        let learnt = self.identity(&event.key, record.seq, &judgement.actor)?;
-        Ok(!matches!(learnt, Actor::Audit { .. }))
-    }
-
-    /// Who made change `seq` of `key`: an identity learnt after it was
-    /// judged (an attribution record) where there is one.
-    fn identity(&self, key: &model::ObjectKey, seq: u64, judged: &Actor) -> anyhow::Result<Actor> {
-        if matches!(judged, Actor::Audit { .. }) || self.join_wait.is_none() {
-            return Ok(judged.clone());
-        }
-        let learnt = self
-            .ledger
-            .history(key)?
-            .into_iter()
-            .find_map(|r| match r.body {
-                RecordBody::Attribution(a) if a.amends == seq => Some(a.actor),
-                _ => None,
-            });
-        Ok(learnt.unwrap_or_else(|| judged.clone()))
-    }
-
-    /// The alert record `record` calls for, if any.
+    /// The update a record other than a change calls for, if any.
     fn route(&mut self, record: &LedgerRecord) -> anyhow::Result<Option<AlertRecord>> {
         let (drift_seq, action) = match &record.body {
-            RecordBody::Change { event, judgement } => {
-                return self.opened(record.seq, event, judgement);
-            }
             RecordBody::Enforcement(enforcement) => {
                 let action = match &enforcement.outcome {
                     Outcome::Reverted { .. } => {
@@ -310,10 +291,10 @@ impl Notifier {
         seq: u64,
         event: &ChangeEvent,
         judgement: &Judgement,
+        actor: Actor,
     ) -> anyhow::Result<Option<AlertRecord>> {
         let key = &event.key;
         let verdict = judgement.verdict.name();
-        let actor = self.identity(key, seq, &judgement.actor)?;
         let desired = self.desired.borrow();
         let history = desired.history(key);
         let git_labels = scope_basis(history, None).map(labels_of);
@@ -481,6 +462,39 @@ impl Notifier {
             _ => None,
         }
     }
+}
+
+/// Who made change `record`, once that is settled: the identity from its
+/// audit event (joined when judged, or learnt after in an attribution
+/// record), or, when none came within `join_wait` of the record (or no
+/// audit source is configured), the actor it was judged with. `None` while
+/// an identity may still come.
+pub(crate) fn settled_actor(
+    ledger: &Ledger,
+    join_wait: Option<Duration>,
+    record: &LedgerRecord,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<Actor>> {
+    let RecordBody::Change { event, judgement } = &record.body else {
+        return Ok(None);
+    };
+    let judged = &judgement.actor;
+    let Some(wait) = join_wait.filter(|_| !matches!(judged, Actor::Audit { .. })) else {
+        return Ok(Some(judged.clone()));
+    };
+    let learnt = ledger
+        .history(&event.key)?
+        .into_iter()
+        .find_map(|r| match r.body {
+            RecordBody::Attribution(a) if a.amends == record.seq => Some(a.actor),
+            _ => None,
+        });
+    let young = now < record.at + chrono::Duration::from_std(wait).unwrap_or_default();
+    Ok(match learnt {
+        Some(actor @ Actor::Audit { .. }) => Some(actor),
+        _ if young => None,
+        learnt => Some(learnt.unwrap_or_else(|| judged.clone())),
+    })
 }
 
 /// The health part of sink `name`.

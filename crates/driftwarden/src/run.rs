@@ -461,7 +461,8 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             desired_rx.clone(),
             health.clone(),
             metrics.clone(),
-        );
+        )?;
+        let siem = crate::siem::Publisher::new(&config, opened.clone(), metrics.clone()).await?;
         let state = ApiState {
             ledger: opened.clone(),
             desired: desired_rx,
@@ -506,7 +507,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             tasks.spawn(done);
             ledger_threads.push(thread);
         }
-        if let Some(siem) = crate::siem::Publisher::new(&config, opened.clone(), metrics.clone())? {
+        if let Some(siem) = siem {
             let (thread, done) = LedgerThread::spawn("driftwarden-siem", siem.run())?;
             tasks.spawn(done);
             ledger_threads.push(thread);

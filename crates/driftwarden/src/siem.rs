@@ -158,6 +158,7 @@ impl VerdictMessage {
         recorded_at: DateTime<Utc>,
         event: &ChangeEvent,
         judgement: &Judgement,
+        actor: &Actor,
         amends: Option<u64>,
     ) -> Self {
         let key = &event.key;
@@ -185,7 +186,7 @@ impl VerdictMessage {
             verdict: judgement.verdict.name().to_owned(),
             summary: judgement.verdict.to_string(),
             commit,
-            actor: actor_ref(&judgement.actor),
+            actor: actor_ref(actor),
             paths: judgement
                 .diff
                 .iter()
@@ -340,8 +341,10 @@ pub struct Publisher {
     ledger: Arc<Ledger>,
     verdicts: bus::TopicPublisher,
     ocsf: Option<bus::TopicPublisher>,
-    kafka: bus::KafkaConfig,
     metrics: Metrics,
+    join_wait: Option<Duration>,
+    /// The last record published.
+    cursor: u64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -351,8 +354,10 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// The publisher of `config`'s `siem`, `None` when it is off.
-    pub fn new(
+    /// The publisher of `config`'s `siem`, `None` when it is off. Where
+    /// publishing resumes is read now, before anything else writes: after
+    /// the topic's last verdict, or at the ledger's head.
+    pub async fn new(
         config: &Config,
         ledger: Arc<Ledger>,
         metrics: Metrics,
@@ -365,6 +370,20 @@ impl Publisher {
             .kafka_config()
             .context("`siem` needs the Kafka bus")?;
         let topics = bus::Topics::new(&kafka.prefix)?;
+        let topic = topics.verdicts.clone();
+        let last = bus::last_messages(&kafka, topic.clone(), READ_WAIT)
+            .await
+            .with_context(|| format!("cannot read where {topic} ends"))?;
+        let cursor = match last.last() {
+            Some(stored) => serde_json::from_slice::<VerdictMessage>(&stored.payload)
+                .with_context(|| {
+                    format!(
+                        "the last message of {topic} is not a verdict: someone else writes to it"
+                    )
+                })?
+                .seq,
+            None => ledger.head().0,
+        };
         let verdicts = bus::TopicPublisher::to(&kafka, topics.verdicts)?;
         let ocsf = match siem.ocsf {
             true => Some(bus::TopicPublisher::to(&kafka, topics.verdicts_ocsf)?),
@@ -374,43 +393,43 @@ impl Publisher {
             ledger,
             verdicts,
             ocsf,
-            kafka,
             metrics,
+            join_wait: config.join_wait(),
+            cursor,
         }))
     }
 
-    /// Publishes from where the topic ends (or the ledger's head) on, until
-    /// stopped.
+    /// Publishes until stopped.
     pub async fn run(self) -> anyhow::Result<()> {
-        let topic = self.verdicts.topic().to_owned();
-        let last = bus::last_messages(&self.kafka, topic.clone(), READ_WAIT)
-            .await
-            .with_context(|| format!("cannot read where {topic} ends"))?;
-        let mut cursor = match last.last() {
-            Some(stored) => serde_json::from_slice::<VerdictMessage>(&stored.payload)
-                .with_context(|| {
-                    format!(
-                        "the last message of {topic} is not a verdict: someone else writes to it"
-                    )
-                })?
-                .seq,
-            None => self.ledger.head().0,
-        };
-        tracing::info!(topic = %topic, from = cursor + 1, ocsf = self.ocsf.is_some(), "publishing verdicts");
+        let mut cursor = self.cursor;
+        tracing::info!(topic = %self.verdicts.topic(), from = cursor + 1, ocsf = self.ocsf.is_some(), "publishing verdicts");
         loop {
             if self.ledger.head().0 <= cursor {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
+            let from = cursor;
             let mut published = 0;
+            let now = Utc::now();
             for record in self.ledger.from_seq(cursor + 1).take(BATCH) {
                 let record = record?;
-                cursor = record.seq;
                 let message = match &record.body {
                     RecordBody::Change { event, judgement } => {
-                        VerdictMessage::of(record.seq, record.at, event, judgement, None)
+                        // The identity, when an audit event brings it.
+                        let Some(actor) = crate::notifier::settled_actor(
+                            &self.ledger,
+                            self.join_wait,
+                            &record,
+                            now,
+                        )?
+                        else {
+                            break;
+                        };
+                        cursor = record.seq;
+                        VerdictMessage::of(record.seq, record.at, event, judgement, &actor, None)
                     }
                     RecordBody::Amendment(amendment) => {
+                        cursor = record.seq;
                         // The change amended, judged anew.
                         let Some(amended) = self.ledger.get(amendment.amends)? else {
                             continue;
@@ -423,15 +442,23 @@ impl Publisher {
                             record.at,
                             event,
                             &amendment.judgement,
+                            &amendment.judgement.actor,
                             Some(amendment.amends),
                         )
                     }
-                    _ => continue,
+                    _ => {
+                        cursor = record.seq;
+                        continue;
+                    }
                 };
                 self.publish(&message).await?;
                 published += 1;
             }
             self.metrics.verdicts_published(published);
+            if cursor == from {
+                // Waiting for an identity.
+                tokio::time::sleep(POLL).await;
+            }
         }
     }
 
