@@ -3,10 +3,15 @@
 //! token, JSON bodies): one object's history, and pages of 500 changes
 //! from random places in the chain.
 //!
-//! Prints `api_history_p99_ms=<N>` and `api_changes_page_p99_ms=<N>`.
+//! Then makes the report of the last seven days (the whole ledger), as
+//! JSON and as HTML, straight from the ledger as `driftwarden report` does
+//! when no Driftwarden runs.
+//!
+//! Prints `api_history_p99_ms=<N>`, `api_changes_page_p99_ms=<N>` and
+//! `report_7d_1m_records_s=<N>`.
 //! `LEDGER_BENCH_RECORDS` overrides the record count; `LEDGER_BENCH_DIR`
 //! reuses the ledger the `ledger_1m` bench built there (built here when
-//! missing).
+//! missing); `API_BENCH_REPORT_ONLY=1` measures only the report.
 
 #[path = "../../ledger/benches/common/mod.rs"]
 mod common;
@@ -38,7 +43,51 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(measure(ledger, temp.path()))
+    if std::env::var_os("API_BENCH_REPORT_ONLY").is_none() {
+        runtime.block_on(measure(ledger.clone(), temp.path()))?;
+    }
+    report_7d(&ledger)
+}
+
+/// Times the JSON and the HTML report of the last seven days, computed
+/// once (one pass over the ledger) and rendered twice.
+fn report_7d(ledger: &Ledger) -> anyhow::Result<()> {
+    use driftwarden::report::{self, Context, Format, Scope, Verification};
+    let now = chrono::Utc::now();
+    let scope = Scope::new(now - chrono::Duration::days(7), now, None)?;
+    let context = Context {
+        cluster: "prod-eu-1".into(),
+        verification: Verification::not_in_this_process(),
+        now,
+        readers: report::readers(),
+    };
+    let start = Instant::now();
+    let made = report::build(ledger, &scope, &context)?;
+    let mut json = Vec::new();
+    report::render(&made, Format::Json, &mut json)?;
+    let mut html = Vec::new();
+    report::render(&made, Format::Html, &mut html)?;
+    let elapsed = start.elapsed();
+    let summary = &made.summary;
+    println!(
+        "report of 7 days: {} of {} records read, {} changes, {} drifts, {} unresolved; \
+         JSON {} KiB and HTML {} KiB in {:.2} s",
+        summary.records,
+        ledger.len(),
+        summary.changes,
+        summary.drifts,
+        summary.still_open,
+        json.len() / 1024,
+        html.len() / 1024,
+        elapsed.as_secs_f64()
+    );
+    if summary.records < ledger.len() {
+        println!(
+            "note: the ledger holds records older than 7 days; the report read only the newer ones"
+        );
+    }
+    println!("report_7d_1m_records_s={:.2}", elapsed.as_secs_f64());
+    Ok(())
 }
 
 /// Appends change records until the ledger holds `records`.

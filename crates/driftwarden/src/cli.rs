@@ -557,6 +557,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                         cluster: config.cluster.name.clone(),
                         verification: crate::report::Verification::not_in_this_process(),
                         now,
+                        readers: crate::report::readers(),
                     };
                     crate::report::write(&ledger, &scope, &context, format, &mut sink)?;
                 }

@@ -580,19 +580,9 @@ async fn report(
     require(&caller, ApiRole::Reader)?;
     let q = query(q)?;
     let now = Utc::now();
-    let when = |field: &str, text: Option<&str>| -> Result<Option<chrono::DateTime<Utc>>, ApiError> {
-        let Some(text) = text else {
-            return Ok(None);
-        };
-        if text.len() > MAX_TEXT {
-            return Err(ApiError::field(field, format!("longer than {MAX_TEXT} bytes")));
-        }
-        text.parse::<report::When>()
-            .map(|when| Some(when.at(now)))
-            .map_err(|err| ApiError::field(field, err.to_string()))
-    };
-    let since = when("since", q.since.as_deref())?.unwrap_or(now - chrono::Duration::days(7));
-    let until = when("until", q.until.as_deref())?.unwrap_or(now);
+    let since =
+        report_time("since", q.since.as_deref(), now)?.unwrap_or(now - chrono::Duration::days(7));
+    let until = report_time("until", q.until.as_deref(), now)?.unwrap_or(now);
     let format = match q.format.as_deref() {
         None => report::Format::Md,
         Some(text) => text
@@ -600,7 +590,10 @@ async fn report(
             .map_err(|err: report::Error| ApiError::field("format", err.to_string()))?,
     };
     if q.namespace.as_ref().is_some_and(|n| n.len() > MAX_TEXT) {
-        return Err(ApiError::field("namespace", format!("longer than {MAX_TEXT} bytes")));
+        return Err(ApiError::field(
+            "namespace",
+            format!("longer than {MAX_TEXT} bytes"),
+        ));
     }
     let scope = report::Scope::new(since, until, q.namespace)
         .map_err(|err| ApiError::field(err.field().unwrap_or("query"), err.to_string()))?;
@@ -618,6 +611,8 @@ async fn report(
         cluster: state.config.cluster.name.clone(),
         verification,
         now,
+        // The correlator and the enforcer keep the other core.
+        readers: 1,
     };
     let (sender, mut chunks) = tokio::sync::mpsc::channel(4);
     let ledger = state.ledger.clone();
@@ -647,15 +642,25 @@ async fn report(
     let rest = futures::stream::unfold(chunks, |mut chunks| async move {
         chunks.recv().await.map(|chunk| (chunk, chunks))
     });
-    let body = axum::body::Body::from_stream(
-        futures::StreamExt::chain(futures::stream::iter([Ok(first)]), rest),
+    let body = axum::body::Body::from_stream(futures::StreamExt::chain(
+        futures::stream::iter([Ok(first)]),
+        rest,
+    ));
+    let disposition = format!(
+        "inline; filename=\"driftwarden-report.{}\"",
+        format.as_str()
     );
-    let disposition = format!("inline; filename=\"driftwarden-report.{}\"", format.as_str());
     let mut response = (
         [
-            (axum::http::header::CONTENT_TYPE, format.content_type().to_owned()),
+            (
+                axum::http::header::CONTENT_TYPE,
+                format.content_type().to_owned(),
+            ),
             (axum::http::header::CONTENT_DISPOSITION, disposition),
-            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (
+                axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                "nosniff".to_owned(),
+            ),
         ],
         body,
     )
@@ -669,6 +674,27 @@ async fn report(
         );
     }
     Ok(response)
+}
+
+/// The time `field` of a report query names, if given: a duration back
+/// from `now` or an RFC 3339 time.
+fn report_time(
+    field: &str,
+    text: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Result<Option<chrono::DateTime<Utc>>, ApiError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    if text.len() > MAX_TEXT {
+        return Err(ApiError::field(
+            field,
+            format!("longer than {MAX_TEXT} bytes"),
+        ));
+    }
+    text.parse::<crate::report::When>()
+        .map(|when| Some(when.at(now)))
+        .map_err(|err| ApiError::field(field, err.to_string()))
 }
 
 /// A report's bytes, handed to the response body in chunks of 64 KiB.

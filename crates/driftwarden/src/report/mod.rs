@@ -2,7 +2,8 @@
 //! one streaming pass, as Markdown, self-contained HTML, JSON or CSV.
 //!
 //! ```text
-//! ledger.since(period start) ─▶ settle (late actors and verdicts, a bounded window)
+//! ledger.since(period start) ─▶ read (records decoded on reader threads, in order)
+//!                             ─▶ settle (late actors and verdicts, a bounded window)
 //!                                  │
 //!                                  ├─▶ scan: counts, open drift per object, exemptions,
 //!                                  │         commits, time to revert / adopt ─▶ Report
@@ -21,6 +22,7 @@ mod csv;
 mod html;
 mod markdown;
 mod percentiles;
+mod read;
 pub mod remote;
 mod scan;
 #[cfg(test)]
@@ -261,6 +263,15 @@ pub struct Context {
     pub verification: Verification,
     /// The time now: when the report was generated.
     pub now: DateTime<Utc>,
+    /// Threads decoding the ledger's records (most of a report's work):
+    /// [`readers`] for a command, 1 in a running Driftwarden, which has
+    /// other work.
+    pub readers: usize,
+}
+
+/// The threads a command decodes the ledger with: one per core, up to 4.
+pub fn readers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// What is known of the chain's verification.

@@ -88,16 +88,17 @@ pub(super) fn run(
     // The time index finds the first record; the rest is read in order.
     let first = ledger.since(scope.since).next().transpose()?;
     if let Some(first) = first {
-        for record in ledger.from_seq(first.seq) {
-            let record = record?;
-            if record.at >= scope.until || record.seq > head_seq {
-                break;
-            }
-            scan.records += 1;
-            if let Some(settled) = settle.take(record) {
-                scan.consume(settled, each)?;
-            }
-        }
+        scan.records = super::read::ordered(
+            ledger,
+            (first.seq, head_seq),
+            scope.until,
+            context.readers,
+            strip,
+            &mut |record| match settle.take(record) {
+                Some(settled) => scan.consume(settled, each),
+                None => Ok(()),
+            },
+        )?;
     }
     for settled in settle.window {
         scan.consume(settled, each)?;
@@ -129,7 +130,6 @@ impl Settle {
     /// Takes the next record: patches the change it attributes or amends
     /// when that is in the window; returns the record leaving the window.
     fn take(&mut self, record: LedgerRecord) -> Option<LedgerRecord> {
-        let record = strip(record)?;
         match &record.body {
             RecordBody::Attribution(attribution) => {
                 if let Some(judgement) = self.pending(attribution.amends) {
@@ -173,8 +173,9 @@ impl Settle {
     }
 }
 
-/// The record as far as a report needs it: changes without their object,
-/// and only the kinds of record a report reads.
+/// The record as far as a report needs it (what [`Settle::take`] takes):
+/// changes without their object, and only the kinds of record a report
+/// reads.
 fn strip(mut record: LedgerRecord) -> Option<LedgerRecord> {
     match &mut record.body {
         RecordBody::Change { event, .. } => {
@@ -348,26 +349,22 @@ impl<'a> Scan<'a> {
     ) -> Result<()> {
         let (seq, at) = (record.seq, record.at);
         match record.body {
-            RecordBody::Change { event, judgement } => {
-                if self.scope.covers(&event.key.namespace) {
-                    each(ChangeSeen {
-                        seq,
-                        at,
-                        event: &event,
-                        judgement: &judgement,
-                    })?;
-                    self.change(seq, at, &event, &judgement)?;
-                }
+            RecordBody::Change { event, judgement } if self.scope.covers(&event.key.namespace) => {
+                each(ChangeSeen {
+                    seq,
+                    at,
+                    event: &event,
+                    judgement: &judgement,
+                })?;
+                self.change(seq, at, &event, &judgement)?;
             }
-            RecordBody::Enforcement(enforcement) => {
-                if self.scope.covers(&enforcement.key.namespace) {
-                    self.enforcement(at, &enforcement)?;
-                }
+            RecordBody::Enforcement(enforcement)
+                if self.scope.covers(&enforcement.key.namespace) =>
+            {
+                self.enforcement(at, &enforcement)?;
             }
-            RecordBody::Amendment(amendment) => {
-                if self.scope.covers(&amendment.key.namespace) {
-                    self.amendment(seq, at, &amendment.key, &amendment.judgement)?;
-                }
+            RecordBody::Amendment(amendment) if self.scope.covers(&amendment.key.namespace) => {
+                self.amendment(seq, at, &amendment.key, &amendment.judgement)?;
             }
             RecordBody::Exemption(exemption) => self.exemption(seq, at, exemption),
             RecordBody::Revocation(revocation) => {

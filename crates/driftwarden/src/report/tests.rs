@@ -271,6 +271,7 @@ fn context() -> Context {
         cluster: "prod".into(),
         verification: Verification::not_in_this_process(),
         now: Utc::now(),
+        readers: 2,
     }
 }
 
@@ -761,4 +762,54 @@ async fn the_api_answers_each_format_with_its_content_type_and_names_bad_fields(
         let error: Value = serde_json::from_str(&body).expect("an error");
         assert_eq!(error["field"], field, "{path}: {body}");
     }
+}
+
+#[tokio::test]
+async fn the_command_reads_a_stopped_ledger_and_names_a_bad_flag() {
+    use clap::Parser as _;
+
+    let (dir, ledger, _) = ledger();
+    drop(ledger);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::rename(dir.path().join("ledger"), data.join("ledger")).expect("move");
+    let config = dir.path().join("driftwarden.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\ncluster: {{name: prod}}\ndata_dir: {}\n\
+             sources: [{{name: apps, url: 'file:///srv/apps'}}]\n",
+            data.display()
+        ),
+    )
+    .expect("config");
+    let out = dir.path().join("week.json");
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "driftwarden",
+            "report",
+            "-c",
+            config.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        crate::cli::Cli::try_parse_from(args)
+    };
+    let cli = args(&["--format", "json", "--out", out.to_str().expect("utf-8")]).expect("args");
+    let said = crate::cli::run(cli).await.expect("report");
+    assert!(
+        said.text.starts_with("json report written to"),
+        "{}",
+        said.text
+    );
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("file")).expect("a report");
+    assert_eq!(report.summary.changes, 9);
+    assert_eq!(report.period.until - report.period.since, Duration::days(7));
+
+    let err = args(&["--since", "last tuesday"]).expect_err("not a time");
+    let text = err.to_string();
+    assert!(text.contains("--since") && text.contains("`7d`"), "{text}");
+    let cli = args(&["--since", "1h", "--until", "2h"]).expect("parses");
+    let err = crate::cli::run(cli).await.expect_err("an empty period");
+    assert!(format!("{err:#}").starts_with("--until: "), "{err:#}");
 }
