@@ -23,8 +23,8 @@ use chrono::DateTime;
 
 use crate::codec::{decode_sealed, decode_u64, seq_key, trailing_seq};
 use crate::derive::{
-    BY_OBJECT, BY_TIME, DEDUP, Derived, IndexDifference, Indexable,
-    META, META_PREFIXES, OBJECTS, decode_indexable, derive, time_entry,
+    BY_OBJECT, BY_TIME, DEDUP, Derived, IndexDifference, Indexable, META, META_PREFIXES, OBJECTS,
+    decode_indexable, derive, time_entry,
 };
 use crate::state::StoredState;
 use crate::store::Trees;

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    AlertRecord, Amendment, Delivery, Attribution, AuditRecord, ChangeEvent, Commit, Control, Enforcement, Exemption,
-    Judgement, Revocation, SCHEMA,
+    AlertRecord, Amendment, Attribution, AuditRecord, ChangeEvent, Commit, Control, Delivery,
+    Enforcement, Exemption, Judgement, Revocation, SCHEMA,
 };
 
 /// Desired state moved to a new commit.

@@ -429,9 +429,10 @@ mod tests {
         ));
         assert_eq!(at, "alerts.routes[0].sinks[0]");
         assert!(message.contains("known: s"), "{message}");
-        let (at, message) = check(format!(
-            r#"{{"sinks": [{{"name": "s", "type": "slack", "url": {{"env": "DRIFTWARDEN_TEST_UNSET_URL"}}}}], "routes": [{{"sinks": ["s"]}}]}}"#
-        ));
+        let (at, message) = check(
+            r#"{"sinks": [{"name": "s", "type": "slack", "url": {"env": "DRIFTWARDEN_TEST_UNSET_URL"}}], "routes": [{"sinks": ["s"]}]}"#
+                .to_owned(),
+        );
         assert_eq!(at, "alerts.sinks[0].url");
         assert!(message.contains("DRIFTWARDEN_TEST_UNSET_URL"), "{message}");
         let (at, _) = check(format!(

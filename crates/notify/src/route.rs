@@ -90,8 +90,8 @@ impl Criteria {
             || self.verdicts.iter().any(|v| {
                 v == subject.verdict || (v == "drift" && subject.verdict.starts_with("drift_"))
             });
-        let namespace =
-            self.namespaces.is_empty() || self.namespaces.iter().any(|p| glob(p, subject.namespace));
+        let namespace = self.namespaces.is_empty()
+            || self.namespaces.iter().any(|p| glob(p, subject.namespace));
         let kind = self.kinds.is_empty() || self.kinds.iter().any(|k| k == subject.kind);
         let labels = self.labels.is_empty()
             || subject.git_labels.is_some_and(|labels| {
@@ -144,9 +144,18 @@ mod tests {
             default_severity("drift_modified", "ClusterRoleBinding"),
             Some(Severity::Critical)
         );
-        assert_eq!(default_severity("unmanaged", "Role"), Some(Severity::Critical));
-        assert_eq!(default_severity("drift_deleted", "ConfigMap"), Some(Severity::High));
-        assert_eq!(default_severity("unmanaged", "ConfigMap"), Some(Severity::Medium));
+        assert_eq!(
+            default_severity("unmanaged", "Role"),
+            Some(Severity::Critical)
+        );
+        assert_eq!(
+            default_severity("drift_deleted", "ConfigMap"),
+            Some(Severity::High)
+        );
+        assert_eq!(
+            default_severity("unmanaged", "ConfigMap"),
+            Some(Severity::Medium)
+        );
         assert_eq!(default_severity("allowed", "Secret"), Some(Severity::Low));
         for quiet in ["in_sync", "authorized", "derived", "adopted"] {
             assert_eq!(default_severity(quiet, "Secret"), None, "{quiet}");

@@ -325,7 +325,10 @@ mod tests {
 
     #[test]
     fn alert_has_attachment_fields_link_and_id() {
-        let post = render(&Message::Alert(Box::new(fixtures::alert(1234))), "dw-1234-mattermost");
+        let post = render(
+            &Message::Alert(Box::new(fixtures::alert(1234))),
+            "dw-1234-mattermost",
+        );
         assert_valid(&post);
         assert_eq!(post["props"][ID_PROP], "dw-1234-mattermost");
         let attachment = &post["attachments"][0];
@@ -378,7 +381,10 @@ mod tests {
     #[test]
     fn huge_alert_is_rendered_with_less_detail_until_it_fits() {
         let huge = "@<".repeat(5000);
-        let post = render(&Message::Alert(Box::new(fixtures::filled_with(&huge, 40))), "id");
+        let post = render(
+            &Message::Alert(Box::new(fixtures::filled_with(&huge, 40))),
+            "id",
+        );
         assert_valid(&post);
         assert!(texts(&post).join("\n").contains("more"));
 

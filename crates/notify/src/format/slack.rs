@@ -368,7 +368,10 @@ mod tests {
 
     #[test]
     fn alert_has_fallback_header_fields_diff_link_and_id() {
-        let message = render(&Message::Alert(Box::new(fixtures::alert(1234))), "dw-1234-slack");
+        let message = render(
+            &Message::Alert(Box::new(fixtures::alert(1234))),
+            "dw-1234-slack",
+        );
         assert_within_limits(&message);
         assert!(message["text"].as_str().expect("text").contains("HIGH"));
         let blocks = blocks(&message);
@@ -395,7 +398,10 @@ mod tests {
 
     #[test]
     fn managed_fields_actor_is_marked_unverified() {
-        let message = render(&Message::Alert(Box::new(fixtures::filled_with("bob", 1))), "id");
+        let message = render(
+            &Message::Alert(Box::new(fixtures::filled_with("bob", 1))),
+            "id",
+        );
         assert!(
             mrkdwn_texts(&message)
                 .join("\n")
@@ -449,7 +455,10 @@ mod tests {
     #[test]
     fn huge_values_are_clipped_to_the_limits() {
         let huge = "x&<".repeat(4000);
-        let message = render(&Message::Alert(Box::new(fixtures::filled_with(&huge, 40))), "id");
+        let message = render(
+            &Message::Alert(Box::new(fixtures::filled_with(&huge, 40))),
+            "id",
+        );
         assert_within_limits(&message);
         let all = mrkdwn_texts(&message).join("\n");
         let more: usize = all

@@ -367,7 +367,10 @@ mod tests {
 
     #[test]
     fn alert_card_has_facts_diff_link_and_id() {
-        let message = render(&Message::Alert(Box::new(fixtures::alert(1234))), "dw-1234-teams");
+        let message = render(
+            &Message::Alert(Box::new(fixtures::alert(1234))),
+            "dw-1234-teams",
+        );
         assert_valid(&message);
         let card = card(&message);
         assert_eq!(
@@ -428,7 +431,10 @@ mod tests {
     #[test]
     fn huge_alert_is_rendered_with_less_detail_until_it_fits() {
         let huge = "\"\\*".repeat(5000);
-        let message = render(&Message::Alert(Box::new(fixtures::filled_with(&huge, 40))), "id");
+        let message = render(
+            &Message::Alert(Box::new(fixtures::filled_with(&huge, 40))),
+            "id",
+        );
         assert_valid(&message);
         assert!(
             texts(&message)
