@@ -222,11 +222,11 @@ impl Indexable {
 /// Reads a record's canonical bytes for its index entries, or says why
 /// they are not a record this build reads.
 pub(crate) fn decode_indexable(bytes: &[u8]) -> Result<Indexable, String> {
-    match serde_json::from_slice::<LeanRecord>(bytes) {
+    match serde_json::from_slice::<LeanRecord<LeanEvent, LeanVerdict>>(bytes) {
         Ok(LeanRecord {
             seq,
             at,
-            body: LeanBody(Some((event, verdict))),
+            body: LeanBody(Some((event, LeanVerdict(verdict)))),
         }) => {
             let event = ChangeEvent::new(
                 event.key,
@@ -254,17 +254,71 @@ pub(crate) fn decode_indexable(bytes: &[u8]) -> Result<Indexable, String> {
     }
 }
 
-/// A record as far as its index entries need it.
+/// A record read without the object of a change: its event as `E` reads
+/// it, its judgement as `J` does.
 #[derive(Deserialize)]
-struct LeanRecord {
+#[serde(bound = "E: Deserialize<'de>, J: Deserialize<'de>")]
+struct LeanRecord<E, J> {
     seq: u64,
     at: DateTime<Utc>,
-    body: LeanBody,
+    body: LeanBody<E, J>,
 }
 
-/// The body of a [`LeanRecord`]: a change without its object and its
-/// verdict, or `None` for anything else (read whole afterwards).
-struct LeanBody(Option<(LeanEvent, Verdict)>);
+/// The body of a [`LeanRecord`]: a change's event and judgement, or `None`
+/// for anything else (read whole afterwards).
+struct LeanBody<E, J>(Option<(E, J)>);
+
+/// Record `bytes` with the object of a change left out (`null`): what a
+/// reader of judgements needs, in a fraction of the time.
+pub(crate) fn decode_without_object(bytes: &[u8]) -> Result<LedgerRecord, String> {
+    match serde_json::from_slice::<LeanRecord<EventWithoutObject, model::Judgement>>(bytes) {
+        Ok(LeanRecord {
+            seq,
+            at,
+            body: LeanBody(Some((e, judgement))),
+        }) => {
+            let mut event = ChangeEvent::new(
+                e.key,
+                e.api_version,
+                e.uid,
+                e.resource_version,
+                e.kind,
+                e.observed_at,
+                serde_json::Value::Null,
+            );
+            event.schema = e.schema;
+            event.managed_fields = e.managed_fields;
+            event.derived = e.derived;
+            event.truncated = e.truncated;
+            Ok(LedgerRecord {
+                schema: model::SCHEMA,
+                seq,
+                at,
+                body: RecordBody::Change { event, judgement },
+            })
+        }
+        Ok(_) | Err(_) => serde_json::from_slice::<LedgerRecord>(bytes)
+            .map_err(|err| format!("its bytes are not a ledger record this build reads: {err}")),
+    }
+}
+
+/// Every field of a change event but its object, which is skipped unread.
+#[derive(Deserialize)]
+struct EventWithoutObject {
+    schema: u32,
+    key: ObjectKey,
+    api_version: String,
+    uid: String,
+    resource_version: String,
+    kind: ChangeKind,
+    observed_at: DateTime<Utc>,
+    #[serde(default)]
+    managed_fields: Vec<model::ManagedField>,
+    #[serde(default)]
+    derived: bool,
+    #[serde(default)]
+    truncated: Option<model::Truncation>,
+}
 
 /// The fields of a change event its index entries need.
 #[derive(Deserialize)]
@@ -275,22 +329,22 @@ struct LeanEvent {
     kind: ChangeKind,
 }
 
-impl<'de> Deserialize<'de> for LeanBody {
+impl<'de, E: Deserialize<'de>, J: Deserialize<'de>> Deserialize<'de> for LeanBody<E, J> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(LeanBodyVisitor)
+        deserializer.deserialize_map(LeanBodyVisitor(std::marker::PhantomData))
     }
 }
 
-struct LeanBodyVisitor;
+struct LeanBodyVisitor<E, J>(std::marker::PhantomData<(E, J)>);
 
-impl<'de> Visitor<'de> for LeanBodyVisitor {
-    type Value = LeanBody;
+impl<'de, E: Deserialize<'de>, J: Deserialize<'de>> Visitor<'de> for LeanBodyVisitor<E, J> {
+    type Value = LeanBody<E, J>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a record body")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LeanBody, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LeanBody<E, J>, A::Error> {
         // The tag is written first; anything else is read the slow way.
         let is_change = match map.next_key::<Text<'de>>()? {
             Some(key) if key.0 == "type" => map.next_value::<Text<'de>>()?.0 == "change",
@@ -308,7 +362,7 @@ impl<'de> Visitor<'de> for LeanBodyVisitor {
         while let Some(key) = map.next_key::<Text<'de>>()? {
             match &*key.0 {
                 "event" => event = Some(map.next_value()?),
-                "judgement" => verdict = Some(map.next_value::<LeanVerdict>()?.0),
+                "judgement" => verdict = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }

@@ -259,6 +259,15 @@ impl Ledger {
         Ok(())
     }
 
+    /// [`Ledger::from_seq`] with the object of each change left out
+    /// (`null`): for readers of judgements (reports), several times faster.
+    pub fn from_seq_without_objects(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<LedgerRecord>> + use<> {
+        self.records_from(from, crate::derive::decode_without_object)
+    }
+
     /// Record `seq`, if the ledger holds it.
     pub fn get(&self, seq: u64) -> Result<Option<LedgerRecord>> {
         get_record(&self.trees.records, seq)
@@ -280,18 +289,28 @@ impl Ledger {
 
     /// Records from sequence number `from` on, oldest first, read lazily.
     pub fn from_seq(&self, from: u64) -> impl Iterator<Item = Result<LedgerRecord>> + use<> {
+        self.records_from(from, |bytes| {
+            serde_json::from_slice(bytes).map_err(|err| err.to_string())
+        })
+    }
+
+    /// The records from sequence number `from` on, each read by `decode`.
+    fn records_from(
+        &self,
+        from: u64,
+        decode: fn(&[u8]) -> std::result::Result<LedgerRecord, String>,
+    ) -> impl Iterator<Item = Result<LedgerRecord>> + use<> {
         self.trees
             .records
             .range(seq_key(from.max(1))..)
-            .map(|entry| {
+            .map(move |entry| {
                 let (key, value) = entry.map_err(Error::storage("reading a record"))?;
                 let seq = trailing_seq(&key).ok_or_else(|| {
                     Error::corrupt("records", 0, "a key that is not a sequence number")
                 })?;
                 let sealed = decode_sealed(&value)
                     .map_err(|reason| Error::corrupt("records", seq, reason))?;
-                serde_json::from_slice(sealed.bytes)
-                    .map_err(|err| Error::corrupt("records", seq, err))
+                decode(sealed.bytes).map_err(|reason| Error::corrupt("records", seq, reason))
             })
     }
 
@@ -1297,5 +1316,25 @@ pub(crate) mod tests {
             .append(vec![delivered("hook", &[1, 4])], &[])
             .expect("appends");
         assert!(ledger.outbox().expect("reads").pending.is_empty());
+    }
+
+    #[test]
+    fn records_read_without_objects_equal_the_records_but_for_the_object() {
+        let (_dir, ledger) = open();
+        ledger
+            .append(vec![change("web", "1", authorized()), git_error()], &[])
+            .expect("appends");
+        let whole: Vec<LedgerRecord> = ledger.from_seq(1).map(|r| r.expect("reads")).collect();
+        let lean: Vec<LedgerRecord> = ledger
+            .from_seq_without_objects(1)
+            .map(|r| r.expect("reads"))
+            .collect();
+        assert_eq!(lean.len(), 2);
+        let mut expected = whole.clone();
+        if let RecordBody::Change { event, .. } = &mut expected[0].body {
+            assert_ne!(event.object, Value::Null);
+            event.object = Value::Null;
+        }
+        assert_eq!(lean, expected);
     }
 }
