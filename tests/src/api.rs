@@ -5,18 +5,24 @@
 //! ```text
 //! settings_scenario ──▶ ConfigMap `settings` (level: info) in git and applied
 //! ApiAccess::new ──▶ reader.token, operator.token ──▶ yaml() ──▶ `api:` appended to the config
+//! ApiAccess::configure(s, yaml) ──▶ tokens and the config file, checked
+//! start(binary, s, config, access) ──▶ the process, watching, `/readyz` answering 200
+//! run_cli(binary, config, args) ──▶ what `driftwarden args -c config` printed, no error in it
 //! set_level(s, "debug") ──▶ mallory's change, judged drift
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, ensure};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::app::config_map_yaml;
+use crate::process::Process;
 use crate::scenario::{Bus, Scenario};
-use crate::{User, unique_suffix};
+use crate::{User, eventually, unique_suffix};
 
 /// A scenario whose git declares ConfigMap `settings` (`level: info`),
 /// applied by the GitOps agent.
@@ -79,6 +85,17 @@ impl ApiAccess {
         Ok(access)
     }
 
+    /// Tokens beside `s`'s data dir, and `s`'s config file holding `yaml`
+    /// (the config without its API) and the `api:` section, loaded once to
+    /// check it. Returns the access and the config file.
+    pub fn configure(s: &Scenario, yaml: &str) -> Result<(ApiAccess, PathBuf)> {
+        let access = ApiAccess::new(&s.settings.data_dir.with_extension("api"))?;
+        let config = s.settings.data_dir.with_extension("yaml");
+        std::fs::write(&config, format!("{yaml}{}", access.yaml()))?;
+        driftwarden::config::Config::load(&config)?;
+        Ok((access, config))
+    }
+
     /// The `api:` section of the config.
     pub fn yaml(&self) -> String {
         let q = |p: &Path| Value::from(p.to_string_lossy()).to_string();
@@ -94,4 +111,49 @@ impl ApiAccess {
     pub fn base(&self) -> String {
         format!("http://{}", self.listen)
     }
+}
+
+/// Runs `binary` (`env!("CARGO_BIN_EXE_driftwarden-under-test")`) with
+/// `config` as `s`'s ServiceAccount, its log beside the config, and waits
+/// until it watches and its API at `access` says it is ready.
+pub async fn start(
+    binary: &Path,
+    s: &mut Scenario,
+    config: &Path,
+    access: &ApiAccess,
+) -> Result<Process> {
+    let log = config.with_extension("log");
+    let mut process = Process::run(binary, config, &log, s.identity_mut()?).await?;
+    process.wait_watching(0).await?;
+    let client = reqwest::Client::new();
+    let readyz = format!("{}/readyz", access.base());
+    eventually(Duration::from_secs(30), "/readyz answering 200", || {
+        let request = client.get(&readyz).send();
+        async move {
+            Ok(request
+                .await
+                .ok()
+                .filter(|r| r.status() == StatusCode::OK)
+                .map(|_| ()))
+        }
+    })
+    .await?;
+    Ok(process)
+}
+
+/// Runs `binary`'s command line with `args` and `-c config`; what it
+/// printed. Fails, with its stderr, when that says `error:`.
+pub fn run_cli(binary: &Path, config: &Path, args: &[&str]) -> Result<std::process::Output> {
+    let out = std::process::Command::new(binary)
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .context("running the driftwarden command line")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !stderr.contains("error:"),
+        "driftwarden {args:?} failed: {stderr}"
+    );
+    Ok(out)
 }

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use driftwarden_e2e::api::{ApiAccess, set_level, settings_scenario};
+use driftwarden_e2e::api::{ApiAccess, run_cli, set_level, settings_scenario, start};
 use driftwarden_e2e::eventually;
-use driftwarden_e2e::process::Process;
 use driftwarden_e2e::scenario::{Bus, Scenario};
 use ledger::Ledger;
 use model::RecordBody;
@@ -26,31 +25,8 @@ fn binary() -> &'static Path {
 /// scenario, the config file, the API's base URL and its tokens.
 async fn declared(bus: Bus, name: &str) -> Result<(Scenario, PathBuf, String, ApiAccess)> {
     let s = settings_scenario(bus, name).await?;
-    let access = ApiAccess::new(&s.settings.data_dir.with_extension("api"))?;
-    let config = s.settings.data_dir.with_extension("yaml");
-    std::fs::write(&config, s.settings.yaml() + &access.yaml())?;
-    driftwarden::config::Config::load(&config)?;
+    let (access, config) = ApiAccess::configure(&s, &s.settings.yaml())?;
     Ok((s, config, access.base(), access))
-}
-
-/// Starts the binary and waits until the API says it is ready.
-async fn start(s: &mut Scenario, config: &Path, base: &str) -> Result<Process> {
-    let log = config.with_extension("log");
-    let mut process = Process::run(binary(), config, &log, s.identity_mut()?).await?;
-    process.wait_watching(0).await?;
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "/readyz answering 200", || {
-        let request = client.get(format!("{base}/readyz")).send();
-        async move {
-            Ok(request
-                .await
-                .ok()
-                .filter(|r| r.status() == StatusCode::OK)
-                .map(|_| ()))
-        }
-    })
-    .await?;
-    Ok(process)
 }
 
 /// One call: its status and JSON body (`Null` when none).
@@ -125,26 +101,17 @@ async fn operator_only(
     Ok(answer)
 }
 
-/// Runs the binary's command line with `args` and the config; its stdout.
+/// Runs the binary's command line with `args` and the config; whether it
+/// succeeded, and its stdout.
 fn cli(config: &Path, args: &[&str]) -> Result<(bool, String)> {
-    let out = std::process::Command::new(binary())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .context("running the driftwarden command line")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        !stderr.contains("error:"),
-        "driftwarden {args:?} failed: {stderr}"
-    );
+    let out = run_cli(binary(), config, args)?;
     Ok((out.status.success(), String::from_utf8(out.stdout)?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()> {
     let (mut s, config, base, tokens) = declared(Bus::Embedded, "api-routes").await?;
-    let process = start(&mut s, &config, &base).await?;
+    let process = start(binary(), &mut s, &config, &tokens).await?;
     set_level(&s, "debug")?;
     let key = s.config_map("settings").to_string();
     let drift_path = format!("/v1/changes?verdict=drift&namespace={}", s.namespace());
@@ -346,7 +313,7 @@ async fn every_route_answers_by_role_and_refuses_without_a_token() -> Result<()>
 /// ledger once it stopped; the exemption names the caller's uid.
 async fn the_cli_reaches_the_running_process(bus: Bus, name: &str) -> Result<()> {
     let (mut s, config, base, tokens) = declared(bus, name).await?;
-    let process = start(&mut s, &config, &base).await?;
+    let process = start(binary(), &mut s, &config, &tokens).await?;
     set_level(&s, "debug")?;
     let key = s.config_map("settings").to_string();
     eventually(Duration::from_secs(30), "the drift in the history", || {
@@ -466,7 +433,7 @@ async fn the_cli_reaches_the_running_process_kafka() -> Result<()> {
 async fn pages_give_every_real_change_exactly_once_while_changes_arrive() -> Result<()> {
     const CREATED: usize = 2_000;
     let (mut s, config, base, tokens) = declared(Bus::Embedded, "api-pages").await?;
-    let process = start(&mut s, &config, &base).await?;
+    let process = start(binary(), &mut s, &config, &tokens).await?;
     let client = s.env.client(driftwarden_e2e::User::Mallory).await?;
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(client, s.namespace());

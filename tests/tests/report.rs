@@ -11,15 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use driftwarden_e2e::api::ApiAccess;
+use driftwarden_e2e::api::{ApiAccess, run_cli, start};
 use driftwarden_e2e::app::config_map_yaml;
 use driftwarden_e2e::browser::Browser;
 use driftwarden_e2e::enforcing::{Enforcing, Rule};
-use driftwarden_e2e::process::Process;
 use driftwarden_e2e::scenario::{Bus, Scenario};
 use driftwarden_e2e::{User, eventually, workspace_root};
 use model::Mode;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// A value no report may turn into markup.
@@ -31,46 +29,23 @@ fn binary() -> &'static Path {
 
 /// Runs the command line with `args` and the config; its stdout.
 fn cli(config: &Path, args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new(binary())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .context("running the driftwarden command line")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = run_cli(binary(), config, args)?;
     ensure!(
-        out.status.success() && !stderr.contains("error:"),
-        "driftwarden {args:?} failed: {stderr}"
+        out.status.success(),
+        "driftwarden {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Splits CSV text (RFC 4180) into rows of cells.
 fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut cell = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                cell.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => cell.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut cell)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut cell));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => cell.push(c),
-        }
-    }
-    rows
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|row| row.expect("a CSV row").iter().map(str::to_owned).collect())
+        .collect()
 }
 
 /// Git declares ConfigMaps `settings` (labelled `enforce: "on"`) and
@@ -93,10 +68,7 @@ async fn declared() -> Result<(Scenario, PathBuf, ApiAccess)> {
             .labelled("enforce", "on"),
         Rule::new("watch", Mode::Audit).in_namespace(&ns),
     ];
-    let access = ApiAccess::new(&s.settings.data_dir.with_extension("api"))?;
-    let config = s.settings.data_dir.with_extension("yaml");
-    std::fs::write(&config, enforcing.yaml()? + &access.yaml())?;
-    driftwarden::config::Config::load(&config)?;
+    let (access, config) = ApiAccess::configure(&s, &enforcing.yaml()?)?;
     Ok((s, config, access))
 }
 
@@ -106,21 +78,7 @@ async fn a_report_made_through_the_running_process_agrees_in_every_format_and_in
     let since = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339();
     let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let (mut s, config, access) = declared().await?;
-    let log = config.with_extension("log");
-    let mut process = Process::run(binary(), &config, &log, s.identity_mut()?).await?;
-    process.wait_watching(0).await?;
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "/readyz answering 200", || {
-        let request = client.get(format!("{}/readyz", access.base())).send();
-        async move {
-            Ok(request
-                .await
-                .ok()
-                .filter(|r| r.status() == StatusCode::OK)
-                .map(|_| ()))
-        }
-    })
-    .await?;
+    let process = start(binary(), &mut s, &config, &access).await?;
 
     // Mallory changes both: `settings` is put back, `notes` stays drifted.
     for (name, level) in [("settings", "debug"), ("notes", HOSTILE)] {

@@ -867,6 +867,36 @@ fn describe(config: &Config) -> String {
             if p.sync { "on" } else { "off" },
         );
     }
+    if let Some(alerts) = &config.alerts {
+        let sinks: Vec<String> = alerts
+            .sinks
+            .iter()
+            .map(|s| format!("{} ({})", s.name, format!("{:?}", s.kind).to_lowercase()))
+            .collect();
+        let _ = writeln!(
+            w,
+            "alerts: sinks [{}], {} route(s); group wait {}, a digest from {} alerts",
+            sinks.join(", "),
+            alerts.routes.len(),
+            humantime::format_duration(alerts.group_wait),
+            alerts.digest_min
+        );
+    }
+    if let (Some(siem), Bus::Kafka { topic_prefix, .. }) = (&config.siem, &config.bus) {
+        let ocsf = if siem.ocsf {
+            format!(
+                ", OCSF events to {topic_prefix}{}",
+                bus::VERDICTS_OCSF_TOPIC
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            w,
+            "siem: every verdict to {topic_prefix}{}{ocsf}",
+            bus::VERDICTS_TOPIC
+        );
+    }
     out
 }
 

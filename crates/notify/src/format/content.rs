@@ -1,14 +1,24 @@
 //! What every format says about an alert, before any service's markup:
 //! the pieces are raw text, each renderer escapes and clips them its way.
+//! The lines the chat formats share (who, the commit, a changed field, a
+//! digest's drift, a follow-up) take that way as `show(raw, max)`, so
+//! their wording is written once.
 
 use std::collections::BTreeSet;
 
-use model::{Alert, AlertLine, Severity};
+use model::{Alert, AlertAction, AlertLine, Commit, Severity};
 
 use super::text::{clip, drifts};
 
 /// Shown for a field that is not set on one side of a change.
 pub(crate) const UNSET: &str = "(unset)";
+
+/// Refs (`JIRA-123`) shown of a commit.
+const REFS: usize = 5;
+/// Longest ref shown.
+const MAX_REF: usize = 60;
+/// Longest short commit id shown.
+const MAX_SHORT_ID: usize = 40;
 
 /// Namespaces a digest's headline names before it says "…".
 const HEADLINE_NAMESPACES: usize = 3;
@@ -74,6 +84,50 @@ pub(crate) fn actor_note(alert: &Alert) -> &'static str {
     }
 }
 
+/// Who made the change, shown by `show` within `max`, and how far that
+/// can be trusted: "alice@example.com (audit log)".
+pub(crate) fn who(alert: &Alert, show: impl Fn(&str, usize) -> String, max: usize) -> String {
+    format!("{} {}", show(actor(alert), max), actor_note(alert))
+}
+
+/// When the change was seen, in UTC to the second.
+pub(crate) fn observed(alert: &Alert) -> String {
+    alert
+        .observed_at
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}
+
+/// The commit git expects: "0123456789ab by Bob: Scale web to 3", its
+/// author within `author` units and its summary, after `separator`, within
+/// `summary`, every piece shown by `show`.
+pub(crate) fn commit_line(
+    commit: &Commit,
+    separator: &str,
+    show: impl Fn(&str, usize) -> String,
+    author: usize,
+    summary: usize,
+) -> String {
+    format!(
+        "{} by {}{separator}{}",
+        show(commit.short(), MAX_SHORT_ID),
+        show(&commit.author, author),
+        show(&commit.summary, summary)
+    )
+}
+
+/// The first refs of `commit` shown by `show`, joined by commas; `None`
+/// when it has none.
+pub(crate) fn refs(commit: &Commit, show: impl Fn(&str, usize) -> String) -> Option<String> {
+    let refs: Vec<String> = commit
+        .refs
+        .iter()
+        .take(REFS)
+        .map(|r| show(r, MAX_REF))
+        .collect();
+    (!refs.is_empty()).then(|| refs.join(", "))
+}
+
 /// A changed field's two sides, [`UNSET`] for a missing one.
 pub(crate) fn sides(line: &AlertLine) -> (&str, &str) {
     (
@@ -88,6 +142,68 @@ pub(crate) fn diff(alert: &Alert) -> (&[AlertLine], usize) {
     let shown = alert.diff.len().min(Alert::MAX_LINES);
     let omitted = alert.diff_omitted + (alert.diff.len() - shown);
     (&alert.diff[..shown], omitted)
+}
+
+/// The changed fields an alert shows, one line each (`{bullet}path:
+/// expected → live`, every piece shown by `show` within `max` units), and
+/// how many more there are.
+pub(crate) fn diff_lines(
+    alert: &Alert,
+    bullet: &str,
+    show: impl Fn(&str, usize) -> String,
+    max: usize,
+) -> (Vec<String>, usize) {
+    let (lines, omitted) = diff(alert);
+    let lines = lines
+        .iter()
+        .map(|line| {
+            let (expected, live) = sides(line);
+            format!(
+                "{bullet}{}: {} → {}",
+                show(&line.path, max),
+                show(expected, max),
+                show(live, max)
+            )
+        })
+        .collect();
+    (lines, omitted)
+}
+
+/// One drift of a digest: "🟠 HIGH object · summary → action", the object,
+/// summary and action shown by `show` within `max` units each.
+pub(crate) fn digest_line(
+    alert: &Alert,
+    show: impl Fn(&str, usize) -> String,
+    [object, summary, action]: [usize; 3],
+) -> String {
+    format!(
+        "{} {} · {} → {}",
+        severity_label(alert.severity),
+        show(&alert.object, object),
+        show(&alert.summary, summary),
+        show(&alert.action.to_string(), action)
+    )
+}
+
+/// A follow-up's line: "object: reverted in 230 ms", both shown by `show`
+/// within `max` units.
+pub(crate) fn follow_up_line(
+    object: &str,
+    action: &AlertAction,
+    show: impl Fn(&str, usize) -> String,
+    max: usize,
+) -> String {
+    format!("{}: {}", show(object, max), show(&action.to_string(), max))
+}
+
+/// A message's footer: "Driftwarden · drift #1234 · id dw-1234-slack", the
+/// drift left out when the message is about several, `id` as the service
+/// shows it (escaped and clipped).
+pub(crate) fn footer(drift: Option<u64>, id: &str) -> String {
+    let about = drift
+        .map(|seq| format!(" · drift #{seq}"))
+        .unwrap_or_default();
+    format!("Driftwarden{about} · id {id}")
 }
 
 /// A digest's summary: how many drifts, where, how urgent.
@@ -168,103 +284,8 @@ impl DigestSummary {
 }
 
 #[cfg(test)]
-pub(crate) mod fixtures {
-    //! Alerts for the renderers' tests.
-
-    use chrono::{TimeZone, Utc};
-    use model::{Alert, AlertAction, AlertLine, Commit, Severity};
-
-    /// Strings that try to escape a message's markup.
-    pub(crate) const HOSTILE: [&str; 6] = [
-        "<!channel>",
-        "<https://evil.example|click>",
-        "*bold*",
-        "<script>alert(1)</script>",
-        "[click](https://evil.example)",
-        "@channel @all `code` _i_ ~s~ &amp;",
-    ];
-
-    /// An ordinary drift of a Deployment's replicas.
-    pub(crate) fn alert(seq: u64) -> Alert {
-        Alert {
-            drift_seq: seq,
-            observed_at: Utc
-                .with_ymd_and_hms(2026, 5, 4, 12, 30, 0)
-                .single()
-                .unwrap_or_default(),
-            severity: Severity::High,
-            verdict: "drift_out_of_band".to_owned(),
-            summary: "drift(out_of_band: /spec/replicas)".to_owned(),
-            object: format!("prod/apps/Deployment/team-{}/web", seq % 7),
-            kind: "Deployment".to_owned(),
-            namespace: format!("team-{}", seq % 7),
-            actor: "alice@example.com".to_owned(),
-            actor_source: "audit".to_owned(),
-            diff: vec![AlertLine {
-                path: "/spec/replicas".to_owned(),
-                expected: Some("3".to_owned()),
-                live: Some("5".to_owned()),
-            }],
-            diff_omitted: 0,
-            expected: Some(Commit {
-                id: "0123456789abcdef0123456789abcdef01234567".to_owned(),
-                time: Utc
-                    .with_ymd_and_hms(2026, 5, 1, 9, 0, 0)
-                    .single()
-                    .unwrap_or_default(),
-                author: "Bob <bob@example.com>".to_owned(),
-                summary: "Scale web to 3 (JIRA-123)".to_owned(),
-                refs: vec!["JIRA-123".to_owned()],
-            }),
-            action: AlertAction::Reverted { after_ms: 230 },
-            link: Some(format!("https://dw.example/objects/{seq}/history")),
-        }
-    }
-
-    /// An alert whose every text field holds `text`, claimed by managed
-    /// fields, with `lines` changed fields.
-    pub(crate) fn filled_with(text: &str, lines: usize) -> Alert {
-        let mut alert = alert(7);
-        alert.summary = text.to_owned();
-        alert.object = text.to_owned();
-        alert.kind = text.to_owned();
-        alert.namespace = text.to_owned();
-        alert.actor = text.to_owned();
-        alert.actor_source = "managed_fields".to_owned();
-        alert.diff = (0..lines)
-            .map(|_| AlertLine {
-                path: text.to_owned(),
-                expected: Some(text.to_owned()),
-                live: Some(text.to_owned()),
-            })
-            .collect();
-        alert.diff_omitted = 3;
-        if let Some(commit) = alert.expected.as_mut() {
-            commit.author = text.to_owned();
-            commit.summary = text.to_owned();
-            commit.refs = vec![text.to_owned(); 20];
-        }
-        alert.action = AlertAction::Held {
-            reason: text.to_owned(),
-        };
-        alert.link = Some(format!("https://dw.example/objects/{text}"));
-        alert
-    }
-
-    /// Each hostile string in every field of an alert, one alert per string.
-    pub(crate) fn hostile() -> Vec<Alert> {
-        HOSTILE.iter().map(|text| filled_with(text, 2)).collect()
-    }
-
-    /// `n` ordinary alerts across seven namespaces.
-    pub(crate) fn many(n: u64) -> Vec<Alert> {
-        (0..n).map(alert).collect()
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::fixtures;
+    use super::super::fixtures;
     use super::*;
 
     #[test]

@@ -16,11 +16,12 @@
 //! backslash-escaped. A post is kept under [`MAX_CHARS`], counting every
 //! string in it: it is rendered with less detail until it fits.
 
-use model::{Alert, AlertAction, Severity};
+use model::{Alert, Severity};
 use serde_json::{Value, json};
 
 use super::content::{self, DigestSummary};
-use super::text::{clip, clip_escaped, join_fitting, safe_link, units};
+use super::detail::{Detail, fitting, total_units};
+use super::text::{BlockStart, clip, clip_escaped, join_fitting, safe_link, units};
 use crate::Message;
 
 /// Most characters a post may hold (Mattermost's limit is 16383); every
@@ -31,60 +32,16 @@ pub const MAX_CHARS: usize = 16_000;
 pub const ID_PROP: &str = "driftwarden_id";
 
 /// How much a post shows; a post too long is rendered again with the next.
-#[derive(Debug, Clone, Copy)]
-struct Detail {
-    /// Longest value (object, path, side of a change).
-    value: usize,
-    /// Longest free text (verdict summary, commit summary).
-    text: usize,
-    /// Drifts a digest lists one by one.
-    lines: usize,
-}
-
-const DETAILS: [Detail; 4] = [
-    Detail {
-        value: 500,
-        text: 2000,
-        lines: 100,
-    },
-    Detail {
-        value: 150,
-        text: 500,
-        lines: 50,
-    },
-    Detail {
-        value: 60,
-        text: 150,
-        lines: 20,
-    },
-    Detail {
-        value: 20,
-        text: 40,
-        lines: 5,
-    },
-];
+const DETAILS: [Detail; 4] = Detail::ladder(500, [100, 50, 20, 5]);
 
 /// The post for `message`, with `id` in its props (and footer).
 pub fn render(message: &Message, id: &str) -> Value {
-    let mut last = Value::Null;
-    for detail in DETAILS {
-        let rendered = render_with(message, id, detail);
-        if total_units(&rendered) <= MAX_CHARS {
-            return rendered;
-        }
-        last = rendered;
-    }
-    last
+    fitting(&DETAILS, |detail| render_with(message, id, detail), fits)
 }
 
-/// Units of every string in `value`, keys aside.
-fn total_units(value: &Value) -> usize {
-    match value {
-        Value::String(text) => units(text),
-        Value::Array(items) => items.iter().map(total_units).sum(),
-        Value::Object(map) => map.values().map(total_units).sum(),
-        _ => 0,
-    }
+/// Whether `post` is within Mattermost's limit.
+fn fits(post: &Value) -> bool {
+    total_units(post) <= MAX_CHARS
 }
 
 fn render_with(message: &Message, id: &str, detail: Detail) -> Value {
@@ -95,7 +52,10 @@ fn render_with(message: &Message, id: &str, detail: Detail) -> Value {
             action,
             link,
             ..
-        } => follow_up(object, action, link.as_deref(), id, detail),
+        } => {
+            let line = content::follow_up_line(object, action, md, detail.text);
+            follow_up(line, link.as_deref(), id)
+        }
         Message::Digest(alerts) => digest(alerts, id, detail),
     }
 }
@@ -105,12 +65,9 @@ fn md(raw: &str, max: usize) -> String {
     if raw.trim().is_empty() {
         return "_(empty)_".to_owned();
     }
-    // Whether every character so far is a digit: "1." opens a list.
-    let mut digits = true;
+    let mut start = BlockStart::new();
     clip_escaped(raw, max, |index, c, out| {
-        let leading = (index == 0 && matches!(c, '#' | '-' | '+'))
-            || (digits && index > 0 && matches!(c, '.' | ')'));
-        digits = digits && c.is_ascii_digit();
+        let leading = start.opens(index, c);
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -144,10 +101,7 @@ fn props(id: &str) -> Value {
 }
 
 fn footer(drift: Option<u64>, id: &str) -> String {
-    let about = drift
-        .map(|seq| format!(" · drift #{seq}"))
-        .unwrap_or_default();
-    format!("Driftwarden{about} · id {}", clip(id, 200))
+    content::footer(drift, &clip(id, 200))
 }
 
 fn field(title: &str, value: String, short: bool) -> Value {
@@ -159,20 +113,8 @@ fn alert_post(alert: &Alert, id: &str, detail: Detail) -> Value {
     let label = content::severity_label(alert.severity);
 
     let mut text = format!("**Verdict** {}", md(&alert.summary, detail.text));
-    let (lines, omitted) = content::diff(alert);
+    let (lines, omitted) = content::diff_lines(alert, "- ", md, detail.value);
     if !lines.is_empty() || omitted > 0 {
-        let lines: Vec<String> = lines
-            .iter()
-            .map(|line| {
-                let (expected, live) = content::sides(line);
-                format!(
-                    "- {}: {} → {}",
-                    md(&line.path, detail.value),
-                    md(expected, detail.value),
-                    md(live, detail.value)
-                )
-            })
-            .collect();
         text.push_str("\n\n**Changed fields**\n");
         text.push_str(&join_fitting(&lines, omitted, detail.text * 4, |n| {
             format!("- … and {n} more")
@@ -181,16 +123,10 @@ fn alert_post(alert: &Alert, id: &str, detail: Detail) -> Value {
 
     let expects = match &alert.expected {
         Some(commit) => {
-            let mut value = format!(
-                "{} by {}: {}",
-                md(commit.short(), 40),
-                md(&commit.author, detail.value),
-                md(&commit.summary, detail.text)
-            );
-            if !commit.refs.is_empty() {
-                let refs: Vec<String> = commit.refs.iter().take(5).map(|r| md(r, 60)).collect();
+            let mut value = content::commit_line(commit, ": ", md, detail.value, detail.text);
+            if let Some(refs) = content::refs(commit, md) {
                 value.push_str(" · refs ");
-                value.push_str(&refs.join(", "));
+                value.push_str(&refs);
             }
             value
         }
@@ -198,25 +134,10 @@ fn alert_post(alert: &Alert, id: &str, detail: Detail) -> Value {
     };
     let fields = vec![
         field("Object", md(&alert.object, detail.value), false),
-        field(
-            "Who",
-            format!(
-                "{} {}",
-                md(content::actor(alert), detail.value),
-                content::actor_note(alert)
-            ),
-            true,
-        ),
+        field("Who", content::who(alert, md, detail.value), true),
         field("Action", md(&alert.action.to_string(), detail.text), true),
         field("Git expects", expects, false),
-        field(
-            "Observed",
-            alert
-                .observed_at
-                .format("%Y-%m-%d %H:%M:%S UTC")
-                .to_string(),
-            true,
-        ),
+        field("Observed", content::observed(alert), true),
     ];
 
     let mut attachment = json!({
@@ -233,18 +154,9 @@ fn alert_post(alert: &Alert, id: &str, detail: Detail) -> Value {
     json!({ "attachments": [attachment], "props": props(id) })
 }
 
-fn follow_up(
-    object: &str,
-    action: &AlertAction,
-    url: Option<&str>,
-    id: &str,
-    detail: Detail,
-) -> Value {
-    let mut text = format!(
-        "{}: {}",
-        md(object, detail.text),
-        md(&action.to_string(), detail.text)
-    );
+/// A follow-up saying `line` (shown the Mattermost way), with a link to
+/// `url`.
+fn follow_up(mut text: String, url: Option<&str>, id: &str) -> Value {
     if let Some(url) = url.and_then(safe_link) {
         text.push_str(&format!(" ([history]({url}))"));
     }
@@ -259,15 +171,7 @@ fn digest(alerts: &[Alert], id: &str, detail: Detail) -> Value {
     let lines: Vec<String> = alerts
         .iter()
         .take(detail.lines)
-        .map(|alert| {
-            format!(
-                "- {} {} · {} → {}",
-                content::severity_label(alert.severity),
-                md(&alert.object, detail.value),
-                md(&alert.summary, detail.value),
-                md(&alert.action.to_string(), detail.value)
-            )
-        })
+        .map(|alert| format!("- {}", content::digest_line(alert, md, [detail.value; 3])))
         .collect();
     let omitted = alerts.len() - lines.len();
     let end = format!("\n\n_{}_", md(&footer(None, id), 300));
@@ -281,8 +185,14 @@ fn digest(alerts: &[Alert], id: &str, detail: Detail) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::super::content::fixtures;
+    use super::super::fixtures::{self, Chat, alert_message, assert_contains_all};
     use super::*;
+
+    const MATTERMOST: Chat = Chat {
+        render,
+        assert_valid,
+        texts,
+    };
 
     /// Asserts the documented structure and the length limit.
     fn assert_valid(post: &Value) {
@@ -325,11 +235,7 @@ mod tests {
 
     #[test]
     fn alert_has_attachment_fields_link_and_id() {
-        let post = render(
-            &Message::Alert(Box::new(fixtures::alert(1234))),
-            "dw-1234-mattermost",
-        );
-        assert_valid(&post);
+        let post = MATTERMOST.valid(&alert_message(fixtures::alert(1234)), "dw-1234-mattermost");
         assert_eq!(post["props"][ID_PROP], "dw-1234-mattermost");
         let attachment = &post["attachments"][0];
         assert_eq!(attachment["color"], "#E8590C");
@@ -341,38 +247,30 @@ mod tests {
             attachment["fallback"],
             "🟠 HIGH drift_out_of_band: drift #1234"
         );
-        let all = texts(&post).join("\n");
-        for expected in [
-            "drift(out\\_of\\_band: /spec/replicas)",
-            "alice&#64;example.com (audit log)",
-            "reverted in 230 ms",
-            "0123456789ab by Bob &lt;bob&#64;example.com&gt;: Scale web to 3 (JIRA-123)",
-            "refs JIRA-123",
-            "- /spec/replicas: 3 → 5",
-            "drift #1234 · id dw-1234-mattermost",
-        ] {
-            assert!(all.contains(expected), "missing {expected} in {all}");
-        }
+        assert_contains_all(
+            &MATTERMOST.all_text(&post),
+            &[
+                "drift(out\\_of\\_band: /spec/replicas)",
+                "alice&#64;example.com (audit log)",
+                "reverted in 230 ms",
+                "0123456789ab by Bob &lt;bob&#64;example.com&gt;: Scale web to 3 (JIRA-123)",
+                "refs JIRA-123",
+                "- /spec/replicas: 3 → 5",
+                "drift #1234 · id dw-1234-mattermost",
+            ],
+        );
     }
 
     #[test]
     fn hostile_strings_cannot_mention_link_or_format() {
-        for alert in fixtures::hostile() {
-            for post in [
-                render(&Message::Alert(Box::new(alert.clone())), "id"),
-                render(&Message::Digest(vec![alert.clone(); 3]), "id"),
+        MATTERMOST.check_hostile_texts(|text| {
+            for token in [
+                "<", ">", "@", "[click]", "*bold*", "_i_", "`code`", "~s~", "&amp;",
             ] {
-                assert_valid(&post);
-                for text in texts(&post) {
-                    for token in [
-                        "<", ">", "@", "[click]", "*bold*", "_i_", "`code`", "~s~", "&amp;",
-                    ] {
-                        let allowed = token == "&amp;" && text.contains("&amp;amp;");
-                        assert!(allowed || !text.contains(token), "{token} in {text}");
-                    }
-                }
+                let allowed = token == "&amp;" && text.contains("&amp;amp;");
+                assert!(allowed || !text.contains(token), "{token} in {text}");
             }
-        }
+        });
         assert_eq!(md("<!channel>", 100), "&lt;!channel&gt;");
         assert_eq!(md("@all", 100), "&#64;all");
         assert_eq!(md("1) x", 100), "1\\) x");
@@ -380,31 +278,13 @@ mod tests {
 
     #[test]
     fn huge_alert_is_rendered_with_less_detail_until_it_fits() {
-        let huge = "@<".repeat(5000);
-        let post = render(
-            &Message::Alert(Box::new(fixtures::filled_with(&huge, 40))),
-            "id",
-        );
-        assert_valid(&post);
-        assert!(texts(&post).join("\n").contains("more"));
-
-        let mut alert = fixtures::alert(1);
-        alert.summary = "s".repeat(10_000);
-        assert_valid(&render(&Message::Alert(Box::new(alert)), "id"));
+        let all = MATTERMOST.huge_alert_text(&"@<".repeat(5000));
+        assert!(all.contains("more"));
     }
 
     #[test]
     fn follow_up_is_one_line_with_link() {
-        let post = render(
-            &Message::FollowUp {
-                drift_seq: 9,
-                object: "prod/apps/Deployment/team-a/web".to_owned(),
-                action: AlertAction::Reverted { after_ms: 230 },
-                link: Some("https://dw.example/h".to_owned()),
-            },
-            "dw-9-mattermost",
-        );
-        assert_valid(&post);
+        let post = MATTERMOST.valid(&fixtures::follow_up(), "dw-9-mattermost");
         assert_eq!(
             post["text"],
             "prod/apps/Deployment/team-a/web: reverted in 230 ms ([history](https://dw.example/h))"
@@ -414,19 +294,13 @@ mod tests {
 
     #[test]
     fn digest_of_500_fits_and_counts_the_rest() {
-        let post = render(&Message::Digest(fixtures::many(500)), "dw-d-mattermost");
-        assert_valid(&post);
+        let [post, hostile, _] = MATTERMOST.digests("dw-d-mattermost", &"@<".repeat(3000));
         let text = post["text"].as_str().expect("text");
         assert!(
             text.starts_with("#### 500 drifts in team-0, team-1, team-2 …"),
             "{text}"
         );
         assert!(text.contains("- … and 400 more"), "{text}");
-
-        let hostile = fixtures::filled_with(&"@<".repeat(3000), 10);
-        let post = render(&Message::Digest(vec![hostile; 500]), "id");
-        assert_valid(&post);
-        assert!(!post["text"].as_str().expect("text").contains('@'));
-        assert_valid(&render(&Message::Digest(Vec::new()), "id"));
+        assert!(!hostile["text"].as_str().expect("text").contains('@'));
     }
 }

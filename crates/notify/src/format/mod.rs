@@ -18,6 +18,9 @@
 //! Every body is sent as `Content-Type: application/json`.
 
 mod content;
+mod detail;
+#[cfg(test)]
+mod fixtures;
 pub mod mattermost;
 pub mod slack;
 pub mod teams;
@@ -45,7 +48,7 @@ pub fn render(kind: SinkKind, message: &Message, id: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::content::fixtures;
+    use super::fixtures;
     use super::*;
 
     #[test]

@@ -12,7 +12,7 @@
 //! `verbatim` so Slack links nothing by itself. Every text is clipped to
 //! Slack's limits, counted in UTF-16 units.
 
-use model::{Alert, AlertAction};
+use model::Alert;
 use serde_json::{Value, json};
 
 use super::content::{self, DigestSummary};
@@ -39,8 +39,6 @@ pub const MAX_FALLBACK: usize = 3000;
 const DIGEST_LINES: usize = 50;
 /// Longest link markup (`<url|label>`) put in a message.
 const MAX_LINK_MARKUP: usize = 1000;
-/// Refs (`JIRA-123`) shown of a commit.
-const REFS: usize = 5;
 
 /// The message for `message`, with `id` in its context footer.
 pub fn render(message: &Message, id: &str) -> Value {
@@ -51,7 +49,10 @@ pub fn render(message: &Message, id: &str) -> Value {
             object,
             action,
             link,
-        } => follow_up(*drift_seq, object, action, link.as_deref(), id),
+        } => {
+            let line = content::follow_up_line(object, action, code, 900);
+            follow_up(*drift_seq, line, link.as_deref(), id)
+        }
         Message::Digest(alerts) => digest(alerts, id),
     }
 }
@@ -102,12 +103,9 @@ fn section(text: String) -> Value {
 }
 
 fn footer(drift: Option<u64>, id: &str) -> Value {
-    let about = drift
-        .map(|seq| format!(" · drift #{seq}"))
-        .unwrap_or_default();
     json!({
         "type": "context",
-        "elements": [mrkdwn(format!("Driftwarden{about} · id {}", code(id, 300)))],
+        "elements": [mrkdwn(content::footer(drift, &code(id, 300)))],
     })
 }
 
@@ -137,17 +135,10 @@ fn alert_message(alert: &Alert, id: &str) -> Value {
 
     let mut fields = vec![
         format!("*Object*\n{}", code(&alert.object, 600)),
-        format!(
-            "*Who*\n{} {}",
-            code(content::actor(alert), 300),
-            content::actor_note(alert)
-        ),
+        format!("*Who*\n{}", content::who(alert, code, 300)),
         format!("*Action*\n{}", code(&alert.action.to_string(), 600)),
         format!("*Git expects*\n{}", expects(alert)),
-        format!(
-            "*Observed*\n{}",
-            alert.observed_at.format("%Y-%m-%d %H:%M:%S UTC")
-        ),
+        format!("*Observed*\n{}", content::observed(alert)),
     ];
     fields.truncate(MAX_FIELDS);
     let fields: Vec<Value> = fields
@@ -163,20 +154,8 @@ fn alert_message(alert: &Alert, id: &str) -> Value {
             "fields": fields,
         }),
     ];
-    let (lines, omitted) = content::diff(alert);
+    let (lines, omitted) = content::diff_lines(alert, "• ", code, 300);
     if !lines.is_empty() || omitted > 0 {
-        let lines: Vec<String> = lines
-            .iter()
-            .map(|line| {
-                let (expected, live) = content::sides(line);
-                format!(
-                    "• {}: {} → {}",
-                    code(&line.path, 300),
-                    code(expected, 300),
-                    code(live, 300)
-                )
-            })
-            .collect();
         let title = "*Changed fields*\n";
         let list = join_fitting(&lines, omitted, MAX_SECTION_TEXT - units(title), |n| {
             format!("… and {n} more")
@@ -201,28 +180,16 @@ fn expects(alert: &Alert) -> String {
     let Some(commit) = &alert.expected else {
         return "_not declared in git_".to_owned();
     };
-    let mut text = format!(
-        "{} by {}\n{}",
-        code(commit.short(), 40),
-        code(&commit.author, 200),
-        code(&commit.summary, 600)
-    );
-    if !commit.refs.is_empty() {
-        let refs: Vec<String> = commit.refs.iter().take(REFS).map(|r| code(r, 60)).collect();
+    let mut text = content::commit_line(commit, "\n", code, 200, 600);
+    if let Some(refs) = content::refs(commit, code) {
         text.push_str("\nrefs ");
-        text.push_str(&refs.join(", "));
+        text.push_str(&refs);
     }
     text
 }
 
-fn follow_up(
-    drift_seq: u64,
-    object: &str,
-    action: &AlertAction,
-    url: Option<&str>,
-    id: &str,
-) -> Value {
-    let line = format!("{}: {}", code(object, 900), code(&action.to_string(), 900));
+/// A follow-up saying `line` (shown the Slack way), with a link to `url`.
+fn follow_up(drift_seq: u64, line: String, url: Option<&str>, id: &str) -> Value {
     let mut text = line.clone();
     if let Some(link) = url.and_then(|url| link(url, "history")) {
         text.push_str(" · ");
@@ -245,15 +212,7 @@ fn digest(alerts: &[Alert], id: &str) -> Value {
     let lines: Vec<String> = alerts
         .iter()
         .take(DIGEST_LINES)
-        .map(|alert| {
-            format!(
-                "{} {} · {} → {}",
-                content::severity_label(alert.severity),
-                code(&alert.object, 400),
-                code(&alert.summary, 300),
-                code(&alert.action.to_string(), 200)
-            )
-        })
+        .map(|alert| content::digest_line(alert, code, [400, 300, 200]))
         .collect();
     // Room for the trailing "more" section, the divider and the footer.
     let max_sections = MAX_BLOCKS - blocks.len() - 3;
@@ -299,8 +258,16 @@ fn digest(alerts: &[Alert], id: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::super::content::fixtures;
+    use model::AlertAction;
+
+    use super::super::fixtures::{self, Chat, alert_message, assert_contains_all};
     use super::*;
+
+    const SLACK: Chat = Chat {
+        render,
+        assert_valid: assert_within_limits,
+        texts: mrkdwn_texts,
+    };
 
     fn blocks(message: &Value) -> &Vec<Value> {
         message["blocks"].as_array().expect("blocks")
@@ -368,11 +335,7 @@ mod tests {
 
     #[test]
     fn alert_has_fallback_header_fields_diff_link_and_id() {
-        let message = render(
-            &Message::Alert(Box::new(fixtures::alert(1234))),
-            "dw-1234-slack",
-        );
-        assert_within_limits(&message);
+        let message = SLACK.valid(&alert_message(fixtures::alert(1234)), "dw-1234-slack");
         assert!(message["text"].as_str().expect("text").contains("HIGH"));
         let blocks = blocks(&message);
         assert_eq!(blocks[0]["type"], "header");
@@ -380,31 +343,28 @@ mod tests {
             blocks[0]["text"]["text"],
             "🟠 HIGH drift_out_of_band: Deployment team-2/web"
         );
-        let all = mrkdwn_texts(&message).join("\n");
-        for expected in [
-            "`drift(out_of_band: /spec/replicas)`",
-            "`alice@example.com` (audit log)",
-            "`reverted in 230 ms`",
-            "`0123456789ab` by `Bob &lt;bob@example.com&gt;`",
-            "`Scale web to 3 (JIRA-123)`",
-            "refs `JIRA-123`",
-            "• `/spec/replicas`: `3` → `5`",
-            "<https://dw.example/objects/1234/history|Open the object's history>",
-            "drift #1234 · id `dw-1234-slack`",
-        ] {
-            assert!(all.contains(expected), "missing {expected} in {all}");
-        }
+        assert_contains_all(
+            &SLACK.all_text(&message),
+            &[
+                "`drift(out_of_band: /spec/replicas)`",
+                "`alice@example.com` (audit log)",
+                "`reverted in 230 ms`",
+                "`0123456789ab` by `Bob &lt;bob@example.com&gt;`",
+                "`Scale web to 3 (JIRA-123)`",
+                "refs `JIRA-123`",
+                "• `/spec/replicas`: `3` → `5`",
+                "<https://dw.example/objects/1234/history|Open the object's history>",
+                "drift #1234 · id `dw-1234-slack`",
+            ],
+        );
     }
 
     #[test]
     fn managed_fields_actor_is_marked_unverified() {
-        let message = render(
-            &Message::Alert(Box::new(fixtures::filled_with("bob", 1))),
-            "id",
-        );
+        let message = render(&alert_message(fixtures::filled_with("bob", 1)), "id");
         assert!(
-            mrkdwn_texts(&message)
-                .join("\n")
+            SLACK
+                .all_text(&message)
                 .contains("`bob` (unverified claim)")
         );
     }
@@ -423,26 +383,14 @@ mod tests {
 
     #[test]
     fn hostile_strings_cannot_mention_link_or_format() {
-        for alert in fixtures::hostile() {
-            let message = render(&Message::Alert(Box::new(alert.clone())), "dw-7-slack");
-            assert_within_limits(&message);
-            let digest = render(&Message::Digest(vec![alert; 3]), "dw-8-slack");
-            assert_within_limits(&digest);
-            for text in mrkdwn_texts(&message)
-                .into_iter()
-                .chain(mrkdwn_texts(&digest))
-            {
-                let bare = outside_code_and_own_links(&text);
-                for token in ["<", ">", "*bold*", "_i_", "~s~", "@channel", "[click]"] {
-                    assert!(!bare.contains(token), "{token} in {text}");
-                }
+        SLACK.check_hostile_texts(|text| {
+            let bare = outside_code_and_own_links(text);
+            for token in ["<", ">", "*bold*", "_i_", "~s~", "@channel", "[click]"] {
+                assert!(!bare.contains(token), "{token} in {text}");
             }
-        }
-        let message = render(
-            &Message::Alert(Box::new(fixtures::filled_with("<!channel>", 1))),
-            "id",
-        );
-        let all = mrkdwn_texts(&message).join("\n");
+        });
+        let message = render(&alert_message(fixtures::filled_with("<!channel>", 1)), "id");
+        let all = SLACK.all_text(&message);
         assert!(all.contains("`&lt;!channel&gt;`"), "{all}");
         assert!(!all.contains("<!"), "{all}");
     }
@@ -454,13 +402,7 @@ mod tests {
 
     #[test]
     fn huge_values_are_clipped_to_the_limits() {
-        let huge = "x&<".repeat(4000);
-        let message = render(
-            &Message::Alert(Box::new(fixtures::filled_with(&huge, 40))),
-            "id",
-        );
-        assert_within_limits(&message);
-        let all = mrkdwn_texts(&message).join("\n");
+        let all = SLACK.huge_alert_text(&"x&<".repeat(4000));
         let more: usize = all
             .split("… and ")
             .nth(1)
@@ -468,64 +410,44 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .expect("a count of the fields left out");
         assert!(more >= 33, "{all}");
-
-        let mut alert = fixtures::alert(1);
-        alert.summary = "s".repeat(10_000);
-        assert_within_limits(&render(&Message::Alert(Box::new(alert)), "id"));
     }
 
     #[test]
     fn follow_up_is_one_line_with_link_and_id() {
-        let message = render(
-            &Message::FollowUp {
-                drift_seq: 9,
-                object: "prod/apps/Deployment/team-a/web".to_owned(),
-                action: AlertAction::Reverted { after_ms: 230 },
-                link: Some("https://dw.example/h".to_owned()),
-            },
-            "dw-9-slack",
-        );
-        assert_within_limits(&message);
+        let message = SLACK.valid(&fixtures::follow_up(), "dw-9-slack");
         assert_eq!(
             message["text"],
             "`prod/apps/Deployment/team-a/web`: `reverted in 230 ms`"
         );
         assert!(
-            mrkdwn_texts(&message)
-                .join("\n")
+            SLACK
+                .all_text(&message)
                 .contains("<https://dw.example/h|history>")
         );
     }
 
     #[test]
     fn digest_of_500_stays_within_limits_and_counts_the_rest() {
-        let message = render(&Message::Digest(fixtures::many(500)), "dw-d-slack");
-        assert_within_limits(&message);
-        let blocks = blocks(&message);
+        let [message, hostile, _] = SLACK.digests("dw-d-slack", &"<!here>`".repeat(2000));
         assert_eq!(
-            blocks[0]["text"]["text"],
+            blocks(&message)[0]["text"]["text"],
             "500 drifts in team-0, team-1, team-2 …"
         );
-        let all = mrkdwn_texts(&message).join("\n");
+        let all = SLACK.all_text(&message);
         assert!(all.contains("… and 450 more"), "{all}");
-
-        let hostile = fixtures::filled_with(&"<!here>`".repeat(2000), 10);
-        let message = render(&Message::Digest(vec![hostile; 500]), "id");
-        assert_within_limits(&message);
-        assert!(!mrkdwn_texts(&message).join("\n").contains("<!"));
+        assert!(!SLACK.all_text(&hostile).contains("<!"));
     }
 
     #[test]
     fn empty_digest_is_still_a_valid_message() {
-        let message = render(&Message::Digest(Vec::new()), "id");
-        assert_within_limits(&message);
+        let message = SLACK.valid(&Message::Digest(Vec::new()), "id");
         assert_eq!(blocks(&message)[0]["text"]["text"], "0 drifts");
     }
 
     #[test]
     fn a_link_too_long_for_a_section_is_left_out() {
         let link = format!("https://dw.example/?{}", "a=1&".repeat(490));
-        let message = render(
+        let message = SLACK.valid(
             &Message::FollowUp {
                 drift_seq: 1,
                 object: "o".repeat(5000),
@@ -536,7 +458,6 @@ mod tests {
             },
             "id",
         );
-        assert_within_limits(&message);
-        assert!(!mrkdwn_texts(&message).join("\n").contains("https://"));
+        assert!(!SLACK.all_text(&message).contains("https://"));
     }
 }

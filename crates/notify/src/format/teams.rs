@@ -15,11 +15,12 @@
 //! is kept under [`MAX_BYTES`] of JSON: it is rendered with less detail
 //! until it fits.
 
-use model::{Alert, AlertAction, Severity};
+use model::{Alert, Severity};
 use serde_json::{Value, json};
 
 use super::content::{self, DigestSummary};
-use super::text::{clip_escaped, safe_link};
+use super::detail::{Detail, fitting, json_bytes};
+use super::text::{BlockStart, clip_escaped, safe_link};
 use crate::Message;
 
 /// Most bytes of JSON a message is rendered to: Teams refuses messages over
@@ -30,51 +31,16 @@ pub const MAX_BYTES: usize = 24_000;
 pub const CARD_CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
 
 /// How much a card shows; a card too large is rendered again with the next.
-#[derive(Debug, Clone, Copy)]
-struct Detail {
-    /// Longest value (object, path, side of a change).
-    value: usize,
-    /// Longest free text (verdict summary, commit summary).
-    text: usize,
-    /// Drifts a digest lists one by one.
-    lines: usize,
-}
-
-const DETAILS: [Detail; 4] = [
-    Detail {
-        value: 400,
-        text: 2000,
-        lines: 50,
-    },
-    Detail {
-        value: 150,
-        text: 500,
-        lines: 25,
-    },
-    Detail {
-        value: 60,
-        text: 150,
-        lines: 10,
-    },
-    Detail {
-        value: 20,
-        text: 40,
-        lines: 3,
-    },
-];
+const DETAILS: [Detail; 4] = Detail::ladder(400, [50, 25, 10, 3]);
 
 /// The message for `message`, with `id` in the card's footer.
 pub fn render(message: &Message, id: &str) -> Value {
-    let mut last = Value::Null;
-    for detail in DETAILS {
-        let rendered = render_with(message, id, detail);
-        let size = serde_json::to_vec(&rendered).map_or(usize::MAX, |bytes| bytes.len());
-        if size <= MAX_BYTES {
-            return rendered;
-        }
-        last = rendered;
-    }
-    last
+    fitting(&DETAILS, |detail| render_with(message, id, detail), fits)
+}
+
+/// Whether `message` is within what Teams takes.
+fn fits(message: &Value) -> bool {
+    json_bytes(message) <= MAX_BYTES
 }
 
 fn render_with(message: &Message, id: &str, detail: Detail) -> Value {
@@ -85,23 +51,25 @@ fn render_with(message: &Message, id: &str, detail: Detail) -> Value {
             object,
             action,
             link,
-        } => follow_up(*drift_seq, object, action, link.as_deref(), id, detail),
+        } => {
+            let line = content::follow_up_line(object, action, md, detail.text);
+            follow_up(*drift_seq, line, link.as_deref(), id)
+        }
         Message::Digest(alerts) => digest(alerts, id, detail),
     }
 }
 
 /// `raw` with Markdown's characters backslash-escaped, within `max` units.
 fn md(raw: &str, max: usize) -> String {
-    // Whether every character so far is a digit: "1." opens a list.
-    let mut digits = true;
+    let mut start = BlockStart::new();
     clip_escaped(raw, max, |index, c, out| {
-        let special = matches!(
+        // Called for every character, before the markup check.
+        let opens = start.opens(index, c);
+        let markup = matches!(
             c,
             '\\' | '*' | '_' | '[' | ']' | '`' | '~' | '<' | '>' | '|'
-        ) || (index == 0 && matches!(c, '#' | '-' | '+'))
-            || (digits && index > 0 && matches!(c, '.' | ')'));
-        digits = digits && c.is_ascii_digit();
-        if special {
+        );
+        if markup || opens {
             out.push('\\');
         }
         out.push(c);
@@ -136,12 +104,9 @@ fn headline(text: String, severity: Option<Severity>) -> Value {
 }
 
 fn footer(drift: Option<u64>, id: &str) -> Value {
-    let about = drift
-        .map(|seq| format!(" · drift #{seq}"))
-        .unwrap_or_default();
     json!({
         "type": "TextBlock",
-        "text": format!("Driftwarden{about} · id {}", md(id, 200)),
+        "text": content::footer(drift, &md(id, 200)),
         "wrap": true,
         "isSubtle": true,
         "size": "Small",
@@ -184,41 +149,20 @@ fn alert_card(alert: &Alert, id: &str, detail: Detail) -> Value {
     );
     let mut facts = vec![
         fact("Object", md(&alert.object, detail.value)),
-        fact(
-            "Who",
-            format!(
-                "{} {}",
-                md(content::actor(alert), detail.value),
-                content::actor_note(alert)
-            ),
-        ),
+        fact("Who", content::who(alert, md, detail.value)),
         fact("Action", md(&alert.action.to_string(), detail.text)),
     ];
     match &alert.expected {
         Some(commit) => {
-            facts.push(fact(
-                "Git expects",
-                format!(
-                    "{} by {}: {}",
-                    md(commit.short(), 40),
-                    md(&commit.author, detail.value),
-                    md(&commit.summary, detail.text)
-                ),
-            ));
-            if !commit.refs.is_empty() {
-                let refs: Vec<String> = commit.refs.iter().take(5).map(|r| md(r, 60)).collect();
-                facts.push(fact("Refs", refs.join(", ")));
+            let line = content::commit_line(commit, ": ", md, detail.value, detail.text);
+            facts.push(fact("Git expects", line));
+            if let Some(refs) = content::refs(commit, md) {
+                facts.push(fact("Refs", refs));
             }
         }
         None => facts.push(fact("Git expects", "not declared in git".to_owned())),
     }
-    facts.push(fact(
-        "Observed",
-        alert
-            .observed_at
-            .format("%Y-%m-%d %H:%M:%S UTC")
-            .to_string(),
-    ));
+    facts.push(fact("Observed", content::observed(alert)));
 
     let mut body = vec![
         headline(title, Some(alert.severity)),
@@ -253,19 +197,8 @@ fn alert_card(alert: &Alert, id: &str, detail: Detail) -> Value {
     message(body, open_url(alert.link.as_deref(), "Object history"))
 }
 
-fn follow_up(
-    drift_seq: u64,
-    object: &str,
-    action: &AlertAction,
-    url: Option<&str>,
-    id: &str,
-    detail: Detail,
-) -> Value {
-    let line = format!(
-        "{}: {}",
-        md(object, detail.text),
-        md(&action.to_string(), detail.text)
-    );
+/// A follow-up saying `line` (shown as Markdown), with `url` as its action.
+fn follow_up(drift_seq: u64, line: String, url: Option<&str>, id: &str) -> Value {
     message(
         vec![text_block(line), footer(Some(drift_seq), id)],
         open_url(url, "Object history"),
@@ -286,13 +219,7 @@ fn digest(alerts: &[Alert], id: &str, detail: Detail) -> Value {
     for alert in alerts.iter().take(detail.lines) {
         body.push(json!({
             "type": "TextBlock",
-            "text": format!(
-                "{} {} · {} → {}",
-                content::severity_label(alert.severity),
-                md(&alert.object, detail.value),
-                md(&alert.summary, detail.value),
-                md(&alert.action.to_string(), detail.value)
-            ),
+            "text": content::digest_line(alert, md, [detail.value; 3]),
             "wrap": true,
             "spacing": "None",
         }));
@@ -307,15 +234,17 @@ fn digest(alerts: &[Alert], id: &str, detail: Detail) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::super::content::fixtures;
+    use super::super::fixtures::{self, Chat, alert_message, assert_contains_all};
     use super::*;
+
+    const TEAMS: Chat = Chat {
+        render,
+        assert_valid,
+        texts,
+    };
 
     fn card(message: &Value) -> &Value {
         &message["attachments"][0]["content"]
-    }
-
-    fn size(message: &Value) -> usize {
-        serde_json::to_vec(message).expect("json").len()
     }
 
     /// Asserts the Workflows envelope and the card's required fields.
@@ -347,7 +276,8 @@ mod tests {
             assert_eq!(action["type"], "Action.OpenUrl");
             assert!(action["url"].as_str().expect("url").starts_with("https://"));
         }
-        assert!(size(message) <= MAX_BYTES, "{}", size(message));
+        let size = json_bytes(message);
+        assert!(size <= MAX_BYTES, "{size}");
     }
 
     /// Every text of the card that Teams reads as Markdown.
@@ -367,11 +297,7 @@ mod tests {
 
     #[test]
     fn alert_card_has_facts_diff_link_and_id() {
-        let message = render(
-            &Message::Alert(Box::new(fixtures::alert(1234))),
-            "dw-1234-teams",
-        );
-        assert_valid(&message);
+        let message = TEAMS.valid(&alert_message(fixtures::alert(1234)), "dw-1234-teams");
         let card = card(&message);
         assert_eq!(
             card["body"][0]["text"],
@@ -382,43 +308,35 @@ mod tests {
             card["actions"][0]["url"],
             "https://dw.example/objects/1234/history"
         );
-        let all = texts(&message).join("\n");
-        for expected in [
-            "drift(out\\_of\\_band: /spec/replicas)",
-            "alice@example.com (audit log)",
-            "reverted in 230 ms",
-            "0123456789ab by Bob \\<bob@example.com\\>: Scale web to 3 (JIRA-123)",
-            "JIRA-123",
-            "/spec/replicas",
-            "3 → 5",
-            "drift #1234 · id dw-1234-teams",
-        ] {
-            assert!(all.contains(expected), "missing {expected} in {all}");
-        }
+        assert_contains_all(
+            &TEAMS.all_text(&message),
+            &[
+                "drift(out\\_of\\_band: /spec/replicas)",
+                "alice@example.com (audit log)",
+                "reverted in 230 ms",
+                "0123456789ab by Bob \\<bob@example.com\\>: Scale web to 3 (JIRA-123)",
+                "JIRA-123",
+                "/spec/replicas",
+                "3 → 5",
+                "drift #1234 · id dw-1234-teams",
+            ],
+        );
     }
 
     #[test]
     fn hostile_strings_cannot_link_or_format() {
-        for alert in fixtures::hostile() {
-            for message in [
-                render(&Message::Alert(Box::new(alert.clone())), "id"),
-                render(&Message::Digest(vec![alert.clone(); 3]), "id"),
+        TEAMS.check_hostile_texts(|text| {
+            for token in [
+                "[click]",
+                "*bold*",
+                "<script>",
+                "<!channel>",
+                "_i_",
+                "`code`",
             ] {
-                assert_valid(&message);
-                for text in texts(&message) {
-                    for token in [
-                        "[click]",
-                        "*bold*",
-                        "<script>",
-                        "<!channel>",
-                        "_i_",
-                        "`code`",
-                    ] {
-                        assert!(!text.contains(token), "{token} in {text}");
-                    }
-                }
+                assert!(!text.contains(token), "{token} in {text}");
             }
-        }
+        });
         assert_eq!(
             md("[click](https://evil)", 100),
             "\\[click\\](https://evil)"
@@ -430,35 +348,13 @@ mod tests {
 
     #[test]
     fn huge_alert_is_rendered_with_less_detail_until_it_fits() {
-        let huge = "\"\\*".repeat(5000);
-        let message = render(
-            &Message::Alert(Box::new(fixtures::filled_with(&huge, 40))),
-            "id",
-        );
-        assert_valid(&message);
-        assert!(
-            texts(&message)
-                .join("\n")
-                .contains("… and 33 more changed fields")
-        );
-
-        let mut alert = fixtures::alert(1);
-        alert.summary = "s".repeat(10_000);
-        assert_valid(&render(&Message::Alert(Box::new(alert)), "id"));
+        let all = TEAMS.huge_alert_text(&"\"\\*".repeat(5000));
+        assert!(all.contains("… and 33 more changed fields"));
     }
 
     #[test]
     fn follow_up_is_one_line_with_the_link_as_action() {
-        let message = render(
-            &Message::FollowUp {
-                drift_seq: 9,
-                object: "prod/apps/Deployment/team-a/web".to_owned(),
-                action: AlertAction::Reverted { after_ms: 230 },
-                link: Some("https://dw.example/h".to_owned()),
-            },
-            "dw-9-teams",
-        );
-        assert_valid(&message);
+        let message = TEAMS.valid(&fixtures::follow_up(), "dw-9-teams");
         assert_eq!(
             card(&message)["body"][0]["text"],
             "prod/apps/Deployment/team-a/web: reverted in 230 ms"
@@ -468,17 +364,12 @@ mod tests {
 
     #[test]
     fn digest_of_500_fits_and_counts_the_rest() {
-        let message = render(&Message::Digest(fixtures::many(500)), "dw-d-teams");
-        assert_valid(&message);
-        let all = texts(&message).join("\n");
+        let [message, _, _] = TEAMS.digests("dw-d-teams", &"\"<".repeat(3000));
+        let all = TEAMS.all_text(&message);
         assert!(
             all.starts_with("500 drifts in team-0, team-1, team-2 …"),
             "{all}"
         );
         assert!(all.contains("… and 450 more"), "{all}");
-
-        let hostile = fixtures::filled_with(&"\"<".repeat(3000), 10);
-        assert_valid(&render(&Message::Digest(vec![hostile; 500]), "id"));
-        assert_valid(&render(&Message::Digest(Vec::new()), "id"));
     }
 }

@@ -61,6 +61,31 @@ pub(crate) fn clip_escaped(
     out
 }
 
+/// Finds, character by character, what opens a Markdown block at the start
+/// of a text: a leading `#`, `-` or `+`, or a `.` or `)` right after
+/// leading digits ("1." opens a list).
+#[derive(Debug)]
+pub(crate) struct BlockStart {
+    /// Whether every character so far is a digit.
+    digits: bool,
+}
+
+impl BlockStart {
+    /// At the start of a text.
+    pub(crate) fn new() -> BlockStart {
+        BlockStart { digits: true }
+    }
+
+    /// Whether `c`, the character at `index`, opens a block; to be called
+    /// for every character, in order.
+    pub(crate) fn opens(&mut self, index: usize, c: char) -> bool {
+        let opens = (index == 0 && matches!(c, '#' | '-' | '+'))
+            || (self.digits && index > 0 && matches!(c, '.' | ')'));
+        self.digits = self.digits && c.is_ascii_digit();
+        opens
+    }
+}
+
 /// `raw` on one line, clipped to `max` units, nothing escaped: for plain
 /// text fields no markup is read from.
 pub(crate) fn clip(raw: &str, max: usize) -> String {
@@ -188,6 +213,25 @@ mod tests {
             join_fitting(&lines[..2], 0, 60, |_| String::new()),
             "line 000\nline 001"
         );
+    }
+
+    #[test]
+    fn a_block_opens_with_a_marker_or_after_leading_digits() {
+        let opened = |text: &str| -> Vec<usize> {
+            let mut start = BlockStart::new();
+            let mut opened = Vec::new();
+            for (index, c) in text.chars().enumerate() {
+                if start.opens(index, c) {
+                    opened.push(index);
+                }
+            }
+            opened
+        };
+        assert_eq!(opened("# x - y"), [0]);
+        assert_eq!(opened("12. x"), [2]);
+        assert_eq!(opened("1) x."), [1]);
+        assert_eq!(opened("a1. x"), Vec::<usize>::new());
+        assert_eq!(opened(".x"), Vec::<usize>::new());
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn to_json<T: Serialize>(value: &T) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::super::content::fixtures;
+    use super::super::fixtures;
     use super::*;
 
     #[test]
