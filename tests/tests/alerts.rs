@@ -260,6 +260,27 @@ async fn each_sink_gets_each_alert_once_through_failures_and_throttling() -> Res
         let id = received.body["id"].as_str().context("an id")?;
         ensure!(received.header("driftwarden-delivery") == Some(id));
     }
+    // Mallory changes the stray Secret: its alert names the field changed,
+    // never a value (not even its digest).
+    let patch = json!({"stringData": {"password": "second-value"}}).to_string();
+    s.kubectl(User::Mallory, &["patch", "secret", "leak", "-p", &patch])?;
+    let hook = sinks.get("hook");
+    let changed = eventually(Duration::from_secs(60), "the Secret's change", || {
+        let found = hook.received().into_iter().find_map(|r| {
+            let alert = r.body.get("alert")?;
+            let lines = alert["diff"].as_array()?;
+            (alert["kind"] == "Secret" && !lines.is_empty()).then(|| lines.clone())
+        });
+        async move { Ok(found) }
+    })
+    .await?;
+    for line in &changed {
+        for side in ["expected", "live"] {
+            if let Some(value) = line.get(side) {
+                ensure!(value == "(secret value, not shown)", "{line}");
+            }
+        }
+    }
     // Settle, then compare with the ledger.
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.stop().await;
@@ -285,7 +306,10 @@ async fn each_sink_gets_each_alert_once_through_failures_and_throttling() -> Res
             |r| matches!(&r.body, RecordBody::Alert(a) if matches!(a.event, AlertEvent::Opened(_))),
         )
         .count();
-    ensure!(alerts == 2, "one alert per drift, {alerts} opened");
+    ensure!(
+        alerts == 3,
+        "one alert per change departing from git, {alerts} opened"
+    );
     Ok(())
 }
 

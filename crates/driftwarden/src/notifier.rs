@@ -355,15 +355,21 @@ impl Notifier {
             }
         };
         drop(desired);
+        // Of a Secret, only values that are no secret are shown: its labels,
+        // type and immutability (its data are digests, still not shown).
         let secret = key.kind == "Secret" && key.group.is_empty();
+        let shown = [
+            model::FieldPath::root().field("metadata").field("labels"),
+            model::FieldPath::root().field("type"),
+            model::FieldPath::root().field("immutable"),
+        ];
         let diff: Vec<AlertLine> = judgement
             .diff
             .iter()
             .filter(|change| change.judged.is_none_or(|v| v.is_open()))
             .map(|change| {
                 let path = change.path.to_string();
-                let hidden =
-                    secret && (path.starts_with("/data") || path.starts_with("/stringData"));
+                let hidden = secret && !shown.iter().any(|p| change.path.starts_with(p));
                 let show = |value: &Option<serde_json::Value>| {
                     value.as_ref().map(|value| {
                         if hidden {
@@ -663,23 +669,27 @@ fn compose(queue: &[Queued], digest_min: usize) -> Vec<Composed> {
         }
     }
     if alerts.len() + follow_ups.len() >= digest_min {
+        // A follow-up whose alert is no longer remembered goes on its own.
+        let (with_alert, alone): (Vec<_>, Vec<_>) =
+            follow_ups.into_iter().partition(|(q, _)| q.alert.is_some());
         let mut covers = Vec::new();
         let mut all = Vec::new();
         for (alert, seqs) in alerts {
             all.push(alert);
             covers.extend(seqs);
         }
-        for (queued, seqs) in follow_ups {
-            if let Some(alert) = &queued.alert {
-                all.push(alert.clone());
-            }
+        for (queued, seqs) in with_alert {
+            all.extend(queued.alert.clone());
             covers.extend(seqs);
         }
         covers.sort_unstable();
-        return vec![Composed {
+        let digest = Composed {
             message: Message::Digest(all),
             covers,
-        }];
+        };
+        return std::iter::once(digest)
+            .chain(alone.into_iter().filter_map(follow_up))
+            .collect();
     }
     let mut out: Vec<Composed> = alerts
         .into_iter()
@@ -688,20 +698,22 @@ fn compose(queue: &[Queued], digest_min: usize) -> Vec<Composed> {
             covers,
         })
         .collect();
-    for (queued, covers) in follow_ups {
-        if let Some((action, object, link)) = &queued.update {
-            out.push(Composed {
-                message: Message::FollowUp {
-                    drift_seq: queued.drift_seq,
-                    object: object.clone(),
-                    action: action.clone(),
-                    link: link.clone(),
-                },
-                covers,
-            });
-        }
-    }
+    out.extend(follow_ups.into_iter().filter_map(follow_up));
     out
+}
+
+/// The follow-up message of a queued update.
+fn follow_up((queued, covers): (&Queued, Vec<u64>)) -> Option<Composed> {
+    let (action, object, link) = queued.update.as_ref()?;
+    Some(Composed {
+        message: Message::FollowUp {
+            drift_seq: queued.drift_seq,
+            object: object.clone(),
+            action: action.clone(),
+            link: link.clone(),
+        },
+        covers,
+    })
 }
 
 #[cfg(test)]
@@ -779,6 +791,20 @@ mod tests {
         assert_eq!(alerts.len(), 50);
         assert_eq!(composed[0].covers.len(), 50);
         assert_eq!(compose(&queue[..4], 5).len(), 4);
+    }
+
+    #[test]
+    fn a_follow_up_without_its_alert_is_not_lost_in_a_digest() {
+        let mut queue: Vec<Queued> = (0..5).map(|i| opened(100 + i, i)).collect();
+        queue.push(reverted(200, 77));
+        let composed = compose(&queue, 5);
+        assert_eq!(composed.len(), 2, "{composed:?}");
+        assert!(matches!(&composed[0].message, Message::Digest(a) if a.len() == 5));
+        assert!(matches!(
+            composed[1].message,
+            Message::FollowUp { drift_seq: 77, .. }
+        ));
+        assert_eq!(composed[1].covers, [200]);
     }
 
     #[test]

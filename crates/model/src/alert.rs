@@ -67,7 +67,7 @@ impl fmt::Display for Severity {
 /// values never shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertLine {
-    /// The field, as a JSON pointer.
+    /// The field, e.g. `spec.replicas`.
     pub path: String,
     /// What git expects (or the last known-good value), shortened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
