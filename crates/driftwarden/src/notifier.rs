@@ -179,7 +179,12 @@ impl Notifier {
         let mut out = Vec::new();
         let mut last = self.cursor;
         let now = Utc::now();
-        for record in self.ledger.from_seq(self.cursor + 1).take(BATCH) {
+        // Objects are not alerted on: skipped unread.
+        for record in self
+            .ledger
+            .from_seq_without_objects(self.cursor + 1)
+            .take(BATCH)
+        {
             let record = record?;
             let alert = match &record.body {
                 RecordBody::Change { event, judgement } => {
@@ -205,21 +210,17 @@ impl Notifier {
             return Ok(false);
         }
         self.cursor = last;
-        if out.is_empty() {
-            for drift_seq in std::mem::take(&mut self.settled) {
-                self.open.remove(&drift_seq);
+        if !out.is_empty() {
+            for alert in &mut out {
+                alert.routed_through = last;
             }
-            return Ok(true);
-        }
-        for alert in &mut out {
-            alert.routed_through = last;
-        }
-        let bodies = out.iter().cloned().map(RecordBody::Alert).collect();
-        let appended = self.ledger.append(bodies, &[])?;
-        // Written before sent: durable first.
-        self.ledger.flush()?;
-        for (seq, alert) in appended.seqs.into_iter().zip(&out) {
-            self.queue(seq, alert, &alert.sinks);
+            let bodies = out.iter().cloned().map(RecordBody::Alert).collect();
+            let appended = self.ledger.append(bodies, &[])?;
+            // Written before sent: durable first.
+            self.ledger.flush()?;
+            for (seq, alert) in appended.seqs.into_iter().zip(&out) {
+                self.queue(seq, alert, &alert.sinks);
+            }
         }
         for drift_seq in std::mem::take(&mut self.settled) {
             self.open.remove(&drift_seq);

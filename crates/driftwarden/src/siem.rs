@@ -411,7 +411,8 @@ impl Publisher {
             let from = cursor;
             let mut published = 0;
             let now = Utc::now();
-            for record in self.ledger.from_seq(cursor + 1).take(BATCH) {
+            // Objects are not published: skipped unread.
+            for record in self.ledger.from_seq_without_objects(cursor + 1).take(BATCH) {
                 let record = record?;
                 let message = match &record.body {
                     RecordBody::Change { event, judgement } => {
