@@ -426,34 +426,31 @@ impl Publisher {
                         else {
                             break;
                         };
-                        cursor = record.seq;
-                        VerdictMessage::of(record.seq, record.at, event, judgement, &actor, None)
+                        Some(VerdictMessage::of(
+                            record.seq, record.at, event, judgement, &actor, None,
+                        ))
                     }
                     RecordBody::Amendment(amendment) => {
-                        cursor = record.seq;
                         // The change amended, judged anew.
-                        let Some(amended) = self.ledger.get(amendment.amends)? else {
-                            continue;
-                        };
-                        let RecordBody::Change { event, .. } = &amended.body else {
-                            continue;
-                        };
-                        VerdictMessage::of(
-                            record.seq,
-                            record.at,
-                            event,
-                            &amendment.judgement,
-                            &amendment.judgement.actor,
-                            Some(amendment.amends),
-                        )
+                        match self.ledger.get(amendment.amends)?.map(|r| r.body) {
+                            Some(RecordBody::Change { event, .. }) => Some(VerdictMessage::of(
+                                record.seq,
+                                record.at,
+                                &event,
+                                &amendment.judgement,
+                                &amendment.judgement.actor,
+                                Some(amendment.amends),
+                            )),
+                            _ => None,
+                        }
                     }
-                    _ => {
-                        cursor = record.seq;
-                        continue;
-                    }
+                    _ => None,
                 };
-                self.publish(&message).await?;
-                published += 1;
+                if let Some(message) = message {
+                    self.publish(&message).await?;
+                    published += 1;
+                }
+                cursor = record.seq;
             }
             self.metrics.verdicts_published(published);
             if cursor == from {
