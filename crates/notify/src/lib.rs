@@ -4,8 +4,12 @@
 //! verdict ──route──▶ outbox (ledger) ──deliver──▶ Slack / Teams / Mattermost / webhook
 //! ```
 //!
-//! [`format`] turns a [`Message`] into the JSON each service documents;
-//! [`sign`] signs the generic webhook's body.
+//! [`config`] is the `alerts:` section; [`route`] gives a verdict its
+//! severity and its sinks; [`format`] turns a [`Message`] into the JSON each
+//! service documents; [`sign`] signs the generic webhook's body;
+//! [`deliver`] posts a message and says how long to wait before trying
+//! again. The outbox itself is ledger records, and the binary's notifier
+//! drives all of this: no I/O here but the HTTP post.
 
 pub mod config;
 pub mod deliver;
