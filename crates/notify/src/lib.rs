@@ -5,7 +5,7 @@
 //! ```
 //!
 //! [`config`] is the `alerts:` section; [`route`] gives a verdict its
-//! severity and its sinks; [`format`](crate::format) turns a [`Message`] into the JSON each
+//! severity and its sinks; [`format`](mod@format) turns a [`Message`] into the JSON each
 //! service documents; [`sign`] signs the generic webhook's body;
 //! [`deliver`] posts a message and says how long to wait before trying
 //! again. The outbox itself is ledger records, and the binary's notifier
