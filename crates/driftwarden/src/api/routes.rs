@@ -614,9 +614,17 @@ async fn report(
         // The correlator and the enforcer keep the other core.
         readers: 1,
     };
+    // One report at a time: a reader asking for many at once must not
+    // take every blocking thread (and the disk) from the rest.
+    static REPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let permit = REPORTS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     let (sender, mut chunks) = tokio::sync::mpsc::channel(4);
     let ledger = state.ledger.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut out = Chunks {
             sender: sender.clone(),
             buffer: Vec::new(),
